@@ -1,0 +1,5 @@
+//! llama-agent: the per-host daemon. It reflects probes (in the kernel with
+//! XDP where it can, in userspace otherwise), sends probes to its peers and
+//! keeps its registration and target list in sync with the server.
+
+pub mod xdp;

@@ -1,0 +1,211 @@
+//! Loading and attaching the in-kernel XDP reflector.
+//!
+//! The object is embedded at build time when `cargo xtask build-ebpf` has run
+//! (see `build.rs`); without it the agent is userspace-only.
+//!
+//! Attachment uses a BPF link (kernel >= 5.9), which lives exactly as long as
+//! the file descriptor the agent holds: when the agent exits, however it
+//! exits (SIGKILL included), the kernel detaches the program. A second agent
+//! on an interface that already has a link-attached program is refused with
+//! [`Error::InterfaceBusy`] instead of stacking programs.
+
+use std::fmt;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, PerCpuArray},
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use llama_common::{COUNTERS_MAP, CONFIG_MAP, Counter, ReflectorConfig, XDP_PROGRAM_NAME};
+use tracing::debug;
+
+/// The embedded XDP object, if this agent was built with one.
+pub fn embedded_object() -> Option<&'static [u8]> {
+    #[cfg(llama_xdp_embedded)]
+    {
+        static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llama-ebpf.o"));
+        Some(OBJECT)
+    }
+    #[cfg(not(llama_xdp_embedded))]
+    {
+        None
+    }
+}
+
+/// Errors of the XDP path. Each one means "use the userspace reflector here".
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("this agent was built without the XDP object (run `cargo xtask build-ebpf`); userspace only")]
+    NotEmbedded,
+    #[error("loading the XDP object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the XDP object has no program named {XDP_PROGRAM_NAME}")]
+    MissingProgram,
+    #[error("the XDP object has no map named {0}")]
+    MissingMap(&'static str),
+    #[error("BPF map access failed: {0}")]
+    Map(#[from] aya::maps::MapError),
+    #[error("the kernel rejected the XDP program: {0}")]
+    Verifier(#[source] ProgramError),
+    #[error("interface {0} does not exist")]
+    UnknownInterface(String),
+    #[error("{interface}: another XDP program is already attached (is a second agent running?)")]
+    InterfaceBusy { interface: String },
+    #[error("{interface}: attach in {mode} mode failed: {source}")]
+    Attach {
+        interface: String,
+        mode: AttachMode,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("{0} is not attached")]
+    NotAttached(String),
+    #[error("detaching from {interface} failed: {source}")]
+    Detach {
+        interface: String,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttachMode {
+    /// In the driver, before an skb is allocated (fastest; needs driver support).
+    Native,
+    /// Generic (skb) mode: works on every interface, after skb allocation.
+    Generic,
+}
+
+impl AttachMode {
+    fn aya(self) -> XdpMode {
+        match self {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        })
+    }
+}
+
+/// One loaded copy of the XDP reflector, attachable to several interfaces.
+/// Dropping it detaches from every interface.
+pub struct XdpReflector {
+    ebpf: Ebpf,
+    attached: Vec<(String, AttachMode, XdpLinkId)>,
+}
+
+impl fmt::Debug for XdpReflector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XdpReflector")
+            .field("attached", &self.attached.iter().map(|(i, m, _)| (i, m)).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl XdpReflector {
+    /// Loads the embedded object into the kernel (maps created, program
+    /// verified) with `config` in effect. Nothing is attached yet.
+    pub fn load(config: ReflectorConfig) -> Result<Self, Error> {
+        let object = embedded_object().ok_or(Error::NotEmbedded)?;
+        Self::load_object(object, config)
+    }
+
+    /// Like [`XdpReflector::load`] with an explicit object (tests, tools).
+    pub fn load_object(object: &[u8], config: ReflectorConfig) -> Result<Self, Error> {
+        let mut ebpf = EbpfLoader::new().load(object)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM_NAME)
+            .ok_or(Error::MissingProgram)?
+            .try_into()
+            .map_err(Error::Verifier)?;
+        program.load().map_err(Error::Verifier)?;
+        let mut reflector = Self { ebpf, attached: Vec::new() };
+        reflector.set_config(config)?;
+        Ok(reflector)
+    }
+
+    /// Changes the run-time settings; takes effect on the next packet.
+    pub fn set_config(&mut self, config: ReflectorConfig) -> Result<(), Error> {
+        let map = self.ebpf.map_mut(CONFIG_MAP).ok_or(Error::MissingMap(CONFIG_MAP))?;
+        let mut array: Array<_, ReflectorConfig> = Array::try_from(map)?;
+        array.set(0, config, 0)?;
+        Ok(())
+    }
+
+    /// Attaches to `interface` in exactly `mode` (no silent fallback: the
+    /// caller decides what to try next and logs it).
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<(), Error> {
+        let program = self.program()?;
+        let link = program.attach(interface, mode.aya()).map_err(|source| match &source {
+            ProgramError::UnknownInterface { .. } => Error::UnknownInterface(interface.to_owned()),
+            ProgramError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EBUSY) => {
+                Error::InterfaceBusy { interface: interface.to_owned() }
+            }
+            _ if is_busy(&source) => Error::InterfaceBusy { interface: interface.to_owned() },
+            _ => Error::Attach { interface: interface.to_owned(), mode, source },
+        })?;
+        debug!(interface, %mode, "xdp attached");
+        self.attached.push((interface.to_owned(), mode, link));
+        Ok(())
+    }
+
+    /// Detaches from `interface`.
+    pub fn detach(&mut self, interface: &str) -> Result<(), Error> {
+        let pos = self
+            .attached
+            .iter()
+            .position(|(i, _, _)| i == interface)
+            .ok_or_else(|| Error::NotAttached(interface.to_owned()))?;
+        let (interface, _, link) = self.attached.remove(pos);
+        self.program()?
+            .detach(link)
+            .map_err(|source| Error::Detach { interface: interface.clone(), source })?;
+        debug!(interface, "xdp detached");
+        Ok(())
+    }
+
+    /// Interfaces the program is attached to, with the mode of each.
+    pub fn attachments(&self) -> impl Iterator<Item = (&str, AttachMode)> {
+        self.attached.iter().map(|(i, m, _)| (i.as_str(), *m))
+    }
+
+    /// Counter totals over all CPUs, in [`Counter::ALL`] order.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, Error> {
+        let map = self.ebpf.map(COUNTERS_MAP).ok_or(Error::MissingMap(COUNTERS_MAP))?;
+        let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        Counter::ALL
+            .iter()
+            .map(|&c| Ok((c, array.get(&(c as u32), 0)?.iter().sum())))
+            .collect()
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, Error> {
+        self.ebpf
+            .program_mut(XDP_PROGRAM_NAME)
+            .ok_or(Error::MissingProgram)?
+            .try_into()
+            .map_err(Error::Verifier)
+    }
+}
+
+/// The netlink fallback reports an occupied interface as a wrapped EBUSY.
+fn is_busy(error: &ProgramError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::EBUSY) || io.raw_os_error() == Some(libc::EEXIST) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}

@@ -1,0 +1,4 @@
+//! Thin entry point of `llama-server`.
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
