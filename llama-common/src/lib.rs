@@ -3,6 +3,8 @@
 //! sides agree on the byte layout of BPF map keys and values.
 #![no_std]
 
+pub mod probe;
+
 /// Default UDP port of LLAMA probes (DESIGN.md A1).
 pub const DEFAULT_PROBE_PORT: u16 = 8100;
 
