@@ -1,1 +1,42 @@
-fn main(){}
+//! Developer tasks for llama: `cargo xtask <task>`.
+//!
+//! - `build-ebpf`: install the eBPF toolchain if needed and build the XDP object.
+//! - `test`: install prerequisites, build the XDP object, run every test
+//!   (privileged network-namespace and XDP suites included).
+//! - `bench <name>`: benchmarks with the baseline measured in the same run.
+//! - `demo`: the multi-host demo in network namespaces.
+
+mod build_ebpf;
+mod cmd;
+mod prereqs;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "llama developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the eBPF build needs (nightly rust-src, bpf-linker) and
+    /// build the XDP object; prints the object's path.
+    BuildEbpf(build_ebpf::Options),
+    /// Install prerequisites, build the XDP object and run every test.
+    Test(test::Options),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::BuildEbpf(opts) => {
+            let object = build_ebpf::build(&opts)?;
+            println!("{}", object.display());
+            Ok(())
+        }
+        Task::Test(opts) => test::run(&opts),
+    }
+}
