@@ -19,7 +19,13 @@ fn main() {
         None => {
             let target = env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
-                .map(|t| if t.is_absolute() { t } else { manifest_dir.join("..").join(t) })
+                .map(|t| {
+                    if t.is_absolute() {
+                        t
+                    } else {
+                        manifest_dir.join("..").join(t)
+                    }
+                })
                 .unwrap_or_else(|| manifest_dir.join("../target"));
             target.join("bpfel-unknown-none/release/llama-ebpf")
         }

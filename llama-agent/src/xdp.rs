@@ -16,14 +16,15 @@ use aya::{
     maps::{Array, PerCpuArray},
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use llama_common::{COUNTERS_MAP, CONFIG_MAP, Counter, ReflectorConfig, XDP_PROGRAM_NAME};
+use llama_common::{CONFIG_MAP, COUNTERS_MAP, Counter, ReflectorConfig, XDP_PROGRAM_NAME};
 use tracing::debug;
 
 /// The embedded XDP object, if this agent was built with one.
 pub fn embedded_object() -> Option<&'static [u8]> {
     #[cfg(llama_xdp_embedded)]
     {
-        static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llama-ebpf.o"));
+        static OBJECT: &[u8] =
+            aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/llama-ebpf.o"));
         Some(OBJECT)
     }
     #[cfg(not(llama_xdp_embedded))]
@@ -35,7 +36,9 @@ pub fn embedded_object() -> Option<&'static [u8]> {
 /// Errors of the XDP path. Each one means "use the userspace reflector here".
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("this agent was built without the XDP object (run `cargo xtask build-ebpf`); userspace only")]
+    #[error(
+        "this agent was built without the XDP object (run `cargo xtask build-ebpf`); userspace only"
+    )]
     NotEmbedded,
     #[error("loading the XDP object failed: {0}")]
     Load(#[from] aya::EbpfError),
@@ -105,7 +108,14 @@ pub struct XdpReflector {
 impl fmt::Debug for XdpReflector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("XdpReflector")
-            .field("attached", &self.attached.iter().map(|(i, m, _)| (i, m)).collect::<Vec<_>>())
+            .field(
+                "attached",
+                &self
+                    .attached
+                    .iter()
+                    .map(|(i, m, _)| (i, m))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -127,14 +137,20 @@ impl XdpReflector {
             .try_into()
             .map_err(Error::Verifier)?;
         program.load().map_err(Error::Verifier)?;
-        let mut reflector = Self { ebpf, attached: Vec::new() };
+        let mut reflector = Self {
+            ebpf,
+            attached: Vec::new(),
+        };
         reflector.set_config(config)?;
         Ok(reflector)
     }
 
     /// Changes the run-time settings; takes effect on the next packet.
     pub fn set_config(&mut self, config: ReflectorConfig) -> Result<(), Error> {
-        let map = self.ebpf.map_mut(CONFIG_MAP).ok_or(Error::MissingMap(CONFIG_MAP))?;
+        let map = self
+            .ebpf
+            .map_mut(CONFIG_MAP)
+            .ok_or(Error::MissingMap(CONFIG_MAP))?;
         let mut array: Array<_, ReflectorConfig> = Array::try_from(map)?;
         array.set(0, config, 0)?;
         Ok(())
@@ -144,14 +160,26 @@ impl XdpReflector {
     /// caller decides what to try next and logs it).
     pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<(), Error> {
         let program = self.program()?;
-        let link = program.attach(interface, mode.aya()).map_err(|source| match &source {
-            ProgramError::UnknownInterface { .. } => Error::UnknownInterface(interface.to_owned()),
-            ProgramError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EBUSY) => {
-                Error::InterfaceBusy { interface: interface.to_owned() }
-            }
-            _ if is_busy(&source) => Error::InterfaceBusy { interface: interface.to_owned() },
-            _ => Error::Attach { interface: interface.to_owned(), mode, source },
-        })?;
+        let link = program
+            .attach(interface, mode.aya())
+            .map_err(|source| match &source {
+                ProgramError::UnknownInterface { .. } => {
+                    Error::UnknownInterface(interface.to_owned())
+                }
+                ProgramError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::EBUSY) => {
+                    Error::InterfaceBusy {
+                        interface: interface.to_owned(),
+                    }
+                }
+                _ if is_busy(&source) => Error::InterfaceBusy {
+                    interface: interface.to_owned(),
+                },
+                _ => Error::Attach {
+                    interface: interface.to_owned(),
+                    mode,
+                    source,
+                },
+            })?;
         debug!(interface, %mode, "xdp attached");
         self.attached.push((interface.to_owned(), mode, link));
         Ok(())
@@ -167,7 +195,10 @@ impl XdpReflector {
         let (interface, _, link) = self.attached.remove(pos);
         self.program()?
             .detach(link)
-            .map_err(|source| Error::Detach { interface: interface.clone(), source })?;
+            .map_err(|source| Error::Detach {
+                interface: interface.clone(),
+                source,
+            })?;
         debug!(interface, "xdp detached");
         Ok(())
     }
@@ -179,7 +210,10 @@ impl XdpReflector {
 
     /// Counter totals over all CPUs, in [`Counter::ALL`] order.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, Error> {
-        let map = self.ebpf.map(COUNTERS_MAP).ok_or(Error::MissingMap(COUNTERS_MAP))?;
+        let map = self
+            .ebpf
+            .map(COUNTERS_MAP)
+            .ok_or(Error::MissingMap(COUNTERS_MAP))?;
         let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
         Counter::ALL
             .iter()

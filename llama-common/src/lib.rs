@@ -32,7 +32,11 @@ pub struct ReflectorConfig {
 
 impl ReflectorConfig {
     pub const fn new(port: u16) -> Self {
-        Self { port, flags: 0, _reserved: 0 }
+        Self {
+            port,
+            flags: 0,
+            _reserved: 0,
+        }
     }
 }
 

@@ -46,7 +46,9 @@ impl core::fmt::Display for ProbeError {
         match self {
             ProbeError::TruncatedVarint => f.write_str("truncated varint"),
             ProbeError::TruncatedField => f.write_str("length-delimited field runs past the end"),
-            ProbeError::WrongWireType { field } => write!(f, "field {field} has the wrong wire type"),
+            ProbeError::WrongWireType { field } => {
+                write!(f, "field {field} has the wrong wire type")
+            }
             ProbeError::InvalidTag => f.write_str("invalid field tag"),
             ProbeError::MissingSignature => f.write_str("no signature field"),
         }
@@ -246,11 +248,16 @@ mod tests {
         assert_eq!(parse(&[0x0a, 0x0a, 1, 2]), Err(ProbeError::TruncatedField));
         assert_eq!(parse(&[0x18, 0xff]), Err(ProbeError::TruncatedVarint));
         assert_eq!(parse(&[0x18; 1]), Err(ProbeError::TruncatedVarint));
-        assert_eq!(parse(&[0x08, 0x01]), Err(ProbeError::WrongWireType { field: 1 }));
+        assert_eq!(
+            parse(&[0x08, 0x01]),
+            Err(ProbeError::WrongWireType { field: 1 })
+        );
         assert_eq!(parse(&[0x00]), Err(ProbeError::InvalidTag));
         assert_eq!(parse(&[0x0b]), Err(ProbeError::WrongWireType { field: 1 }));
         assert_eq!(parse(&[0x4b]), Err(ProbeError::InvalidTag));
-        let huge_len = [0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let huge_len = [
+            0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
         assert_eq!(parse(&huge_len), Err(ProbeError::TruncatedField));
         let garbage = [0xffu8; 65536];
         assert!(parse(&garbage).is_err());
@@ -269,7 +276,8 @@ mod tests {
         // field 9 varint, field 10 fixed64, field 11 bytes, field 12 fixed32
         let mut d = [0u8; 32];
         let v = [
-            0x48, 0x01, 0x51, 1, 2, 3, 4, 5, 6, 7, 8, 0x5a, 0x01, 0x00, 0x65, 1, 2, 3, 4, 0x0a, 0x01, 0x7f,
+            0x48, 0x01, 0x51, 1, 2, 3, 4, 5, 6, 7, 8, 0x5a, 0x01, 0x00, 0x65, 1, 2, 3, 4, 0x0a,
+            0x01, 0x7f,
         ];
         d[..v.len()].copy_from_slice(&v);
         let p = parse(&d[..v.len()]).expect("valid");

@@ -90,12 +90,16 @@ fn init() {
     INIT.call_once(|| {
         sweep_stale();
         // Ctrl-C / SIGTERM: remove our namespaces, then die as the signal would.
-        if let Ok(mut signals) =
-            signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        {
+        if let Ok(mut signals) = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ]) {
             thread::spawn(move || {
                 if let Some(sig) = signals.forever().next() {
-                    let names: Vec<String> = LIVE.lock().map(|l| l.iter().cloned().collect()).unwrap_or_default();
+                    let names: Vec<String> = LIVE
+                        .lock()
+                        .map(|l| l.iter().cloned().collect())
+                        .unwrap_or_default();
                     for name in names {
                         let _ = ip(&["netns", "del", &name]);
                     }
@@ -108,11 +112,17 @@ fn init() {
 
 /// Removes `llt-<pid>-*` namespaces whose process no longer exists.
 fn sweep_stale() {
-    let Ok(out) = ip(&["netns", "list"]) else { return };
+    let Ok(out) = ip(&["netns", "list"]) else {
+        return;
+    };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = ip(&["netns", "del", name]);
         }
@@ -160,7 +170,9 @@ impl NetNs {
         full.extend_from_slice(args);
         let out = ip(&full)?;
         if !out.status.success() {
-            return Err(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+            return Err(io::Error::other(
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -191,7 +203,10 @@ impl NetNs {
 
     /// Runs a command inside the namespace and waits for it.
     pub fn exec(&self, program: &str, args: &[&str]) -> io::Result<Output> {
-        self.command(program).args(args).stdin(Stdio::null()).output()
+        self.command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
     }
 
     /// Starts a process inside the namespace; it is killed when the returned
@@ -312,7 +327,18 @@ impl Veth {
         let b = format!("lv{pid:x}x{n:x}b");
         debug_assert!(a.len() <= 15);
         // Create inside ns_a directly so nothing ever lives in the host namespace.
-        ns_a.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b, "netns", ns_b.name()])?;
+        ns_a.ip(&[
+            "link",
+            "add",
+            &a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            ns_b.name(),
+        ])?;
         ns_a.ip(&["link", "set", &a, "up"])?;
         ns_b.ip(&["link", "set", &b, "up"])?;
         Ok(Self { a, b })
@@ -347,7 +373,15 @@ impl TwoHosts {
         right.add_addr(&veth.b, &format!("{right_v4}/24"))?;
         left.add_addr(&veth.a, &format!("{left_v6}/64"))?;
         right.add_addr(&veth.b, &format!("{right_v6}/64"))?;
-        Ok(Self { left, right, veth, left_v4, right_v4, left_v6, right_v6 })
+        Ok(Self {
+            left,
+            right,
+            veth,
+            left_v4,
+            right_v4,
+            left_v6,
+            right_v6,
+        })
     }
 }
 
@@ -363,8 +397,18 @@ mod tests {
         let hosts = TwoHosts::new().expect("two hosts");
         let name = hosts.left.name().to_owned();
         // The namespaces are isolated: the veth end is visible only in its own.
-        assert!(hosts.left.ip_output(&["link", "show", &hosts.veth.a]).is_ok());
-        assert!(hosts.left.ip_output(&["link", "show", &hosts.veth.b]).is_err());
+        assert!(
+            hosts
+                .left
+                .ip_output(&["link", "show", &hosts.veth.a])
+                .is_ok()
+        );
+        assert!(
+            hosts
+                .left
+                .ip_output(&["link", "show", &hosts.veth.b])
+                .is_err()
+        );
         // Code run inside sees the namespace's interfaces.
         let a = hosts.veth.a.clone();
         let idx = hosts.left.run(move || {
@@ -378,10 +422,19 @@ mod tests {
             .left
             .exec("ping", &["-c", "1", "-W", "5", &hosts.right_v4.to_string()])
             .expect("run ping");
-        assert!(ping.status.success(), "ping: {}", String::from_utf8_lossy(&ping.stdout));
+        assert!(
+            ping.status.success(),
+            "ping: {}{}",
+            String::from_utf8_lossy(&ping.stdout),
+            String::from_utf8_lossy(&ping.stderr)
+        );
         drop(hosts);
-        let list = String::from_utf8_lossy(&ip(&["netns", "list"]).expect("ip").stdout).into_owned();
-        assert!(!list.contains(&name), "namespace {name} must be gone after drop: {list}");
+        let list =
+            String::from_utf8_lossy(&ip(&["netns", "list"]).expect("ip").stdout).into_owned();
+        assert!(
+            !list.contains(&name),
+            "namespace {name} must be gone after drop: {list}"
+        );
     }
 
     #[test]
@@ -397,7 +450,10 @@ mod tests {
         });
         assert!(result.is_err());
         let name = name.into_inner().expect("lock");
-        assert!(!Path::new(&format!("/var/run/netns/{name}")).exists(), "{name} must be removed");
+        assert!(
+            !Path::new(&format!("/var/run/netns/{name}")).exists(),
+            "{name} must be removed"
+        );
     }
 
     #[test]

@@ -38,7 +38,15 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
     let mut cargo = nightly_cargo();
     cargo
         .current_dir(cmd::workspace_root())
-        .args(["build", "--package", "llama-ebpf", "--target", TARGET, "-Z", "build-std=core"])
+        .args([
+            "build",
+            "--package",
+            "llama-ebpf",
+            "--target",
+            TARGET,
+            "-Z",
+            "build-std=core",
+        ])
         .env("PATH", prepend_path(&linker_bin))
         .env("LD_LIBRARY_PATH", toolchain.sysroot.join("lib"));
     if opts.release {
@@ -47,7 +55,10 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
     cmd::run(&mut cargo)?;
 
     let profile = if opts.release { "release" } else { "debug" };
-    let object = cmd::target_dir().join(TARGET).join(profile).join("llama-ebpf");
+    let object = cmd::target_dir()
+        .join(TARGET)
+        .join(profile)
+        .join("llama-ebpf");
     if !object.is_file() {
         bail!("the build succeeded but {} is missing", object.display());
     }
@@ -59,7 +70,14 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
 fn nightly_cargo() -> Command {
     let mut c = Command::new("cargo");
     c.arg("+nightly");
-    for var in ["RUSTC", "RUSTC_WRAPPER", "RUSTDOC", "CARGO", "RUSTUP_TOOLCHAIN", "RUSTFLAGS"] {
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTDOC",
+        "CARGO",
+        "RUSTUP_TOOLCHAIN",
+        "RUSTFLAGS",
+    ] {
         c.env_remove(var);
     }
     c
@@ -82,9 +100,12 @@ impl Toolchain {
     /// Checks (and installs where rustup can) nightly and its rust-src.
     fn ensure() -> Result<Self> {
         if cmd::output(Command::new("rustup").arg("--version")).is_none() {
-            bail!("rustup is not installed: the eBPF build needs rustup with a nightly toolchain (https://rustup.rs), then re-run");
+            bail!(
+                "rustup is not installed: the eBPF build needs rustup with a nightly toolchain (https://rustup.rs), then re-run"
+            );
         }
-        let toolchains = cmd::output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
+        let toolchains =
+            cmd::output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
         if !toolchains.lines().any(|l| l.starts_with("nightly")) {
             cmd::run(Command::new("rustup").args([
                 "toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src",
@@ -92,12 +113,22 @@ impl Toolchain {
             .context("installing the nightly toolchain failed; install it with `rustup toolchain install nightly --component rust-src`")?;
         }
         let components = cmd::output(Command::new("rustup").args([
-            "component", "list", "--toolchain", "nightly", "--installed",
+            "component",
+            "list",
+            "--toolchain",
+            "nightly",
+            "--installed",
         ]))
         .unwrap_or_default();
         if !components.lines().any(|l| l.starts_with("rust-src")) {
-            cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-                .context("`rustup component add rust-src --toolchain nightly` failed")?;
+            cmd::run(Command::new("rustup").args([
+                "component",
+                "add",
+                "rust-src",
+                "--toolchain",
+                "nightly",
+            ]))
+            .context("`rustup component add rust-src --toolchain nightly` failed")?;
         }
         let verbose = cmd::output(Command::new("rustc").args(["+nightly", "-vV"]))
             .context("`rustc +nightly -vV` failed")?;
@@ -109,7 +140,10 @@ impl Toolchain {
             .context("cannot read the LLVM version of the nightly toolchain")?;
         let sysroot = cmd::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
             .context("`rustc +nightly --print sysroot` failed")?;
-        Ok(Self { sysroot: PathBuf::from(sysroot.trim()), llvm_major })
+        Ok(Self {
+            sysroot: PathBuf::from(sysroot.trim()),
+            llvm_major,
+        })
     }
 
     /// The folder holding a bpf-linker built for this LLVM; builds it if needed.
@@ -133,8 +167,19 @@ impl Toolchain {
         );
         let mut install = Command::new("cargo");
         install
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
-            .args(["--no-default-features", "--features", &format!("llvm-{}", self.llvm_major)])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--force",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{}", self.llvm_major),
+            ])
             .arg("--root")
             .arg(&root)
             .env("LLVM_PREFIX", &prefix)
@@ -150,8 +195,12 @@ impl Toolchain {
 
     fn linker_works(&self, linker: &Path) -> bool {
         linker.is_file()
-            && cmd::output(Command::new(linker).arg("--version").env("LD_LIBRARY_PATH", self.sysroot.join("lib")))
-                .is_some()
+            && cmd::output(
+                Command::new(linker)
+                    .arg("--version")
+                    .env("LD_LIBRARY_PATH", self.sysroot.join("lib")),
+            )
+            .is_some()
     }
 
     fn nightly_libllvm(&self) -> Result<PathBuf> {

@@ -51,7 +51,11 @@ pub fn has_command(command: &str) -> bool {
     let mut check = Command::new(command);
     // Debian's bpftool is a wrapper that exists even when it cannot run for
     // this kernel; asking it for its version is the real check.
-    check.arg(if command == "bpftool" { "version" } else { "--version" });
+    check.arg(if command == "bpftool" {
+        "version"
+    } else {
+        "--version"
+    });
     if command == "bpftool" {
         return cmd::output(&mut check).is_some();
     }

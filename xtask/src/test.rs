@@ -19,10 +19,22 @@ pub fn run(opts: &Options) -> Result<()> {
     let object = build_ebpf::build(&build_ebpf::Options { release: true })?;
     eprintln!("XDP object: {}", object.display());
 
-    cmd::run(Command::new("cargo").current_dir(cmd::workspace_root()).args(["fmt", "--all", "--check"]))?;
+    if cmd::output(Command::new("cargo").args(["fmt", "--version"])).is_none() {
+        cmd::run(Command::new("rustup").args(["component", "add", "rustfmt"]))?;
+    }
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(cmd::workspace_root())
+            .args(["fmt", "--all", "--check"]),
+    )?;
 
     let mut test = Command::new("cargo");
-    test.current_dir(cmd::workspace_root()).args(["test", "--workspace", "--exclude", "llama-ebpf"]);
+    test.current_dir(cmd::workspace_root()).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "llama-ebpf",
+    ]);
     // Privileged suites must run, not skip, when driven from here as root.
     if cmd::is_root() {
         test.env("LLAMA_REQUIRE_PRIVILEGED", "1");
