@@ -8,6 +8,7 @@
 
 mod build_ebpf;
 mod cmd;
+mod demo;
 mod prereqs;
 mod test;
 
@@ -28,6 +29,9 @@ enum Task {
     BuildEbpf(build_ebpf::Options),
     /// Install prerequisites, build the XDP object and run every test.
     Test(test::Options),
+    /// A server and N agents in network namespaces, printing the live
+    /// loss/latency matrix every interval (Ctrl-C cleans up).
+    Demo(demo::Options),
 }
 
 fn main() -> Result<()> {
@@ -38,5 +42,6 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Test(opts) => test::run(&opts),
+        Task::Demo(opts) => demo::run(&opts),
     }
 }

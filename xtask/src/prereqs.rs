@@ -16,6 +16,13 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("influxdb", "influxd"),
 ];
 
+/// What the demo needs.
+pub const DEMO_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("nftables", "nft"),
+    ("ethtool", "ethtool"),
+];
+
 /// Installs every package whose command is missing. Needs root; without it,
 /// says exactly what to install.
 pub fn ensure(packages: &[(&str, &str)]) -> Result<()> {
