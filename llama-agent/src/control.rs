@@ -98,12 +98,15 @@ impl ControlConfig {
 
     /// The backoff cap of a loop running every `interval`.
     pub fn backoff_cap(&self, interval: Duration) -> Duration {
-        self.backoff_max.unwrap_or_else(|| interval.min(Duration::from_secs(300)))
+        self.backoff_max
+            .unwrap_or_else(|| interval.min(Duration::from_secs(300)))
     }
 
     /// The state file of this group, when persistence is on.
     pub fn state_file(&self) -> Option<StateFile> {
-        self.state_dir.as_deref().map(|dir| StateFile::new(dir, &self.group))
+        self.state_dir
+            .as_deref()
+            .map(|dir| StateFile::new(dir, &self.group))
     }
 }
 
@@ -159,8 +162,10 @@ pub async fn run(
 /// Standalone mode (`--config` without `--server`): apply a collector config
 /// file once, as the original collector read its file.
 pub fn apply_file(path: &Path, sink: &dyn ConfigSink) -> Result<(), Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     apply_blocking(sink, &text).map_err(Error::Rejected)
 }
 
@@ -243,7 +248,11 @@ async fn finish_or_abandon<F: Future>(
 }
 
 /// Sleep `delay`, or less when `wake` is notified. `false` = shutdown.
-async fn wait_or_stop(delay: Duration, shutdown: &CancellationToken, wake: Option<&Notify>) -> bool {
+async fn wait_or_stop(
+    delay: Duration,
+    shutdown: &CancellationToken,
+    wake: Option<&Notify>,
+) -> bool {
     let woken = async {
         match wake {
             Some(n) => n.notified().await,

@@ -39,6 +39,8 @@ fn main() -> anyhow::Result<()> {
     };
     let level = if args.verbose { "debug" } else { "info" };
     tracing_subscriber::fmt()
+        // Colour codes only on a terminal: docker logs and journald get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
@@ -58,10 +60,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone())?;
     let state_dir = state_dir::resolve(settings.state_dir.as_deref())?;
     log_startup(&settings, state_dir.as_deref());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
     // The collector is not wired into the agent yet: LoggingSink stands in.
     let sink = Arc::new(LoggingSink);
     let metrics = ControlMetrics::new();
@@ -69,7 +71,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         match ControlConfig::from_settings(&settings, state_dir) {
             Some(config) => control::run(config, sink, metrics, shutdown.clone()).await?,
             None => {
-                let path = settings.config.as_deref().context("standalone mode needs --config")?;
+                let path = settings
+                    .config
+                    .as_deref()
+                    .context("standalone mode needs --config")?;
                 control::apply_file(path, sink.as_ref())?;
                 shutdown.cancelled().await;
             }
@@ -118,21 +123,19 @@ fn log_startup(s: &Settings, state_dir: Option<&std::path::Path>) {
     }
 }
 
-/// Cancel `token` on SIGINT or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
+/// Cancel `token` on SIGINT or SIGTERM. The handlers are installed before
+/// this returns (not when the task first runs), so a signal that arrives
+/// right after the start-up line is never lost to the default action.
+fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the agent");
-            let _ = tokio::signal::ctrl_c().await;
-            token.cancel();
-            return;
+    let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => info!("SIGINT: stopping"),
+            _ = term.recv() => info!("SIGTERM: stopping"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
-        _ = term.recv() => info!("SIGTERM: stopping"),
-    }
-    token.cancel();
+        token.cancel();
+    });
+    Ok(())
 }

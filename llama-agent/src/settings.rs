@@ -43,7 +43,13 @@ pub struct RunArgs {
     /// Default 300 (five registration periods), so a dead agent leaves its
     /// peers' target lists within minutes rather than the server's default
     /// of a day. Must be longer than the registration interval.
-    #[arg(short = 'k', long, env = "LLAMA_KEEPALIVE", value_name = "SECONDS", default_value_t = 300)]
+    #[arg(
+        short = 'k',
+        long,
+        env = "LLAMA_KEEPALIVE",
+        value_name = "SECONDS",
+        default_value_t = 300
+    )]
     pub keepalive: u64,
 
     /// Extra tags sent with every registration: `[location: Las Vegas,
@@ -77,11 +83,21 @@ pub struct RunArgs {
     pub probe_shortname: Option<String>,
 
     /// How often to register: `60`, `60s`, `500ms`, `5m`.
-    #[arg(long, env = "LLAMA_REGISTER_INTERVAL", value_name = "DURATION", default_value = "60s")]
+    #[arg(
+        long,
+        env = "LLAMA_REGISTER_INTERVAL",
+        value_name = "DURATION",
+        default_value = "60s"
+    )]
     pub register_interval: String,
 
     /// How often to fetch the collector config from the server.
-    #[arg(long, env = "LLAMA_POLL_INTERVAL", value_name = "DURATION", default_value = "30s")]
+    #[arg(
+        long,
+        env = "LLAMA_POLL_INTERVAL",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
     pub poll_interval: String,
 
     /// Directory for the last good config, so an agent restarted while the
@@ -97,7 +113,12 @@ pub struct RunArgs {
 
     /// Interface to attach the XDP reflector to (repeatable; the variable is
     /// comma-separated). Default: every interface with an address.
-    #[arg(long = "interface", env = "LLAMA_INTERFACES", value_name = "IFACE", value_delimiter = ',')]
+    #[arg(
+        long = "interface",
+        env = "LLAMA_INTERFACES",
+        value_name = "IFACE",
+        value_delimiter = ','
+    )]
     pub interfaces: Vec<String>,
 
     /// Whom the reflector answers: `peers` (the members of this agent's
@@ -110,7 +131,12 @@ pub struct RunArgs {
     pub max_pps: Option<u32>,
 
     /// Address of the agent's HTTP API (`/status`, `/influxdata`, `/metrics`).
-    #[arg(long, env = "LLAMA_API_BIND", value_name = "ADDR", default_value = "0.0.0.0:8100")]
+    #[arg(
+        long,
+        env = "LLAMA_API_BIND",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8100"
+    )]
     pub api_bind: SocketAddr,
 }
 
@@ -187,11 +213,17 @@ pub struct Settings {
 /// variable, the offending value and what would be accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("nothing to do: give --server / LLAMA_SERVER (the llama server's URL) or --config / APP_CONFIG (a standalone collector config)")]
+    #[error(
+        "nothing to do: give --server / LLAMA_SERVER (the llama server's URL) or --config / APP_CONFIG (a standalone collector config)"
+    )]
     NoServerNorConfig,
-    #[error("--server / LLAMA_SERVER {value:?} has no http:// scheme (e.g. http://llama.example.com:5000)")]
+    #[error(
+        "--server / LLAMA_SERVER {value:?} has no http:// scheme (e.g. http://llama.example.com:5000)"
+    )]
     ServerScheme { value: String },
-    #[error("--server / LLAMA_SERVER {value:?}: https is not supported by this build (no TLS library); use http://")]
+    #[error(
+        "--server / LLAMA_SERVER {value:?}: https is not supported by this build (no TLS library); use http://"
+    )]
     ServerHttps { value: String },
     #[error("--server / LLAMA_SERVER {value:?} is not a valid URL: {reason}")]
     ServerUrl { value: String, reason: String },
@@ -201,21 +233,31 @@ pub enum SettingsError {
     Tags { value: String, reason: tags::Error },
     #[error("--keepalive / LLAMA_KEEPALIVE must be at least 1 second, got 0")]
     KeepaliveZero,
-    #[error("--keepalive / LLAMA_KEEPALIVE ({keepalive} s) must be longer than the registration interval ({interval}), or the server drops this agent between registrations")]
+    #[error(
+        "--keepalive / LLAMA_KEEPALIVE ({keepalive} s) must be longer than the registration interval ({interval}), or the server drops this agent between registrations"
+    )]
     KeepaliveShort { keepalive: u64, interval: String },
     #[error("{flag} {value:?} is not a duration greater than zero (e.g. 30, 30s, 500ms, 5m)")]
     Interval { flag: &'static str, value: String },
-    #[error("--mode / LLAMA_REFLECTOR_MODE {value:?} is not a mode: use auto, xdp, xdp-skb or userspace")]
+    #[error(
+        "--mode / LLAMA_REFLECTOR_MODE {value:?} is not a mode: use auto, xdp, xdp-skb or userspace"
+    )]
     Mode { value: String },
-    #[error("--interface / LLAMA_INTERFACES {value:?} is not an interface name (1-15 characters, no '/', ':' or spaces)")]
+    #[error(
+        "--interface / LLAMA_INTERFACES {value:?} is not an interface name (1-15 characters, no '/', ':' or spaces)"
+    )]
     Interface { value: String },
-    #[error("--allow / LLAMA_ALLOW {value:?}: {item:?} is neither `peers` nor a CIDR like 10.0.0.0/8")]
+    #[error(
+        "--allow / LLAMA_ALLOW {value:?}: {item:?} is neither `peers` nor a CIDR like 10.0.0.0/8"
+    )]
     Allow { value: String, item: String },
     #[error("--group / LLAMA_GROUP must not be empty")]
     EmptyGroup,
     #[error("{flag} must not be empty")]
     EmptyName { flag: &'static str },
-    #[error("the host name is unknown ({0}); set --probe-name / PROBE_NAME and --probe-shortname / PROBE_SHORTNAME")]
+    #[error(
+        "the host name is unknown ({0}); set --probe-name / PROBE_NAME and --probe-shortname / PROBE_SHORTNAME"
+    )]
     Hostname(String),
     #[error("--port / LLAMA_PORT must not be 0")]
     PortZero,
@@ -229,7 +271,11 @@ impl RunArgs {
     /// Check every value and build the typed [`Settings`]. The first bad
     /// value is reported (order: what must be present, then each flag).
     pub fn validate(&self) -> Result<Settings, SettingsError> {
-        let server = self.server.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let server = self
+            .server
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
         if server.is_none() && self.config.is_none() {
             return Err(SettingsError::NoServerNorConfig);
         }
@@ -243,8 +289,10 @@ impl RunArgs {
         if group.is_empty() {
             return Err(SettingsError::EmptyGroup);
         }
-        let tags = tags::parse(&self.tags)
-            .map_err(|reason| SettingsError::Tags { value: self.tags.clone(), reason })?;
+        let tags = tags::parse(&self.tags).map_err(|reason| SettingsError::Tags {
+            value: self.tags.clone(),
+            reason,
+        })?;
         let register_interval = interval("--register-interval", &self.register_interval)?;
         let poll_interval = interval("--poll-interval", &self.poll_interval)?;
         if self.keepalive == 0 {
@@ -271,11 +319,18 @@ impl RunArgs {
                 if valid_ifname(i) {
                     Ok(i.to_owned())
                 } else {
-                    Err(SettingsError::Interface { value: i.to_owned() })
+                    Err(SettingsError::Interface {
+                        value: i.to_owned(),
+                    })
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let allow = self.allow.as_deref().map(parse_allow).transpose()?.unwrap_or(Allow::Any);
+        let allow = self
+            .allow
+            .as_deref()
+            .map(parse_allow)
+            .transpose()?
+            .unwrap_or(Allow::Any);
         if self.max_pps == Some(0) {
             return Err(SettingsError::MaxPpsZero);
         }
@@ -333,17 +388,24 @@ fn parse_server(value: &str) -> Result<Url, SettingsError> {
     // scheme is `llama.example.com`, which would produce a baffling message.
     let lower = value.to_ascii_lowercase();
     if lower.starts_with("https://") {
-        return Err(SettingsError::ServerHttps { value: value.to_owned() });
+        return Err(SettingsError::ServerHttps {
+            value: value.to_owned(),
+        });
     }
     if !lower.starts_with("http://") {
-        return Err(SettingsError::ServerScheme { value: value.to_owned() });
+        return Err(SettingsError::ServerScheme {
+            value: value.to_owned(),
+        });
     }
     let url = Url::parse(value).map_err(|e| SettingsError::ServerUrl {
         value: value.to_owned(),
         reason: e.to_string(),
     })?;
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(SettingsError::ServerUrl { value: value.to_owned(), reason: "no host".into() });
+        return Err(SettingsError::ServerUrl {
+            value: value.to_owned(),
+            reason: "no host".into(),
+        });
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(SettingsError::ServerUrl {
@@ -357,7 +419,10 @@ fn parse_server(value: &str) -> Result<Url, SettingsError> {
 fn interval(flag: &'static str, value: &str) -> Result<Duration, SettingsError> {
     duration::parse(value)
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| SettingsError::Interval { flag, value: value.to_owned() })
+        .ok_or_else(|| SettingsError::Interval {
+            flag,
+            value: value.to_owned(),
+        })
 }
 
 fn parse_mode(value: &str) -> Result<ReflectorMode, SettingsError> {
@@ -366,7 +431,9 @@ fn parse_mode(value: &str) -> Result<ReflectorMode, SettingsError> {
         "xdp" => Ok(ReflectorMode::Xdp),
         "xdp-skb" => Ok(ReflectorMode::XdpSkb),
         "userspace" => Ok(ReflectorMode::Userspace),
-        _ => Err(SettingsError::Mode { value: value.to_owned() }),
+        _ => Err(SettingsError::Mode {
+            value: value.to_owned(),
+        }),
     }
 }
 
@@ -374,7 +441,9 @@ fn parse_mode(value: &str) -> Result<ReflectorMode, SettingsError> {
 /// (alias syntax) or whitespace.
 fn valid_ifname(name: &str) -> bool {
     (1..=15).contains(&name.len())
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
 fn parse_allow(value: &str) -> Result<Allow, SettingsError> {
@@ -387,11 +456,17 @@ fn parse_allow(value: &str) -> Result<Allow, SettingsError> {
         let net = item
             .parse::<ipnet::IpNet>()
             .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| SettingsError::Allow { value: value.to_owned(), item: item.to_owned() })?;
+            .map_err(|_| SettingsError::Allow {
+                value: value.to_owned(),
+                item: item.to_owned(),
+            })?;
         nets.push(net);
     }
     if nets.is_empty() {
-        return Err(SettingsError::Allow { value: value.to_owned(), item: String::new() });
+        return Err(SettingsError::Allow {
+            value: value.to_owned(),
+            item: String::new(),
+        });
     }
     Ok(Allow::Cidrs(nets))
 }

@@ -14,7 +14,10 @@ use std::collections::BTreeMap;
 pub const RESERVED: [(&str, &str); 3] = [
     ("version", "it is always the agent's version"),
     ("probe_name", "set --probe-name / PROBE_NAME instead"),
-    ("probe_shortname", "set --probe-shortname / PROBE_SHORTNAME instead"),
+    (
+        "probe_shortname",
+        "set --probe-shortname / PROBE_SHORTNAME instead",
+    ),
 ];
 
 /// Why a tags string was refused.
@@ -78,7 +81,10 @@ pub fn parse(input: &str) -> Result<Tags, Error> {
     };
     for (key, why) in RESERVED {
         if tags.0.contains_key(key) {
-            return Err(Error::Reserved { key: key.to_owned(), why });
+            return Err(Error::Reserved {
+                key: key.to_owned(),
+                why,
+            });
         }
     }
     Ok(tags)
@@ -89,7 +95,11 @@ fn parse_brackets(input: &str) -> Result<Tags, Error> {
     let inner = match (input.strip_prefix('['), input.ends_with(']')) {
         (Some(rest), true) => &rest[..rest.len() - 1],
         (None, false) => input,
-        _ => return Err(Error::Brackets { input: input.to_owned() }),
+        _ => {
+            return Err(Error::Brackets {
+                input: input.to_owned(),
+            });
+        }
     };
     let mut map = BTreeMap::new();
     for item in inner.split(',') {
@@ -101,15 +111,20 @@ fn parse_brackets(input: &str) -> Result<Tags, Error> {
         }
         // Split at the FIRST colon only, so values may contain colons
         // (`url: http://x`, `time: 10:30`).
-        let (key, value) =
-            item.split_once(':').ok_or_else(|| Error::MissingColon { item: item.to_owned() })?;
+        let (key, value) = item.split_once(':').ok_or_else(|| Error::MissingColon {
+            item: item.to_owned(),
+        })?;
         let key = unquote(key.trim());
         if key.is_empty() {
-            return Err(Error::EmptyKey { item: item.to_owned() });
+            return Err(Error::EmptyKey {
+                item: item.to_owned(),
+            });
         }
         let value = unquote(value.trim());
         if map.insert(key.to_owned(), value.to_owned()).is_some() {
-            return Err(Error::Duplicate { key: key.to_owned() });
+            return Err(Error::Duplicate {
+                key: key.to_owned(),
+            });
         }
     }
     Ok(Tags(map))
@@ -134,16 +149,26 @@ fn parse_json(input: &str) -> Result<Tags, Error> {
     let mut map = BTreeMap::new();
     for (key, value) in object {
         if key.trim().is_empty() {
-            return Err(Error::EmptyKey { item: input.to_owned() });
+            return Err(Error::EmptyKey {
+                item: input.to_owned(),
+            });
         }
         let text = match value {
             serde_json::Value::String(s) => s,
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::Bool(b) => b.to_string(),
             serde_json::Value::Null => return Err(Error::JsonValue { key, kind: "null" }),
-            serde_json::Value::Array(_) => return Err(Error::JsonValue { key, kind: "an array" }),
+            serde_json::Value::Array(_) => {
+                return Err(Error::JsonValue {
+                    key,
+                    kind: "an array",
+                });
+            }
             serde_json::Value::Object(_) => {
-                return Err(Error::JsonValue { key, kind: "an object" });
+                return Err(Error::JsonValue {
+                    key,
+                    kind: "an object",
+                });
             }
         };
         map.insert(key, text);
@@ -162,13 +187,22 @@ mod tests {
     #[test]
     fn original_form_with_spaces() {
         let t = parse("[location: Las Vegas, src_name: Office]").unwrap();
-        assert_eq!(pairs(&t), vec![("location", "Las Vegas"), ("src_name", "Office")]);
+        assert_eq!(
+            pairs(&t),
+            vec![("location", "Las Vegas"), ("src_name", "Office")]
+        );
     }
 
     #[test]
     fn original_form_from_the_readme_with_inner_spaces() {
         let t = parse("[ source: some_github_source, hostname: somehostname ]").unwrap();
-        assert_eq!(pairs(&t), vec![("hostname", "somehostname"), ("source", "some_github_source")]);
+        assert_eq!(
+            pairs(&t),
+            vec![
+                ("hostname", "somehostname"),
+                ("source", "some_github_source")
+            ]
+        );
     }
 
     #[test]
@@ -180,7 +214,10 @@ mod tests {
     #[test]
     fn values_keep_colons_after_the_first() {
         let t = parse("[url: http://example.com:8080/x, at: 10:30]").unwrap();
-        assert_eq!(pairs(&t), vec![("at", "10:30"), ("url", "http://example.com:8080/x")]);
+        assert_eq!(
+            pairs(&t),
+            vec![("at", "10:30"), ("url", "http://example.com:8080/x")]
+        );
     }
 
     #[test]
@@ -205,14 +242,22 @@ mod tests {
     #[test]
     fn pair_without_colon_is_refused_naming_it() {
         let e = parse("[location: Las Vegas, Office]").unwrap_err();
-        assert_eq!(e, Error::MissingColon { item: "Office".into() });
+        assert_eq!(
+            e,
+            Error::MissingColon {
+                item: "Office".into()
+            }
+        );
         assert!(e.to_string().contains("\"Office\" has no ':'"), "{e}");
     }
 
     #[test]
     fn empty_key_duplicate_and_brackets_are_refused() {
         assert!(matches!(parse("[: x]"), Err(Error::EmptyKey { .. })));
-        assert_eq!(parse("[a: 1, a: 2]"), Err(Error::Duplicate { key: "a".into() }));
+        assert_eq!(
+            parse("[a: 1, a: 2]"),
+            Err(Error::Duplicate { key: "a".into() })
+        );
         assert!(matches!(parse("[a: 1"), Err(Error::Brackets { .. })));
         assert!(matches!(parse("a: 1]"), Err(Error::Brackets { .. })));
     }
@@ -222,7 +267,12 @@ mod tests {
         let t = parse(r#"{"location": "Las Vegas", "rack": 12, "ipv6": true, "w": 1.5}"#).unwrap();
         assert_eq!(
             pairs(&t),
-            vec![("ipv6", "true"), ("location", "Las Vegas"), ("rack", "12"), ("w", "1.5")]
+            vec![
+                ("ipv6", "true"),
+                ("location", "Las Vegas"),
+                ("rack", "12"),
+                ("w", "1.5")
+            ]
         );
     }
 
@@ -236,10 +286,25 @@ mod tests {
     fn json_non_scalar_and_broken_json_are_refused() {
         assert_eq!(
             parse(r#"{"a": null}"#),
-            Err(Error::JsonValue { key: "a".into(), kind: "null" })
+            Err(Error::JsonValue {
+                key: "a".into(),
+                kind: "null"
+            })
         );
-        assert!(matches!(parse(r#"{"a": [1]}"#), Err(Error::JsonValue { kind: "an array", .. })));
-        assert!(matches!(parse(r#"{"a": {}}"#), Err(Error::JsonValue { kind: "an object", .. })));
+        assert!(matches!(
+            parse(r#"{"a": [1]}"#),
+            Err(Error::JsonValue {
+                kind: "an array",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"a": {}}"#),
+            Err(Error::JsonValue {
+                kind: "an object",
+                ..
+            })
+        ));
         assert!(matches!(parse(r#"{"a": "x""#), Err(Error::Json(_))));
         assert!(matches!(parse(r#"{"": "x"}"#), Err(Error::EmptyKey { .. })));
     }

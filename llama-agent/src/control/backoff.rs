@@ -23,7 +23,11 @@ impl Backoff {
     /// `base` is the first ceiling, doubled per consecutive failure up to `cap`.
     pub fn new(base: Duration, cap: Duration) -> Self {
         // A cap below the base would make the range empty; treat it as "no growth".
-        Self { base, cap: cap.max(base), failures: 0 }
+        Self {
+            base,
+            cap: cap.max(base),
+            failures: 0,
+        }
     }
 
     /// The upper bound of the next delay: `min(cap, base * 2^failures)`.
@@ -84,7 +88,9 @@ mod tests {
             ceilings.push(b.ceiling());
             b.fail(&mut rng);
         }
-        let want: Vec<_> = [100, 200, 400, 800, 1000, 1000, 1000].map(|n| n * MS).into();
+        let want: Vec<_> = [100, 200, 400, 800, 1000, 1000, 1000]
+            .map(|n| n * MS)
+            .into();
         assert_eq!(ceilings, want);
         assert_eq!(b.failures(), 7);
     }
@@ -100,7 +106,10 @@ mod tests {
             }
             let ceiling = b.ceiling();
             let d = b.fail(&mut rng);
-            assert!(d >= 100 * MS && d <= ceiling, "{d:?} outside [100ms, {ceiling:?}]");
+            assert!(
+                d >= 100 * MS && d <= ceiling,
+                "{d:?} outside [100ms, {ceiling:?}]"
+            );
             seen.insert(d.as_millis());
         }
         // 200 draws over a 1.5 s window: jitter must spread them, not repeat one value.
@@ -132,7 +141,10 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(9);
         for _ in 0..100 {
             let d = jittered(Duration::from_secs(60), &mut rng);
-            assert!(d >= Duration::from_secs(54) && d <= Duration::from_secs(66), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(54) && d <= Duration::from_secs(66),
+                "{d:?}"
+            );
         }
     }
 }

@@ -38,7 +38,11 @@ impl ServerClient {
             .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| Error::Client(e.to_string()))?;
-        Ok(Self { http, base, timeout })
+        Ok(Self {
+            http,
+            base,
+            timeout,
+        })
     }
 
     /// The server base URL.
@@ -49,12 +53,23 @@ impl ServerClient {
     /// `POST /api/v1/register`.
     pub async fn register(&self, body: &RegisterBody) -> Result<(), Error> {
         let url = self.endpoint(&["api", "v1", "register"]);
-        let response = self.http.post(url).json(body).send().await.map_err(|e| self.map(e))?;
+        let response = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.map(e))?;
         self.read(response).await.map(drop)
     }
 
     /// `GET /api/v1/config/<group>?llamaport=<port>[&srcip=<ip>]`: the YAML text.
-    pub async fn config(&self, group: &str, port: u16, srcip: Option<IpAddr>) -> Result<String, Error> {
+    pub async fn config(
+        &self,
+        group: &str,
+        port: u16,
+        srcip: Option<IpAddr>,
+    ) -> Result<String, Error> {
         let mut url = self.endpoint(&["api", "v1", "config", group]);
         {
             let mut query = url.query_pairs_mut();
@@ -102,14 +117,19 @@ impl ServerClient {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.map(e))? {
             if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(Error::TooLarge { limit: MAX_ANSWER_BYTES });
+                return Err(Error::TooLarge {
+                    limit: MAX_ANSWER_BYTES,
+                });
             }
             body.extend_from_slice(&chunk);
         }
         if status.is_success() {
             return Ok(body);
         }
-        Err(Error::Status { status: status.as_u16(), body: summary(&body, status) })
+        Err(Error::Status {
+            status: status.as_u16(),
+            body: summary(&body, status),
+        })
     }
 
     fn map(&self, e: reqwest::Error) -> Error {

@@ -28,7 +28,10 @@ pub enum Error {
     BadAnswer(String),
     /// Reading a config file or the state directory failed.
     #[error("{path:?}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The collector refused a config.
     #[error("config rejected: {0}")]
     Rejected(String),
@@ -57,6 +60,9 @@ impl Error {
 
     /// Whether the server answered at all (so it is up, if unhappy).
     pub fn server_answered(&self) -> bool {
-        matches!(self, Self::Status { .. } | Self::TooLarge { .. } | Self::BadAnswer(_))
+        matches!(
+            self,
+            Self::Status { .. } | Self::TooLarge { .. } | Self::BadAnswer(_)
+        )
     }
 }

@@ -23,7 +23,11 @@ pub enum Transition {
 enum State {
     Unknown,
     Ok,
-    Failing { kind: String, since: Instant, failures: u64 },
+    Failing {
+        kind: String,
+        since: Instant,
+        failures: u64,
+    },
 }
 
 /// The state of one request kind.
@@ -41,7 +45,9 @@ impl Default for Health {
 impl Health {
     /// Nothing observed yet.
     pub fn new() -> Self {
-        Self { state: State::Unknown }
+        Self {
+            state: State::Unknown,
+        }
     }
 
     /// Record a success; returns the transition to log, if any.
@@ -50,9 +56,12 @@ impl Health {
         match previous {
             State::Unknown => Some(Transition::FirstSuccess),
             State::Ok => None,
-            State::Failing { since, failures, .. } => {
-                Some(Transition::Recovered { failures, down_for: since.elapsed() })
-            }
+            State::Failing {
+                since, failures, ..
+            } => Some(Transition::Recovered {
+                failures,
+                down_for: since.elapsed(),
+            }),
         }
     }
 
@@ -61,19 +70,30 @@ impl Health {
     /// transition to log, if any.
     pub fn failure(&mut self, kind: &str) -> Option<Transition> {
         match &mut self.state {
-            State::Failing { kind: current, failures, .. } => {
+            State::Failing {
+                kind: current,
+                failures,
+                ..
+            } => {
                 *failures += 1;
                 if current == kind {
                     None
                 } else {
                     kind.clone_into(current);
-                    Some(Transition::FailingDifferently { kind: kind.to_owned() })
+                    Some(Transition::FailingDifferently {
+                        kind: kind.to_owned(),
+                    })
                 }
             }
             State::Unknown | State::Ok => {
-                self.state =
-                    State::Failing { kind: kind.to_owned(), since: Instant::now(), failures: 1 };
-                Some(Transition::Failing { kind: kind.to_owned() })
+                self.state = State::Failing {
+                    kind: kind.to_owned(),
+                    since: Instant::now(),
+                    failures: 1,
+                };
+                Some(Transition::Failing {
+                    kind: kind.to_owned(),
+                })
             }
         }
     }
@@ -93,14 +113,21 @@ mod tests {
         let mut h = Health::new();
         assert_eq!(h.success(), Some(Transition::FirstSuccess));
         assert_eq!(h.success(), None);
-        assert_eq!(h.failure("unreachable"), Some(Transition::Failing { kind: "unreachable".into() }));
+        assert_eq!(
+            h.failure("unreachable"),
+            Some(Transition::Failing {
+                kind: "unreachable".into()
+            })
+        );
         for _ in 0..50 {
             assert_eq!(h.failure("unreachable"), None);
         }
         assert!(h.is_failing());
         assert_eq!(
             h.failure("HTTP 500"),
-            Some(Transition::FailingDifferently { kind: "HTTP 500".into() })
+            Some(Transition::FailingDifferently {
+                kind: "HTTP 500".into()
+            })
         );
         assert_eq!(h.failure("HTTP 500"), None);
         match h.success() {
@@ -114,8 +141,14 @@ mod tests {
     #[test]
     fn failing_from_the_start_is_one_transition() {
         let mut h = Health::new();
-        assert!(matches!(h.failure("timeout"), Some(Transition::Failing { .. })));
+        assert!(matches!(
+            h.failure("timeout"),
+            Some(Transition::Failing { .. })
+        ));
         assert_eq!(h.failure("timeout"), None);
-        assert!(matches!(h.success(), Some(Transition::Recovered { failures: 2, .. })));
+        assert!(matches!(
+            h.success(),
+            Some(Transition::Recovered { failures: 2, .. })
+        ));
     }
 }

@@ -105,12 +105,16 @@ impl ControlMetrics {
 
     /// Set the backoff gauge of one loop.
     pub fn set_backoff(&self, kind: Loop, delay: Duration) {
-        self.current_backoff_seconds.get_or_create(&LoopLabel { r#loop: kind }).set(delay.as_secs_f64());
+        self.current_backoff_seconds
+            .get_or_create(&LoopLabel { r#loop: kind })
+            .set(delay.as_secs_f64());
     }
 
     /// The backoff gauge of one loop.
     pub fn backoff(&self, kind: Loop) -> f64 {
-        self.current_backoff_seconds.get_or_create(&LoopLabel { r#loop: kind }).get()
+        self.current_backoff_seconds
+            .get_or_create(&LoopLabel { r#loop: kind })
+            .get()
     }
 }
 
@@ -135,7 +139,10 @@ mod tests {
             "llama_agent_control_current_backoff_seconds{loop=\"poll\"} 1.5",
             "llama_agent_control_server_reachable 1",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
         assert_eq!(m.backoff(Loop::Poll), 1.5);
     }

@@ -40,11 +40,24 @@ pub(super) struct Poller {
     rejected: Option<String>,
     /// Our address as the server sees it, when `--ip` is not given.
     my_ip: Option<IpAddr>,
+    /// The previous fetch got 404 (see [`Poller::fetch`]).
+    last_was_404: bool,
 }
 
 impl Poller {
-    pub(super) fn new(shared: Arc<Shared>, state: Option<StateFile>, applied: Option<String>) -> Self {
-        Self { shared, state, applied, rejected: None, my_ip: None }
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        state: Option<StateFile>,
+        applied: Option<String>,
+    ) -> Self {
+        Self {
+            shared,
+            state,
+            applied,
+            rejected: None,
+            my_ip: None,
+            last_was_404: false,
+        }
     }
 
     /// Poll until shutdown.
@@ -59,7 +72,10 @@ impl Poller {
             _ = shared.shutdown.cancelled() => return,
             _ = tokio::time::sleep(config.request_timeout.saturating_mul(2)) => {}
         }
-        let mut backoff = Backoff::new(config.backoff_base, config.backoff_cap(config.poll_interval));
+        let mut backoff = Backoff::new(
+            config.backoff_base,
+            config.backoff_cap(config.poll_interval),
+        );
         let mut health = Health::new();
         let mut rng = StdRng::from_os_rng();
         loop {
@@ -140,7 +156,10 @@ impl Poller {
         match result {
             Ok(()) => {
                 self.shared.metrics.config_changes_applied.inc();
-                info!(bytes = text.len(), "applied a changed collector config from the server");
+                info!(
+                    bytes = text.len(),
+                    "applied a changed collector config from the server"
+                );
                 self.applied = Some(text);
                 self.rejected = None;
                 Ok(Outcome::Applied)
@@ -162,16 +181,23 @@ impl Poller {
             Some(ip) => Some(ip),
             None => self.lookup_my_ip().await?,
         };
-        let result = shared.client.config(&config.group, config.port, srcip).await;
-        if let Err(Error::Status { status: 404, .. }) = &result {
+        let result = shared
+            .client
+            .config(&config.group, config.port, srcip)
+            .await;
+        let is_404 = matches!(result, Err(Error::Status { status: 404, .. }));
+        if is_404 && !self.last_was_404 {
             // The server does not know us: it restarted with an empty registry,
             // reaped us, or our address changed. Re-register now rather than at
-            // the next period, and ask for our address again.
+            // the next period, and ask for our address again. Only on the first
+            // 404 of a run: a server that keeps answering 404 (a wrong URL
+            // behind a proxy) must not get a registration per poll.
             if config.ip.is_none() {
                 self.my_ip = None;
             }
             shared.reregister.notify_one();
         }
+        self.last_was_404 = is_404;
         result
     }
 

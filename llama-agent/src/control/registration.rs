@@ -36,8 +36,11 @@ impl RegisterBody {
     pub fn new(config: &ControlConfig) -> Self {
         // User tags first, then the agent's own keys: the agent's keys win
         // (settings already refuse user tags with these names).
-        let mut tags: BTreeMap<String, String> =
-            config.tags.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let mut tags: BTreeMap<String, String> = config
+            .tags
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         tags.insert("version".into(), env!("CARGO_PKG_VERSION").into());
         tags.insert("probe_shortname".into(), config.probe_shortname.clone());
         tags.insert("probe_name".into(), config.probe_name.clone());
@@ -57,13 +60,19 @@ impl RegisterBody {
 pub(super) async fn run_loop(shared: Arc<Shared>) {
     let config = &shared.config;
     let body = RegisterBody::new(config);
-    let mut backoff = Backoff::new(config.backoff_base, config.backoff_cap(config.register_interval));
+    let mut backoff = Backoff::new(
+        config.backoff_base,
+        config.backoff_cap(config.register_interval),
+    );
     let mut health = Health::new();
     let mut rng = StdRng::from_os_rng();
     loop {
-        let Some(result) =
-            finish_or_abandon(shared.client.register(&body), &shared.shutdown, config.shutdown_grace)
-                .await
+        let Some(result) = finish_or_abandon(
+            shared.client.register(&body),
+            &shared.shutdown,
+            config.shutdown_grace,
+        )
+        .await
         else {
             break;
         };
@@ -86,7 +95,9 @@ pub(super) async fn run_loop(shared: Arc<Shared>) {
                     ),
                     _ => debug!("registered"),
                 }
-                shared.metrics.set_backoff(Loop::Register, std::time::Duration::ZERO);
+                shared
+                    .metrics
+                    .set_backoff(Loop::Register, std::time::Duration::ZERO);
                 jittered(config.register_interval, &mut rng)
             }
             Err(error) => {

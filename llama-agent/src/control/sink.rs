@@ -28,7 +28,12 @@ impl ConfigSink for LoggingSink {
         let targets = mapping
             .get("targets")
             .and_then(|t| t.as_mapping())
-            .map(|t| t.values().filter_map(|v| v.as_sequence()).map(Vec::len).sum::<usize>());
+            .map(|t| {
+                t.values()
+                    .filter_map(|v| v.as_sequence())
+                    .map(Vec::len)
+                    .sum::<usize>()
+            });
         info!(
             bytes = yaml.len(),
             keys = %keys.join(","),
@@ -46,7 +51,10 @@ mod tests {
     #[test]
     fn logging_sink_accepts_yaml_maps_and_refuses_the_rest() {
         let s = LoggingSink;
-        assert!(s.apply("targets:\n  g: [{ip: 10.0.0.1, port: 8100}]\n").is_ok());
+        assert!(
+            s.apply("targets:\n  g: [{ip: 10.0.0.1, port: 8100}]\n")
+                .is_ok()
+        );
         assert!(s.apply("10.0.0.1: {name: a}\n").is_ok());
         assert!(s.apply("- just\n- a list\n").is_err());
         assert!(s.apply("a: [unclosed\n").is_err());

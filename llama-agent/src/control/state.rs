@@ -29,7 +29,9 @@ impl StateFile {
             }
         }
         name.push_str(".yaml");
-        Self { path: dir.join(name) }
+        Self {
+            path: dir.join(name),
+        }
     }
 
     /// Where the file lives.
@@ -42,15 +44,23 @@ impl StateFile {
         match std::fs::read_to_string(&self.path) {
             Ok(text) => Ok(Some(text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::Io { path: self.path.clone(), source }),
+            Err(source) => Err(Error::Io {
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
 
     /// Replace the persisted config atomically.
     pub fn store(&self, text: &str) -> Result<(), Error> {
-        let io = |source| Error::Io { path: self.path.clone(), source };
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = self.path.with_extension(format!("yaml.tmp.{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("yaml.tmp.{}", std::process::id()));
         let result = (|| {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(text.as_bytes())?;
@@ -91,7 +101,10 @@ mod tests {
         f.store("b: 2\n").unwrap();
         assert_eq!(f.load().unwrap().as_deref(), Some("b: 2\n"));
         // Only the state file remains: no temporary files.
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("config-g.yaml")]);
     }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 /// Parse a duration; `None` when the text is not one of the accepted forms.
 pub fn parse(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     if digits.is_empty() {
         return None;
@@ -25,7 +27,11 @@ pub fn parse(text: &str) -> Option<Duration> {
 /// Render a duration the way [`parse`] reads it (for log lines and messages).
 pub fn display(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1_000 == 0 { format!("{}s", ms / 1_000) } else { format!("{ms}ms") }
+    if ms.is_multiple_of(1_000) {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 #[cfg(test)]
@@ -44,7 +50,15 @@ mod tests {
 
     #[test]
     fn refused_forms() {
-        for s in ["", "s", "-1", "1.5s", "10 parsecs", "1d", "99999999999999999999"] {
+        for s in [
+            "",
+            "s",
+            "-1",
+            "1.5s",
+            "10 parsecs",
+            "1d",
+            "99999999999999999999",
+        ] {
             assert_eq!(parse(s), None, "{s:?}");
         }
     }

@@ -24,14 +24,18 @@ pub struct Error {
 /// to probe at all.
 pub fn resolve(explicit: Option<&Path>) -> Result<Option<PathBuf>, Error> {
     if let Some(path) = explicit {
-        return usable(path).map(|()| Some(path.to_owned())).map_err(|source| Error {
-            path: path.to_owned(),
-            source,
-        });
+        return usable(path)
+            .map(|()| Some(path.to_owned()))
+            .map_err(|source| Error {
+                path: path.to_owned(),
+                source,
+            });
     }
-    Ok(candidates(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
-        .into_iter()
-        .find(|p| usable(p).is_ok()))
+    Ok(
+        candidates(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
+            .into_iter()
+            .find(|p| usable(p).is_ok()),
+    )
 }
 
 /// The default and its fallbacks, in order of preference. Relative XDG paths
@@ -41,7 +45,10 @@ fn candidates(
     home: Option<std::ffi::OsString>,
 ) -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from(DEFAULT)];
-    if let Some(xdg) = xdg_state_home.map(PathBuf::from).filter(|p| p.is_absolute()) {
+    if let Some(xdg) = xdg_state_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
         out.push(xdg.join("llama"));
     }
     if let Some(home) = home.map(PathBuf::from).filter(|p| p.is_absolute()) {
@@ -84,7 +91,10 @@ mod tests {
         let file = std::env::temp_dir().join(format!("llama-sd-file-{}", std::process::id()));
         std::fs::write(&file, b"x").unwrap();
         let err = resolve(Some(&file.join("sub"))).unwrap_err();
-        assert!(err.to_string().contains("not a writable directory"), "{err}");
+        assert!(
+            err.to_string().contains("not a writable directory"),
+            "{err}"
+        );
         std::fs::remove_file(&file).unwrap();
     }
 
