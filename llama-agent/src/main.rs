@@ -62,7 +62,11 @@ fn main() -> anyhow::Result<()> {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone())?;
-    let state_dir = state_dir::resolve(settings.state_dir.as_deref())?;
+    // Only an agent with a server has state to keep (standalone has its file).
+    let state_dir = match settings.server {
+        Some(_) => state_dir::resolve(settings.state_dir.as_deref())?,
+        None => None,
+    };
     log_startup(&settings, state_dir.as_deref());
     // The collector is not wired into the agent yet: LoggingSink stands in.
     let sink = Arc::new(LoggingSink);
@@ -112,10 +116,10 @@ fn log_startup(s: &Settings, state_dir: Option<&std::path::Path>) {
         xdp_object = xdp,
         register_every = %duration::display(s.register_interval),
         poll_every = %duration::display(s.poll_interval),
-        state_dir = state_dir.map_or("none (not persisting)".into(), |p| p.display().to_string()),
+        state_dir = state_dir.map_or("none".into(), |p| p.display().to_string()),
         "llama-agent starting"
     );
-    if state_dir.is_none() {
+    if s.server.is_some() && state_dir.is_none() {
         warn!(
             "no writable state directory (tried {} and the XDG/home fallbacks): a restart while the server is down starts without targets",
             state_dir::DEFAULT

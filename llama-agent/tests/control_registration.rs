@@ -83,12 +83,12 @@ async fn server_errors_back_off_with_jitter_then_recover() {
     cfg.register_interval = Duration::from_secs(30); // only failures retry quickly
     let agent = Agent::start(cfg);
     let mut backoffs = vec![];
-    wait_until("6 failed registrations", || {
+    wait_until("10 failed registrations", || {
         let b = agent.metrics.backoff(Loop::Register);
         if b > 0.0 && backoffs.last() != Some(&b) {
             backoffs.push(b);
         }
-        agent.metrics.registrations_failed.get() >= 6
+        agent.metrics.registrations_failed.get() >= 10
     })
     .await;
     assert_eq!(agent.metrics.registrations_ok.get(), 0);
