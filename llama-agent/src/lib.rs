@@ -2,4 +2,7 @@
 //! XDP where it can, in userspace otherwise), sends probes to its peers and
 //! keeps its registration and target list in sync with the server.
 
+pub mod control;
+pub mod settings;
+pub mod tags;
 pub mod xdp;

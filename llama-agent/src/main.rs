@@ -1,32 +1,145 @@
 //! Thin entry point of `llama-agent`: parse flags, set up logging, run.
 
-use clap::Parser;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use llama_agent::control::{self, ControlConfig, ControlMetrics, LoggingSink};
+use llama_agent::settings::{RunArgs, Settings, duration, state_dir};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// llama agent: reflects probes (XDP in the kernel, or userspace), probes its
 /// peers, and keeps its registration and targets in sync with the server.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// Debug logging.
-    #[arg(short, long, env = "APP_VERBOSE", default_value_t = false)]
-    verbose: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Without a subcommand the agent runs, exactly as `run` would.
+    #[command(flatten)]
+    run: RunArgs,
 }
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent (the default).
+    Run(RunArgs),
+}
+
+/// Everything must be stopped this long after SIGINT/SIGTERM.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let level = if cli.verbose { "debug" } else { "info" };
+    let args = match cli.command {
+        Some(Command::Run(args)) => args,
+        None => cli.run,
+    };
+    let level = if args.verbose { "debug" } else { "info" };
     tracing_subscriber::fmt()
+        // Colour codes only on a terminal: docker logs and journald get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .init();
-    match llama_agent::xdp::embedded_object() {
-        Some(object) => info!(bytes = object.len(), "XDP reflector object embedded"),
-        None => warn!(
-            "built without the XDP object: userspace-only reflector (build it with `cargo xtask build-ebpf --release`)"
-        ),
+    let settings = match args.validate() {
+        Ok(settings) => settings,
+        Err(e) => {
+            // A bad flag is a usage error: one line and clap's exit code, no
+            // backtrace (RUST_BACKTRACE is often set in containers).
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(run(settings))
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone())?;
+    // Only an agent with a server has state to keep (standalone has its file).
+    let state_dir = match settings.server {
+        Some(_) => state_dir::resolve(settings.state_dir.as_deref())?,
+        None => None,
+    };
+    log_startup(&settings, state_dir.as_deref());
+    // The collector is not wired into the agent yet: LoggingSink stands in.
+    let sink = Arc::new(LoggingSink);
+    let metrics = ControlMetrics::new();
+    let work = async {
+        match ControlConfig::from_settings(&settings, state_dir) {
+            Some(config) => control::run(config, sink, metrics, shutdown.clone()).await?,
+            None => {
+                let path = settings
+                    .config
+                    .as_deref()
+                    .context("standalone mode needs --config")?;
+                control::apply_file(path, sink.as_ref())?;
+                shutdown.cancelled().await;
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        result = &mut work => return result,
+        _ = shutdown.cancelled() => {}
     }
+    match tokio::time::timeout(SHUTDOWN_BOUND, work).await {
+        Ok(result) => result?,
+        Err(_) => warn!("shutdown took longer than {SHUTDOWN_BOUND:?}; exiting anyway"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// The one start-up line an operator greps for.
+fn log_startup(s: &Settings, state_dir: Option<&std::path::Path>) {
+    let xdp = if llama_agent::xdp::embedded_object().is_some() {
+        "embedded"
+    } else {
+        "not built (userspace reflector only; `cargo xtask build-ebpf --release`)"
+    };
+    info!(
+        server = s.server.as_ref().map_or("none (standalone)".into(), |u| u.to_string()),
+        group = %s.group,
+        port = s.port,
+        probe_name = %s.probe_name,
+        probe_shortname = %s.probe_shortname,
+        mode = %s.mode,
+        interfaces = %if s.interfaces.is_empty() { "all".into() } else { s.interfaces.join(",") },
+        xdp_object = xdp,
+        register_every = %duration::display(s.register_interval),
+        poll_every = %duration::display(s.poll_interval),
+        state_dir = state_dir.map_or("none".into(), |p| p.display().to_string()),
+        "llama-agent starting"
+    );
+    if s.server.is_some() && state_dir.is_none() {
+        warn!(
+            "no writable state directory (tried {} and the XDG/home fallbacks): a restart while the server is down starts without targets",
+            state_dir::DEFAULT
+        );
+    }
+}
+
+/// Cancel `token` on SIGINT or SIGTERM. The handlers are installed before
+/// this returns (not when the task first runs), so a signal that arrives
+/// right after the start-up line is never lost to the default action.
+fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => info!("SIGINT: stopping"),
+            _ = term.recv() => info!("SIGTERM: stopping"),
+        }
+        token.cancel();
+    });
     Ok(())
 }

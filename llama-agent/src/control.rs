@@ -1,0 +1,267 @@
+//! The control loop: keeps the agent registered with the server (DESIGN A4)
+//! and its collector fed with the group's config, through server outages.
+//!
+//! Two independent tasks share one HTTP client: [`registration`] (POST every
+//! 60 s) and [`poller`] (GET every 30 s). Each backs off on its own with
+//! jitter ([`backoff`]) and logs once per state change ([`health`]). The last
+//! config the collector accepted is persisted ([`state`]) and applied at the
+//! next start before the server is asked, so an agent restarted during a
+//! server outage keeps probing its peers. The collector is reached only
+//! through [`ConfigSink`].
+
+pub mod backoff;
+pub mod client;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod poller;
+pub mod registration;
+pub mod sink;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use self::client::ServerClient;
+pub use self::error::Error;
+pub use self::metrics::ControlMetrics;
+pub use self::registration::RegisterBody;
+pub use self::sink::{ConfigSink, LoggingSink};
+pub use self::state::StateFile;
+use crate::settings::Settings;
+
+/// Everything the control loop needs; built from [`Settings`] by
+/// [`ControlConfig::from_settings`], or directly (tests, embedding).
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Server base URL.
+    pub server: Url,
+    pub group: String,
+    /// The agent's probe/API port, registered and sent as `llamaport`.
+    pub port: u16,
+    /// Registered `ip` and `srcip`; `None` lets the server tell.
+    pub ip: Option<IpAddr>,
+    pub keepalive: Duration,
+    pub probe_name: String,
+    pub probe_shortname: String,
+    /// User tags (the agent adds `version`, `probe_name`, `probe_shortname`).
+    pub tags: BTreeMap<String, String>,
+    pub register_interval: Duration,
+    pub poll_interval: Duration,
+    /// Where the last good config is persisted; `None` = no persistence.
+    pub state_dir: Option<PathBuf>,
+    /// Config applied at start-up when nothing is persisted (`--config`).
+    pub bootstrap_config: Option<PathBuf>,
+    /// Bound on every request (connect + answer).
+    pub request_timeout: Duration,
+    /// First backoff ceiling after a failure.
+    pub backoff_base: Duration,
+    /// Largest backoff; `None` = the loop's own interval, at most 5 minutes,
+    /// so a failing agent never retries less often than a healthy one asks.
+    pub backoff_max: Option<Duration>,
+    /// How long an in-flight request may still finish after shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl ControlConfig {
+    /// Defaults: 10 s request timeout, 1 s backoff base, 2 s shutdown grace.
+    /// `None` when the settings name no server (standalone collector).
+    pub fn from_settings(settings: &Settings, state_dir: Option<PathBuf>) -> Option<Self> {
+        Some(Self {
+            server: settings.server.clone()?,
+            group: settings.group.clone(),
+            port: settings.port,
+            ip: settings.ip,
+            keepalive: settings.keepalive,
+            probe_name: settings.probe_name.clone(),
+            probe_shortname: settings.probe_shortname.clone(),
+            tags: settings.tags.0.clone(),
+            register_interval: settings.register_interval,
+            poll_interval: settings.poll_interval,
+            state_dir,
+            bootstrap_config: settings.config.clone(),
+            request_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: None,
+            shutdown_grace: Duration::from_secs(2),
+        })
+    }
+
+    /// The backoff cap of a loop running every `interval`.
+    pub fn backoff_cap(&self, interval: Duration) -> Duration {
+        self.backoff_max
+            .unwrap_or_else(|| interval.min(Duration::from_secs(300)))
+    }
+
+    /// The state file of this group, when persistence is on.
+    pub fn state_file(&self) -> Option<StateFile> {
+        self.state_dir
+            .as_deref()
+            .map(|dir| StateFile::new(dir, &self.group))
+    }
+}
+
+/// What the two loops share.
+struct Shared {
+    client: ServerClient,
+    config: ControlConfig,
+    sink: Arc<dyn ConfigSink>,
+    metrics: ControlMetrics,
+    shutdown: CancellationToken,
+    /// Poke the registration loop to register now (the server forgot us).
+    reregister: Notify,
+    /// Set after the first registration attempt, whatever its outcome.
+    first_registration: watch::Sender<bool>,
+}
+
+/// Run the control loop until `shutdown` is cancelled.
+///
+/// First applies the persisted config (else `bootstrap_config`) so probing
+/// starts without the server, then registers and polls. Returns once both
+/// loops stopped: promptly after cancellation, letting an in-flight request
+/// finish for at most `shutdown_grace`. Errs only when the HTTP client
+/// cannot be set up; server trouble is retried, never returned.
+pub async fn run(
+    config: ControlConfig,
+    sink: Arc<dyn ConfigSink>,
+    metrics: ControlMetrics,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let client = ServerClient::new(config.server.clone(), config.request_timeout)?;
+    let state = config.state_file();
+    let initial = apply_initial(&config, state.as_ref(), &sink, &metrics).await;
+    let shared = Arc::new(Shared {
+        client,
+        config,
+        sink,
+        metrics,
+        shutdown,
+        reregister: Notify::new(),
+        first_registration: watch::Sender::new(false),
+    });
+    let register = tokio::spawn(registration::run_loop(Arc::clone(&shared)));
+    let poll = tokio::spawn(poller::Poller::new(Arc::clone(&shared), state, initial).run_loop());
+    // A panic in a loop is a bug; report it and let the other loop finish.
+    for (name, task) in [("registration", register), ("config poll", poll)] {
+        if let Err(e) = task.await {
+            warn!(loop = name, error = %e, "control loop task ended abnormally");
+        }
+    }
+    Ok(())
+}
+
+/// Standalone mode (`--config` without `--server`): apply a collector config
+/// file once, as the original collector read its file.
+pub fn apply_file(path: &Path, sink: &dyn ConfigSink) -> Result<(), Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    apply_blocking(sink, &text).map_err(Error::Rejected)
+}
+
+/// The persisted config, else the bootstrap file, applied before any request.
+/// Returns the text in force (so an identical first fetch changes nothing).
+async fn apply_initial(
+    config: &ControlConfig,
+    state: Option<&StateFile>,
+    sink: &Arc<dyn ConfigSink>,
+    metrics: &ControlMetrics,
+) -> Option<String> {
+    let persisted = match state.map(StateFile::load) {
+        Some(Ok(Some(text))) => state.map(|s| (s.path().to_owned(), text)),
+        Some(Err(e)) => {
+            warn!(error = %e, "cannot read the persisted config; waiting for the server");
+            None
+        }
+        Some(Ok(None)) | None => None,
+    };
+    let (path, text) = match (persisted, &config.bootstrap_config) {
+        (Some(found), _) => found,
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => (path.clone(), text),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot read the --config file");
+                return None;
+            }
+        },
+        (None, None) => return None,
+    };
+    let sink = Arc::clone(sink);
+    let (text, result) = tokio::task::spawn_blocking(move || {
+        let result = apply_blocking(sink.as_ref(), &text);
+        (text, result)
+    })
+    .await
+    .ok()?;
+    match result {
+        Ok(()) => {
+            metrics.config_changes_applied.inc();
+            info!(path = %path.display(), "applied the last good config before contacting the server");
+            Some(text)
+        }
+        Err(reason) => {
+            metrics.config_rejected.inc();
+            warn!(path = %path.display(), %reason, "the collector refused the stored config; waiting for the server");
+            None
+        }
+    }
+}
+
+/// Call the sink, turning a panic inside it into a rejection: a buggy
+/// collector must not take the control loop down with it.
+fn apply_blocking(sink: &dyn ConfigSink, text: &str) -> Result<(), String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.apply(text)))
+        .unwrap_or_else(|_| Err("the config sink panicked".into()))
+}
+
+/// Drive `fut` to completion, unless shutdown comes first: then give it
+/// `grace` to finish. `None` = shut down (whether or not it finished, the
+/// caller must stop).
+async fn finish_or_abandon<F: Future>(
+    fut: F,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> Option<F::Output> {
+    if shutdown.is_cancelled() {
+        return None;
+    }
+    tokio::pin!(fut);
+    tokio::select! {
+        out = &mut fut => Some(out),
+        _ = shutdown.cancelled() => {
+            // Let the request complete (so the server does not see a torn
+            // connection) but do not act on it: we are stopping.
+            let _ = tokio::time::timeout(grace, fut).await;
+            None
+        }
+    }
+}
+
+/// Sleep `delay`, or less when `wake` is notified. `false` = shutdown.
+async fn wait_or_stop(
+    delay: Duration,
+    shutdown: &CancellationToken,
+    wake: Option<&Notify>,
+) -> bool {
+    let woken = async {
+        match wake {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+        _ = woken => true,
+    }
+}

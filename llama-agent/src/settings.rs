@@ -1,0 +1,472 @@
+//! Flags and environment of `llama-agent run` (DESIGN A5) and their
+//! validation into a typed [`Settings`].
+//!
+//! Parsing is split in two on purpose: clap reads the raw values (so flags and
+//! environment variables behave exactly like the original client's and
+//! probe's), and [`RunArgs::validate`] turns them into [`Settings`], refusing
+//! every bad value with one message that names both the flag and the
+//! variable — a mistyped `LLAMA_TAGS` in a compose file must fail loudly at
+//! start-up, not register garbage every minute.
+
+pub mod duration;
+pub mod state_dir;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use reqwest::Url;
+
+use crate::tags::{self, Tags};
+
+/// Flags and environment of `llama-agent run` (also used when no subcommand
+/// is given). Every flag has an environment variable; A5 names are kept.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// URL of the llama server, e.g. `http://llama.example.com:5000`.
+    /// Without it, `--config` runs a standalone collector.
+    #[arg(short = 's', long, env = "LLAMA_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// Group to register in; the agent probes every member of its group.
+    #[arg(short = 'g', long, env = "LLAMA_GROUP", default_value = "default")]
+    pub group: String,
+
+    /// Address to register and probe from. Needed when the server sees the
+    /// agent through NAT or a proxy (or both run on one host); otherwise the
+    /// server uses the address the request comes from.
+    #[arg(short = 'i', long, env = "LLAMA_SOURCE_IP", value_name = "IP")]
+    pub ip: Option<IpAddr>,
+
+    /// Seconds the server keeps this agent registered without a refresh.
+    /// Default 300 (five registration periods), so a dead agent leaves its
+    /// peers' target lists within minutes rather than the server's default
+    /// of a day. Must be longer than the registration interval.
+    #[arg(
+        short = 'k',
+        long,
+        env = "LLAMA_KEEPALIVE",
+        value_name = "SECONDS",
+        default_value_t = 300
+    )]
+    pub keepalive: u64,
+
+    /// Extra tags sent with every registration: `[location: Las Vegas,
+    /// src_name: Office]` (the original form) or a JSON object.
+    #[arg(short = 't', long, env = "LLAMA_TAGS", default_value = "")]
+    pub tags: String,
+
+    /// Collector config file (DESIGN A2). Without `--server`: a standalone
+    /// collector as the original ran. With `--server`: the config used at
+    /// start-up when no persisted config exists yet.
+    #[arg(short = 'c', long, env = "APP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Debug logging.
+    #[arg(short = 'v', long, env = "APP_VERBOSE", default_value_t = false)]
+    pub verbose: bool,
+
+    /// UDP probe port and TCP API port this agent registers (the server's
+    /// configs send peers' probes here).
+    #[arg(long, env = "LLAMA_PORT", default_value_t = 8100)]
+    pub port: u16,
+
+    /// Descriptive name of this probe (tag `probe_name`; peers see it as
+    /// `dst_name`). Default: the host name.
+    #[arg(long, env = "PROBE_NAME", value_name = "NAME")]
+    pub probe_name: Option<String>,
+
+    /// Short name of this probe (tag `probe_shortname`; the server keeps one
+    /// entry per short name and group). Default: the host name.
+    #[arg(long, env = "PROBE_SHORTNAME", value_name = "NAME")]
+    pub probe_shortname: Option<String>,
+
+    /// How often to register: `60`, `60s`, `500ms`, `5m`.
+    #[arg(
+        long,
+        env = "LLAMA_REGISTER_INTERVAL",
+        value_name = "DURATION",
+        default_value = "60s"
+    )]
+    pub register_interval: String,
+
+    /// How often to fetch the collector config from the server.
+    #[arg(
+        long,
+        env = "LLAMA_POLL_INTERVAL",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub poll_interval: String,
+
+    /// Directory for the last good config, so an agent restarted while the
+    /// server is down still probes. Default `/var/lib/llama`, falling back to
+    /// `$XDG_STATE_HOME/llama` or `~/.local/state/llama` when not writable.
+    #[arg(long, env = "LLAMA_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Reflector mode: `auto` (XDP native, else generic, else userspace),
+    /// `xdp` (native only), `xdp-skb` (generic only) or `userspace`.
+    #[arg(long, env = "LLAMA_REFLECTOR_MODE", default_value = "auto")]
+    pub mode: String,
+
+    /// Interface to attach the XDP reflector to (repeatable; the variable is
+    /// comma-separated). Default: every interface with an address.
+    #[arg(
+        long = "interface",
+        env = "LLAMA_INTERFACES",
+        value_name = "IFACE",
+        value_delimiter = ','
+    )]
+    pub interfaces: Vec<String>,
+
+    /// Whom the reflector answers: `peers` (the members of this agent's
+    /// group, following the server), or comma-separated CIDRs. Default: anyone.
+    #[arg(long, env = "LLAMA_ALLOW", value_name = "peers|CIDR,...")]
+    pub allow: Option<String>,
+
+    /// Reflector rate limit in packets per second (default: unlimited).
+    #[arg(long, env = "LLAMA_MAX_PPS", value_name = "PPS")]
+    pub max_pps: Option<u32>,
+
+    /// Address of the agent's HTTP API (`/status`, `/influxdata`, `/metrics`).
+    #[arg(
+        long,
+        env = "LLAMA_API_BIND",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8100"
+    )]
+    pub api_bind: SocketAddr,
+}
+
+/// How the reflector is asked to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReflectorMode {
+    /// XDP native, else XDP generic, else userspace; the agent logs which and why.
+    Auto,
+    /// XDP in native (driver) mode only.
+    Xdp,
+    /// XDP in generic (skb) mode only.
+    XdpSkb,
+    /// The userspace reflector only.
+    Userspace,
+}
+
+impl ReflectorMode {
+    /// The flag spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Xdp => "xdp",
+            Self::XdpSkb => "xdp-skb",
+            Self::Userspace => "userspace",
+        }
+    }
+}
+
+impl std::fmt::Display for ReflectorMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whom the reflector answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allow {
+    /// Anyone (the original reflector's behaviour).
+    Any,
+    /// The members of the agent's group, as served in its config.
+    Peers,
+    /// Sources inside these networks.
+    Cidrs(Vec<ipnet::IpNet>),
+}
+
+/// The validated settings of `llama-agent run`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Server base URL (http); `None` = standalone.
+    pub server: Option<Url>,
+    pub group: String,
+    pub ip: Option<IpAddr>,
+    pub keepalive: Duration,
+    pub tags: Tags,
+    /// Collector config file (standalone, or bootstrap with a server).
+    pub config: Option<PathBuf>,
+    pub verbose: bool,
+    pub port: u16,
+    pub probe_name: String,
+    pub probe_shortname: String,
+    pub register_interval: Duration,
+    pub poll_interval: Duration,
+    /// The explicitly requested state directory; resolve it (with the
+    /// documented fallbacks) through [`state_dir::resolve`].
+    pub state_dir: Option<PathBuf>,
+    pub mode: ReflectorMode,
+    pub interfaces: Vec<String>,
+    pub allow: Allow,
+    pub max_pps: Option<u32>,
+    pub api_bind: SocketAddr,
+}
+
+/// A bad flag or environment value. Each message names the flag and its
+/// variable, the offending value and what would be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "nothing to do: give --server / LLAMA_SERVER (the llama server's URL) or --config / APP_CONFIG (a standalone collector config)"
+    )]
+    NoServerNorConfig,
+    #[error(
+        "--server / LLAMA_SERVER {value:?} has no http:// scheme (e.g. http://llama.example.com:5000)"
+    )]
+    ServerScheme { value: String },
+    #[error(
+        "--server / LLAMA_SERVER {value:?}: https is not supported by this build (no TLS library); use http://"
+    )]
+    ServerHttps { value: String },
+    #[error("--server / LLAMA_SERVER {value:?} is not a valid URL: {reason}")]
+    ServerUrl { value: String, reason: String },
+    // `reason`, not `source`: the message already includes it, and a source
+    // would print it twice in an error chain.
+    #[error("--tags / LLAMA_TAGS {value:?}: {reason}")]
+    Tags { value: String, reason: tags::Error },
+    #[error("--keepalive / LLAMA_KEEPALIVE must be at least 1 second, got 0")]
+    KeepaliveZero,
+    #[error(
+        "--keepalive / LLAMA_KEEPALIVE ({keepalive} s) must be longer than the registration interval ({interval}), or the server drops this agent between registrations"
+    )]
+    KeepaliveShort { keepalive: u64, interval: String },
+    #[error("{flag} {value:?} is not a duration greater than zero (e.g. 30, 30s, 500ms, 5m)")]
+    Interval { flag: &'static str, value: String },
+    #[error(
+        "--mode / LLAMA_REFLECTOR_MODE {value:?} is not a mode: use auto, xdp, xdp-skb or userspace"
+    )]
+    Mode { value: String },
+    #[error(
+        "--interface / LLAMA_INTERFACES {value:?} is not an interface name (1-15 characters, no '/', ':' or spaces)"
+    )]
+    Interface { value: String },
+    #[error(
+        "--allow / LLAMA_ALLOW {value:?}: {item:?} is neither `peers` nor a CIDR like 10.0.0.0/8"
+    )]
+    Allow { value: String, item: String },
+    #[error("--group / LLAMA_GROUP must not be empty")]
+    EmptyGroup,
+    #[error("{flag} must not be empty")]
+    EmptyName { flag: &'static str },
+    #[error(
+        "the host name is unknown ({0}); set --probe-name / PROBE_NAME and --probe-shortname / PROBE_SHORTNAME"
+    )]
+    Hostname(String),
+    #[error("--port / LLAMA_PORT must not be 0")]
+    PortZero,
+    #[error("--max-pps / LLAMA_MAX_PPS must be at least 1 (omit it for no limit)")]
+    MaxPpsZero,
+    #[error("--config / APP_CONFIG {path:?} is not a readable file")]
+    ConfigFile { path: PathBuf },
+}
+
+impl RunArgs {
+    /// Check every value and build the typed [`Settings`]. The first bad
+    /// value is reported (order: what must be present, then each flag).
+    pub fn validate(&self) -> Result<Settings, SettingsError> {
+        let server = self
+            .server
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        if server.is_none() && self.config.is_none() {
+            return Err(SettingsError::NoServerNorConfig);
+        }
+        let server = server.map(parse_server).transpose()?;
+        if let Some(path) = &self.config
+            && !path.is_file()
+        {
+            return Err(SettingsError::ConfigFile { path: path.clone() });
+        }
+        let group = self.group.trim().to_owned();
+        if group.is_empty() {
+            return Err(SettingsError::EmptyGroup);
+        }
+        let tags = tags::parse(&self.tags).map_err(|reason| SettingsError::Tags {
+            value: self.tags.clone(),
+            reason,
+        })?;
+        let register_interval = interval("--register-interval", &self.register_interval)?;
+        let poll_interval = interval("--poll-interval", &self.poll_interval)?;
+        if self.keepalive == 0 {
+            return Err(SettingsError::KeepaliveZero);
+        }
+        // Only meaningful when the agent registers at all.
+        if server.is_some() && Duration::from_secs(self.keepalive) <= register_interval {
+            return Err(SettingsError::KeepaliveShort {
+                keepalive: self.keepalive,
+                interval: duration::display(register_interval),
+            });
+        }
+        if self.port == 0 {
+            return Err(SettingsError::PortZero);
+        }
+        let (probe_name, probe_shortname) = self.probe_names()?;
+        let mode = parse_mode(&self.mode)?;
+        let interfaces = self
+            .interfaces
+            .iter()
+            .map(|i| i.trim())
+            .filter(|i| !i.is_empty())
+            .map(|i| {
+                if valid_ifname(i) {
+                    Ok(i.to_owned())
+                } else {
+                    Err(SettingsError::Interface {
+                        value: i.to_owned(),
+                    })
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let allow = self
+            .allow
+            .as_deref()
+            .map(parse_allow)
+            .transpose()?
+            .unwrap_or(Allow::Any);
+        if self.max_pps == Some(0) {
+            return Err(SettingsError::MaxPpsZero);
+        }
+        Ok(Settings {
+            server,
+            group,
+            ip: self.ip,
+            keepalive: Duration::from_secs(self.keepalive),
+            tags,
+            config: self.config.clone(),
+            verbose: self.verbose,
+            port: self.port,
+            probe_name,
+            probe_shortname,
+            register_interval,
+            poll_interval,
+            state_dir: self.state_dir.clone(),
+            mode,
+            interfaces,
+            allow,
+            max_pps: self.max_pps,
+            api_bind: self.api_bind,
+        })
+    }
+
+    /// Probe name and short name, defaulting to the host name (looked up
+    /// only when one of them is missing).
+    fn probe_names(&self) -> Result<(String, String), SettingsError> {
+        let given = |v: &Option<String>, flag| match v.as_deref().map(str::trim) {
+            Some("") => Err(SettingsError::EmptyName { flag }),
+            other => Ok(other.map(str::to_owned)),
+        };
+        let name = given(&self.probe_name, "--probe-name / PROBE_NAME")?;
+        let short = given(&self.probe_shortname, "--probe-shortname / PROBE_SHORTNAME")?;
+        if let (Some(name), Some(short)) = (&name, &short) {
+            return Ok((name.clone(), short.clone()));
+        }
+        let host = hostname()?;
+        Ok((name.unwrap_or_else(|| host.clone()), short.unwrap_or(host)))
+    }
+}
+
+/// The machine's host name, as the original client's default.
+pub fn hostname() -> Result<String, SettingsError> {
+    let name = nix::unistd::gethostname().map_err(|e| SettingsError::Hostname(e.to_string()))?;
+    let name = name.to_string_lossy().trim().to_owned();
+    if name.is_empty() {
+        return Err(SettingsError::Hostname("empty".into()));
+    }
+    Ok(name)
+}
+
+fn parse_server(value: &str) -> Result<Url, SettingsError> {
+    // Checked before parsing: `llama.example.com:5000` parses as a URL whose
+    // scheme is `llama.example.com`, which would produce a baffling message.
+    let lower = value.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(SettingsError::ServerHttps {
+            value: value.to_owned(),
+        });
+    }
+    if !lower.starts_with("http://") {
+        return Err(SettingsError::ServerScheme {
+            value: value.to_owned(),
+        });
+    }
+    let url = Url::parse(value).map_err(|e| SettingsError::ServerUrl {
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(SettingsError::ServerUrl {
+            value: value.to_owned(),
+            reason: "no host".into(),
+        });
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(SettingsError::ServerUrl {
+            value: value.to_owned(),
+            reason: "a base URL takes no ?query or #fragment".into(),
+        });
+    }
+    Ok(url)
+}
+
+fn interval(flag: &'static str, value: &str) -> Result<Duration, SettingsError> {
+    duration::parse(value)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| SettingsError::Interval {
+            flag,
+            value: value.to_owned(),
+        })
+}
+
+fn parse_mode(value: &str) -> Result<ReflectorMode, SettingsError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(ReflectorMode::Auto),
+        "xdp" => Ok(ReflectorMode::Xdp),
+        "xdp-skb" => Ok(ReflectorMode::XdpSkb),
+        "userspace" => Ok(ReflectorMode::Userspace),
+        _ => Err(SettingsError::Mode {
+            value: value.to_owned(),
+        }),
+    }
+}
+
+/// Linux interface names: 1..=15 bytes (IFNAMSIZ - 1), none of `/`, `:`
+/// (alias syntax) or whitespace.
+fn valid_ifname(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+fn parse_allow(value: &str) -> Result<Allow, SettingsError> {
+    if value.trim().eq_ignore_ascii_case("peers") {
+        return Ok(Allow::Peers);
+    }
+    let mut nets = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        // A bare address means just that host.
+        let net = item
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| SettingsError::Allow {
+                value: value.to_owned(),
+                item: item.to_owned(),
+            })?;
+        nets.push(net);
+    }
+    if nets.is_empty() {
+        return Err(SettingsError::Allow {
+            value: value.to_owned(),
+            item: String::new(),
+        });
+    }
+    Ok(Allow::Cidrs(nets))
+}
