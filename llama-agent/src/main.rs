@@ -1,6 +1,6 @@
 //! Thin entry point of `llama-agent`: parse flags, set up logging, run.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 
 /// llama agent: reflects probes (XDP in the kernel, or userspace), probes its
@@ -11,6 +11,15 @@ struct Cli {
     /// Debug logging.
     #[arg(short, long, env = "APP_VERBOSE", default_value_t = false)]
     verbose: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Answer LLAMA probes (XDP where possible, userspace elsewhere) until
+    /// SIGINT/SIGTERM.
+    Reflect(llama_agent::reflector::cli::ReflectArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +37,8 @@ fn main() -> anyhow::Result<()> {
             "built without the XDP object: userspace-only reflector (build it with `cargo xtask build-ebpf --release`)"
         ),
     }
-    Ok(())
+    match cli.command {
+        Some(Command::Reflect(args)) => llama_agent::reflector::cli::run(args),
+        None => Ok(()),
+    }
 }

@@ -351,10 +351,10 @@ fn mask<const N: usize>(octets: &[u8; N], len: u8) -> [u8; N] {
 fn is_busy(error: &ProgramError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(libc::EBUSY) || io.raw_os_error() == Some(libc::EEXIST) {
-                return true;
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST))
+        {
+            return true;
         }
         source = e.source();
     }
