@@ -3,6 +3,7 @@
 //! keeps its registration and target list in sync with the server.
 
 pub mod control;
+pub mod reflector;
 pub mod settings;
 pub mod tags;
 pub mod xdp;

@@ -26,6 +26,9 @@ struct Cli {
 enum Command {
     /// Run the agent (the default).
     Run(RunArgs),
+    /// Only answer LLAMA probes (XDP where possible, userspace elsewhere)
+    /// until SIGINT/SIGTERM, like the original reflector binary.
+    Reflect(llama_agent::reflector::cli::ReflectArgs),
 }
 
 /// Everything must be stopped this long after SIGINT/SIGTERM.
@@ -35,17 +38,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Run(args)) => args,
+        Some(Command::Reflect(args)) => {
+            init_tracing(args.verbose);
+            return llama_agent::reflector::cli::run(args);
+        }
         None => cli.run,
     };
-    let level = if args.verbose { "debug" } else { "info" };
-    tracing_subscriber::fmt()
-        // Colour codes only on a terminal: docker logs and journald get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .init();
+    init_tracing(args.verbose);
     let settings = match args.validate() {
         Ok(settings) => settings,
         Err(e) => {
@@ -96,6 +95,23 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+fn init_tracing(verbose: bool) {
+    let level = if verbose { "debug" } else { "info" };
+    tracing_subscriber::fmt()
+        // Colour codes only on a terminal: docker logs and journald get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .init();
+    if llama_agent::xdp::embedded_object().is_none() {
+        warn!(
+            "built without the XDP object: userspace-only reflector (build it with `cargo xtask build-ebpf --release`)"
+        );
+    }
 }
 
 /// The one start-up line an operator greps for.

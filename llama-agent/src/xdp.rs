@@ -9,14 +9,20 @@
 //! on an interface that already has a link-attached program is refused with
 //! [`Error::InterfaceBusy`] instead of stacking programs.
 
-use std::fmt;
+use std::{collections::BTreeSet, fmt, net::IpAddr, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, PerCpuArray},
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    maps::{
+        Array, MapData, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use llama_common::{CONFIG_MAP, COUNTERS_MAP, Counter, ReflectorConfig, XDP_PROGRAM_NAME};
+use llama_common::{
+    ALLOW_V4_MAP, ALLOW_V6_MAP, AllowValue, CONFIG_MAP, COUNTERS_MAP, Counter, ReflectorConfig,
+    XDP_PROGRAM_NAME,
+};
 use tracing::debug;
 
 /// The embedded XDP object, if this agent was built with one.
@@ -69,6 +75,21 @@ pub enum Error {
         #[source]
         source: ProgramError,
     },
+    #[error("BPF_PROG_TEST_RUN failed: {0}")]
+    TestRun(#[source] ProgramError),
+    #[error("invalid allowlist prefix {addr}/{len}")]
+    InvalidPrefix { addr: IpAddr, len: u8 },
+}
+
+/// What one BPF_PROG_TEST_RUN of the program did with a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRunOutcome {
+    /// The XDP action (`XDP_PASS` = 2, `XDP_TX` = 3, `XDP_DROP` = 1, ...).
+    pub action: u32,
+    /// The frame as the program left it (after the last repetition).
+    pub output: Vec<u8>,
+    /// Mean time per run as the kernel measured it.
+    pub per_run: Duration,
 }
 
 /// How the program is attached to an interface.
@@ -102,6 +123,7 @@ impl fmt::Display for AttachMode {
 /// Dropping it detaches from every interface.
 pub struct XdpReflector {
     ebpf: Ebpf,
+    config: ReflectorConfig,
     attached: Vec<(String, AttachMode, XdpLinkId)>,
 }
 
@@ -139,6 +161,7 @@ impl XdpReflector {
         program.load().map_err(Error::Verifier)?;
         let mut reflector = Self {
             ebpf,
+            config,
             attached: Vec::new(),
         };
         reflector.set_config(config)?;
@@ -153,7 +176,89 @@ impl XdpReflector {
             .ok_or(Error::MissingMap(CONFIG_MAP))?;
         let mut array: Array<_, ReflectorConfig> = Array::try_from(map)?;
         array.set(0, config, 0)?;
+        self.config = config;
         Ok(())
+    }
+
+    /// The settings in effect.
+    pub fn config(&self) -> ReflectorConfig {
+        self.config
+    }
+
+    /// Replaces the allowlist tries' contents with `prefixes` (address,
+    /// prefix length). Whether the list is enforced is the config's
+    /// [`llama_common::FLAG_ALLOWLIST`]; fill the list before switching it on
+    /// so no legitimate probe is dropped in between. Prefixes added before
+    /// stale ones are removed, for the same reason.
+    pub fn set_allowlist(&mut self, prefixes: &[(IpAddr, u8)]) -> Result<(), Error> {
+        let mut v4 = BTreeSet::new();
+        let mut v6 = BTreeSet::new();
+        for &(addr, len) in prefixes {
+            match addr {
+                IpAddr::V4(a) if len <= 32 => {
+                    v4.insert((len, mask(&a.octets(), len)));
+                }
+                IpAddr::V6(a) if len <= 128 => {
+                    v6.insert((len, mask(&a.octets(), len)));
+                }
+                _ => return Err(Error::InvalidPrefix { addr, len }),
+            }
+        }
+        self.sync_trie::<4>(ALLOW_V4_MAP, &v4)?;
+        self.sync_trie::<16>(ALLOW_V6_MAP, &v6)
+    }
+
+    fn sync_trie<const N: usize>(
+        &mut self,
+        name: &'static str,
+        wanted: &BTreeSet<(u8, [u8; N])>,
+    ) -> Result<(), Error> {
+        let map = self.ebpf.map_mut(name).ok_or(Error::MissingMap(name))?;
+        let mut trie: LpmTrie<&mut MapData, [u8; N], AllowValue> = LpmTrie::try_from(map)?;
+        for (len, data) in wanted {
+            trie.insert(&Key::new(u32::from(*len), *data), 1, 0)?;
+        }
+        let stale: Vec<Key<[u8; N]>> = trie
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                let len = u8::try_from(k.prefix_len()).unwrap_or(u8::MAX);
+                !wanted.contains(&(len, k.data()))
+            })
+            .collect();
+        for key in stale {
+            trie.remove(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the loaded program once (or `repeat` times on the same buffer,
+    /// see the notes on `repeat` in the benchmark) over `frame` with
+    /// BPF_PROG_TEST_RUN. Counters and the rate limiter see these runs.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, Error> {
+        let program: &Xdp = self
+            .ebpf
+            .program(XDP_PROGRAM_NAME)
+            .ok_or(Error::MissingProgram)?
+            .try_into()
+            .map_err(Error::Verifier)?;
+        // XDP may not grow the frame here, but leave room anyway: the kernel
+        // reports ENOSPC rather than truncating when the buffer is short.
+        let mut output = vec![0u8; frame.len() + 256];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut output),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(Error::TestRun)?;
+        output.truncate(result.data_size_out as usize);
+        Ok(TestRunOutcome {
+            action: result.return_value,
+            output,
+            per_run: result.duration,
+        })
     }
 
     /// Attaches to `interface` in exactly `mode` (no silent fallback: the
@@ -230,14 +335,26 @@ impl XdpReflector {
     }
 }
 
+/// `octets` with every bit past the first `len` cleared (the LPM trie wants
+/// canonical prefixes so that equal prefixes are equal keys).
+fn mask<const N: usize>(octets: &[u8; N], len: u8) -> [u8; N] {
+    let mut out = *octets;
+    for (i, byte) in out.iter_mut().enumerate() {
+        let bits_before = i * 8;
+        let keep = usize::from(len).saturating_sub(bits_before).min(8);
+        *byte &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+    }
+    out
+}
+
 /// The netlink fallback reports an occupied interface as a wrapped EBUSY.
 fn is_busy(error: &ProgramError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(libc::EBUSY) || io.raw_os_error() == Some(libc::EEXIST) {
-                return true;
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST))
+        {
+            return true;
         }
         source = e.source();
     }

@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod probe;
+pub mod ratelimit;
 
 /// Default UDP port of LLAMA probes (DESIGN.md A1).
 pub const DEFAULT_PROBE_PORT: u16 = 8100;
@@ -15,10 +16,29 @@ pub const XDP_PROGRAM_NAME: &str = "llama_reflect";
 pub const CONFIG_MAP: &str = "LLAMA_CONFIG";
 /// Name of the per-CPU array map of counters indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "LLAMA_COUNTERS";
+/// Name of the LPM trie of allowed IPv4 sources (key data: the address in
+/// network byte order, `[u8; 4]`; value: [`AllowValue`]).
+pub const ALLOW_V4_MAP: &str = "LLAMA_ALLOW_V4";
+/// Name of the LPM trie of allowed IPv6 sources (key data: `[u8; 16]`).
+pub const ALLOW_V6_MAP: &str = "LLAMA_ALLOW_V6";
+/// Name of the single-entry array map holding the global [`RateState`].
+pub const RATE_MAP: &str = "LLAMA_RATE";
+
+/// Capacity of each allowlist trie (prefixes per address family).
+pub const ALLOWLIST_MAX_ENTRIES: u32 = 16384;
+
+/// [`ReflectorConfig::flags`] bit: only sources found in the allowlist tries
+/// are answered; the others are dropped (counted as
+/// [`Counter::DropAllowlist`]). An enabled, empty allowlist answers nobody.
+pub const FLAG_ALLOWLIST: u16 = 1 << 0;
+
+/// Value stored in the allowlist tries. Only presence matters; the byte is
+/// kept so the value is never zero-sized.
+pub type AllowValue = u8;
 
 /// Run-time settings of the XDP reflector. The agent writes it into slot 0 of
-/// [`CONFIG_MAP`]; the program reads it for every packet, so changing the port
-/// does not need a reload.
+/// [`CONFIG_MAP`]; the program reads it for every packet, so changing the
+/// port, the allowlist switch or the rate does not need a reload.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReflectorConfig {
@@ -27,21 +47,63 @@ pub struct ReflectorConfig {
     pub port: u16,
     /// Bit flags, see `FLAG_*`.
     pub flags: u16,
+    /// Token-bucket rate for reflected probes (all CPUs together); 0 = no limit.
+    pub max_pps: u32,
+    /// Bucket depth in probes (how many may arrive back to back); values below
+    /// 1 count as 1. Only meaningful with `max_pps > 0`.
+    pub burst: u32,
     pub _reserved: u32,
 }
 
 impl ReflectorConfig {
+    /// Reflect on `port`, no allowlist, no rate limit.
     pub const fn new(port: u16) -> Self {
         Self {
             port,
             flags: 0,
+            max_pps: 0,
+            burst: 0,
             _reserved: 0,
         }
     }
+
+    /// The same settings with a rate limit of `max_pps` (0 = off) and the
+    /// default burst, [`ratelimit::default_burst`].
+    pub const fn with_max_pps(mut self, max_pps: u32) -> Self {
+        self.max_pps = max_pps;
+        self.burst = ratelimit::default_burst(max_pps);
+        self
+    }
+
+    /// The same settings with the allowlist switched on or off.
+    pub const fn with_allowlist(mut self, enabled: bool) -> Self {
+        if enabled {
+            self.flags |= FLAG_ALLOWLIST;
+        } else {
+            self.flags &= !FLAG_ALLOWLIST;
+        }
+        self
+    }
+
+    /// Whether the allowlist is enforced.
+    pub const fn allowlist_enabled(&self) -> bool {
+        self.flags & FLAG_ALLOWLIST != 0
+    }
+}
+
+/// State of the global rate limiter: the GCRA "theoretical arrival time" in
+/// `bpf_ktime_get_ns` nanoseconds (see [`ratelimit`]). Kept apart from
+/// [`ReflectorConfig`] so that rewriting the config never races with the
+/// program's compare-and-swap on the state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateState {
+    pub tat_ns: u64,
 }
 
 /// Counters kept per CPU by the XDP program. The discriminant is the index in
-/// [`COUNTERS_MAP`].
+/// [`COUNTERS_MAP`]. Traffic that is not UDP to the probe port is never
+/// counted: the pass-through path stays as short as possible.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
@@ -51,20 +113,30 @@ pub enum Counter {
     PassNotCanonical = 1,
     /// IPv6 with extension headers before UDP.
     PassIpv6ExtHeaders = 2,
-    /// IPv4 fragment (first or later).
+    /// IPv4 UDP fragment (first or later).
     PassFragment = 3,
     /// Malformed or truncated headers on the way to the UDP payload.
     PassMalformed = 4,
+    /// A probe sent to or from a multicast/broadcast address: never answered
+    /// from the fast path (the reply would have a group address as source).
+    PassNotUnicast = 5,
+    /// Probe dropped by the token bucket (`max_pps`).
+    DropRateLimit = 6,
+    /// Probe from a source outside the enabled allowlist, dropped.
+    DropAllowlist = 7,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 5] = [
+    pub const ALL: [Counter; 8] = [
         Counter::Reflected,
         Counter::PassNotCanonical,
         Counter::PassIpv6ExtHeaders,
         Counter::PassFragment,
         Counter::PassMalformed,
+        Counter::PassNotUnicast,
+        Counter::DropRateLimit,
+        Counter::DropAllowlist,
     ];
     /// Number of slots the counters map must have.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -77,10 +149,47 @@ impl Counter {
             Counter::PassIpv6ExtHeaders => "pass_ipv6_ext_headers",
             Counter::PassFragment => "pass_fragment",
             Counter::PassMalformed => "pass_malformed",
+            Counter::PassNotUnicast => "pass_not_unicast",
+            Counter::DropRateLimit => "drop_rate_limit",
+            Counter::DropAllowlist => "drop_allowlist",
         }
     }
 }
 
 #[cfg(feature = "user")]
-// SAFETY: ReflectorConfig is repr(C), Copy, and has no padding holes (u16+u16+u32).
+// SAFETY: ReflectorConfig is repr(C), Copy, and has no padding holes
+// (u16+u16+u32+u32+u32 = 16 bytes).
 unsafe impl aya::Pod for ReflectorConfig {}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), a single u64, no padding.
+unsafe impl aya::Pod for RateState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_value_layouts_are_stable() {
+        assert_eq!(core::mem::size_of::<ReflectorConfig>(), 16);
+        assert_eq!(core::mem::size_of::<RateState>(), 8);
+    }
+
+    #[test]
+    fn counters_are_indexed_by_discriminant() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+    }
+
+    #[test]
+    fn config_builders() {
+        let c = ReflectorConfig::new(9000)
+            .with_allowlist(true)
+            .with_max_pps(1000);
+        assert!(c.allowlist_enabled());
+        assert_eq!(c.max_pps, 1000);
+        assert!(c.burst >= 1);
+        assert!(!c.with_allowlist(false).allowlist_enabled());
+    }
+}

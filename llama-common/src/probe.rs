@@ -28,14 +28,17 @@ pub const CANONICAL_TOS_TAG: [u8; 2] = [0x12, 0x01];
 /// Why a datagram is not a probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProbeError {
-    /// A varint ran past the end of the datagram or past 10 bytes.
+    /// A varint ran past the end of the datagram, past 10 bytes, or
+    /// overflows 64 bits (a tenth byte above 1, which Go's protowire and
+    /// prost reject too).
     TruncatedVarint,
     /// A length-delimited field claims more bytes than the datagram has.
     TruncatedField,
     /// A known field arrived with the wrong wire type.
     WrongWireType { field: u64 },
-    /// Field number 0 or a wire type protobuf does not define (3, 4 groups
-    /// included: the reference never sends them).
+    /// Field number 0 or above 2^29 - 1, a wire type protobuf does not
+    /// define, or a group that does not end properly (an end-group tag
+    /// without a start, for another field, or nested too deep).
     InvalidTag,
     /// No signature (field 1): nothing to match a reply against, so not a probe.
     MissingSignature,
@@ -81,9 +84,12 @@ fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, ProbeError> {
     for shift in 0..10 {
         let byte = *buf.get(*pos).ok_or(ProbeError::TruncatedVarint)?;
         *pos += 1;
-        // The tenth byte may only contribute one bit; protobuf decoders
-        // discard the excess, and so do we (no error, no overflow panic).
-        value |= u64::from(byte & 0x7f).wrapping_shl(7 * shift);
+        // The tenth byte may only contribute one bit: more overflows 64
+        // bits, and the reference decoders reject it.
+        if shift == 9 && byte > 1 {
+            return Err(ProbeError::TruncatedVarint);
+        }
+        value |= u64::from(byte & 0x7f) << (7 * shift);
         if byte & 0x80 == 0 {
             return Ok(value);
         }
@@ -117,12 +123,7 @@ pub fn parse(datagram: &[u8]) -> Result<Probe<'_>, ProbeError> {
     let mut has_signature = false;
     let mut pos = 0;
     while pos < datagram.len() {
-        let tag = read_varint(datagram, &mut pos)?;
-        let field = tag >> 3;
-        let wire = (tag & 7) as u8;
-        if field == 0 {
-            return Err(ProbeError::InvalidTag);
-        }
+        let (field, wire) = read_tag(datagram, &mut pos)?;
         match (field, wire) {
             (1, 2) => {
                 probe.signature = read_len(datagram, &mut pos)?;
@@ -144,6 +145,7 @@ pub fn parse(datagram: &[u8]) -> Result<Probe<'_>, ProbeError> {
                 read_len(datagram, &mut pos)?;
             }
             (_, 5) => pos = skip(datagram, pos, 4)?,
+            (_, 3) => pos = skip_group(datagram, pos, field, MAX_GROUP_DEPTH)?,
             _ => return Err(ProbeError::InvalidTag),
         }
     }
@@ -151,6 +153,47 @@ pub fn parse(datagram: &[u8]) -> Result<Probe<'_>, ProbeError> {
         return Err(ProbeError::MissingSignature);
     }
     Ok(probe)
+}
+
+/// Largest field number protobuf allows.
+const MAX_FIELD: u64 = (1 << 29) - 1;
+/// Nesting limit for skipped groups (prost's recursion limit).
+const MAX_GROUP_DEPTH: u32 = 100;
+
+/// Reads a field key: (field number, wire type).
+fn read_tag(buf: &[u8], pos: &mut usize) -> Result<(u64, u8), ProbeError> {
+    let tag = read_varint(buf, pos)?;
+    let field = tag >> 3;
+    if field == 0 || field > MAX_FIELD {
+        return Err(ProbeError::InvalidTag);
+    }
+    Ok((field, (tag & 7) as u8))
+}
+
+/// Skips an unknown group (deprecated wire types 3/4, which Go's
+/// `proto.Unmarshal` and prost still accept as unknown fields) of `field`
+/// whose start tag was just read; returns the position after its end tag.
+fn skip_group(buf: &[u8], mut pos: usize, field: u64, depth: u32) -> Result<usize, ProbeError> {
+    let depth = depth.checked_sub(1).ok_or(ProbeError::InvalidTag)?;
+    loop {
+        if pos >= buf.len() {
+            return Err(ProbeError::TruncatedField);
+        }
+        let (inner, wire) = read_tag(buf, &mut pos)?;
+        match wire {
+            0 => {
+                read_varint(buf, &mut pos)?;
+            }
+            1 => pos = skip(buf, pos, 8)?,
+            2 => {
+                read_len(buf, &mut pos)?;
+            }
+            3 => pos = skip_group(buf, pos, inner, depth)?,
+            4 if inner == field => return Ok(pos),
+            5 => pos = skip(buf, pos, 4)?,
+            _ => return Err(ProbeError::InvalidTag),
+        }
+    }
 }
 
 fn skip(buf: &[u8], pos: usize, n: usize) -> Result<usize, ProbeError> {
@@ -254,7 +297,24 @@ mod tests {
         );
         assert_eq!(parse(&[0x00]), Err(ProbeError::InvalidTag));
         assert_eq!(parse(&[0x0b]), Err(ProbeError::WrongWireType { field: 1 }));
-        assert_eq!(parse(&[0x4b]), Err(ProbeError::InvalidTag));
+        // 0x4b: field 9 start-group with no end.
+        assert_eq!(parse(&[0x4b]), Err(ProbeError::TruncatedField));
+        // A lone end-group, and one for another field.
+        assert_eq!(parse(&[0x4c]), Err(ProbeError::InvalidTag));
+        assert_eq!(parse(&[0x4b, 0x54]), Err(ProbeError::InvalidTag));
+        // Overflowing tenth varint byte; field number past 2^29 - 1.
+        let overflow = [
+            0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ];
+        assert_eq!(parse(&overflow), Err(ProbeError::TruncatedVarint));
+        assert_eq!(
+            parse(&[0xf8, 0xff, 0xff, 0xff, 0x1f, 0x00]),
+            Err(ProbeError::InvalidTag)
+        );
+        // Groups nested deeper than the limit.
+        let mut deep = [0x4bu8; 101].to_vec();
+        deep.extend_from_slice(&[0x4c; 101]);
+        assert_eq!(parse(&deep), Err(ProbeError::InvalidTag));
         let huge_len = [
             0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
         ];
@@ -269,6 +329,19 @@ mod tests {
         assert_eq!(p.tos_field, None);
         assert_eq!(p.tos(), 0);
         assert_eq!(p.sent, 5);
+    }
+
+    #[test]
+    fn unknown_groups_are_skipped() {
+        // field 9 group { field 10 varint 1, field 11 group {} }, then signature.
+        let d = [0x4b, 0x50, 0x01, 0x5b, 0x5c, 0x4c, 0x0a, 0x01, 0x7f];
+        let p = parse(&d).expect("valid");
+        assert_eq!(p.signature, &[0x7f]);
+        // A known field as a group is the wrong wire type.
+        assert_eq!(
+            parse(&[0x0b, 0x0c]),
+            Err(ProbeError::WrongWireType { field: 1 })
+        );
     }
 
     #[test]

@@ -1,47 +1,388 @@
-//! The llama XDP reflector: answers LLAMA probes inside the driver.
+//! The llama XDP reflector: answers canonical LLAMA probes inside the driver.
 //!
-//! This is the foundation version: it owns the maps the agent expects and
-//! counts what it sees, and passes every packet up to the kernel stack, where
-//! the userspace reflector answers. The in-kernel rewrite lands with the
-//! reflector issue.
+//! parse (Ethernet, up to two VLAN tags, IPv4 or IPv6, UDP to the configured
+//! port) -> validate (canonical probe prefix, unicast, allowlist, rate) ->
+//! rewrite in place (swap MACs, addresses, ports; TOS := probe's tos byte;
+//! TTL := 64; IPv4 header checksum updated incrementally) -> XDP_TX.
+//!
+//! Everything else addressed to the probe port (other encodings, fragments,
+//! IPv6 extension headers, group addresses) goes up with XDP_PASS, where the
+//! userspace reflector judges it; other traffic is passed untouched and
+//! uncounted. No logging here: one aya-log call costs microseconds.
 #![no_std]
 #![no_main]
+// Inline asm for the BPF atomic compare-and-swap (see `cmpxchg`).
+#![feature(asm_experimental_arch)]
+
+mod csum;
+mod headers;
+
+use core::mem;
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
-use llama_common::{Counter, ReflectorConfig};
+use headers::{
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, IPPROTO_UDP, Ipv4Hdr, Ipv6Hdr, UdpHdr,
+    VlanHdr, is_ipv6_extension,
+};
+use llama_common::{
+    ALLOWLIST_MAX_ENTRIES, AllowValue, Counter, RateState, ReflectorConfig,
+    probe::{CANONICAL_PREFIX, CANONICAL_TOS_OFFSET, CANONICAL_TOS_TAG},
+    ratelimit,
+};
 
+// Map names must equal the llama_common::*_MAP constants the loader uses.
 #[map(name = "LLAMA_CONFIG")]
 static CONFIG: Array<ReflectorConfig> = Array::with_max_entries(1, 0);
 
 #[map(name = "LLAMA_COUNTERS")]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
+#[map(name = "LLAMA_ALLOW_V4")]
+static ALLOW_V4: LpmTrie<[u8; 4], AllowValue> = LpmTrie::with_max_entries(ALLOWLIST_MAX_ENTRIES, 0);
+
+#[map(name = "LLAMA_ALLOW_V6")]
+static ALLOW_V6: LpmTrie<[u8; 16], AllowValue> =
+    LpmTrie::with_max_entries(ALLOWLIST_MAX_ENTRIES, 0);
+
+#[map(name = "LLAMA_RATE")]
+static RATE: Array<RateState> = Array::with_max_entries(1, 0);
+
+/// TTL / hop limit of every reply (DESIGN.md A1).
+const REPLY_TTL: u8 = 64;
+const ETH_HLEN: usize = mem::size_of::<EthHdr>();
+const UDP_HLEN: usize = mem::size_of::<UdpHdr>();
+/// Payload bytes the canonical check reads: up to and including the tos byte.
+const PREFIX_LEN: usize = CANONICAL_TOS_OFFSET + 1;
+
 #[xdp]
 pub fn llama_reflect(ctx: XdpContext) -> u32 {
-    try_llama_reflect(&ctx)
+    match try_llama_reflect(&ctx) {
+        Ok(action) => action,
+        Err(()) => {
+            count(Counter::PassMalformed);
+            xdp_action::XDP_PASS
+        }
+    }
 }
 
 #[inline(always)]
 fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        // SAFETY: per-CPU slot; XDP runs with preemption off, so no other
+        // writer touches this CPU's copy meanwhile.
         unsafe { *slot += 1 };
     }
 }
 
+/// The one bounds-checked way to reach packet bytes: a pointer to a `T` at
+/// `offset`, or `Err` if the packet is too short.
 #[inline(always)]
-fn try_llama_reflect(ctx: &XdpContext) -> u32 {
-    const ETH_HLEN: usize = 14;
-    let _ = CONFIG.get(0);
-    if ctx.data() + ETH_HLEN > ctx.data_end() {
-        count(Counter::PassMalformed);
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + mem::size_of::<T>() > end {
+        return Err(());
     }
-    xdp_action::XDP_PASS
+    Ok((start + offset) as *mut T)
+}
+
+#[inline(always)]
+fn try_llama_reflect(ctx: &XdpContext) -> Result<u32, ()> {
+    // An unset or zero port (the map's initial state) reflects nothing.
+    let Some(config) = CONFIG.get(0) else {
+        return Ok(xdp_action::XDP_PASS);
+    };
+    let config = *config;
+    if config.port == 0 {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY (all header dereferences below): ptr_at checked the bounds.
+    let mut proto = u16::from_be(unsafe { (*eth).proto });
+    let mut offset = ETH_HLEN;
+    // Up to two tags (802.1ad outer + 802.1Q inner, or Q-in-Q); the MAC swap
+    // leaves them in place, so the reply goes back on the same VLAN.
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        let vlan: *const VlanHdr = ptr_at(ctx, offset)?;
+        proto = u16::from_be(unsafe { (*vlan).proto });
+        offset += mem::size_of::<VlanHdr>();
+        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+            let vlan: *const VlanHdr = ptr_at(ctx, offset)?;
+            proto = u16::from_be(unsafe { (*vlan).proto });
+            offset += mem::size_of::<VlanHdr>();
+        }
+    }
+    match proto {
+        ETH_P_IP => reflect_v4(ctx, &config, eth, offset),
+        ETH_P_IPV6 => reflect_v6(ctx, &config, eth, offset),
+        _ => Ok(xdp_action::XDP_PASS),
+    }
+}
+
+#[inline(always)]
+fn reflect_v4(
+    ctx: &XdpContext,
+    config: &ReflectorConfig,
+    eth: *mut EthHdr,
+    offset: usize,
+) -> Result<u32, ()> {
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, offset)?;
+    let version_ihl = unsafe { (*ip).version_ihl };
+    if unsafe { (*ip).protocol } != IPPROTO_UDP {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4 || ihl < mem::size_of::<Ipv4Hdr>() {
+        return Err(());
+    }
+    // MF set or a non-zero offset: a fragment. Never touched (a later
+    // fragment has no UDP header, a first one not the whole datagram).
+    if u16::from_be(unsafe { (*ip).frag_off }) & 0x3fff != 0 {
+        count(Counter::PassFragment);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let udp: *mut UdpHdr = ptr_at(ctx, offset + ihl)?;
+    if u16::from_be(unsafe { (*udp).dest }) != config.port {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let udp_len = usize::from(u16::from_be(unsafe { (*udp).len }));
+    if usize::from(u16::from_be(unsafe { (*ip).tot_len })) < ihl + udp_len {
+        return Err(());
+    }
+    let Some(tos) = canonical_tos(ctx, udp, udp_len, offset + ihl + UDP_HLEN)? else {
+        count(Counter::PassNotCanonical);
+        return Ok(xdp_action::XDP_PASS);
+    };
+    let (saddr, daddr) = unsafe { ((*ip).saddr, (*ip).daddr) };
+    if !unicast_macs(eth) || !unicast_v4(saddr) || !unicast_v4(daddr) {
+        count(Counter::PassNotUnicast);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    if config.allowlist_enabled() {
+        // SAFETY: [u16; 2] and [u8; 4] have the same size; any bytes are valid.
+        let key = Key::new(32, unsafe { mem::transmute::<[u16; 2], [u8; 4]>(saddr) });
+        if ALLOW_V4.get(&key).is_none() {
+            count(Counter::DropAllowlist);
+            return Ok(xdp_action::XDP_DROP);
+        }
+    }
+    if !rate_ok(config) {
+        count(Counter::DropRateLimit);
+        return Ok(xdp_action::XDP_DROP);
+    }
+    unsafe {
+        swap_macs(eth);
+        (*ip).saddr = daddr;
+        (*ip).daddr = saddr;
+        swap_ports(udp);
+        let old_word0 = u16::from_ne_bytes([version_ihl, (*ip).tos]);
+        let old_word4 = u16::from_ne_bytes([(*ip).ttl, IPPROTO_UDP]);
+        (*ip).tos = tos;
+        (*ip).ttl = REPLY_TTL;
+        (*ip).check = csum::replace2(
+            (*ip).check,
+            old_word0,
+            u16::from_ne_bytes([version_ihl, tos]),
+            old_word4,
+            u16::from_ne_bytes([REPLY_TTL, IPPROTO_UDP]),
+        );
+    }
+    // The UDP checksum needs nothing: swapping addresses and ports permutes
+    // the words of its sum, and TOS/TTL are not in the pseudo-header. A zero
+    // (absent) IPv4 UDP checksum thus stays zero.
+    count(Counter::Reflected);
+    Ok(xdp_action::XDP_TX)
+}
+
+#[inline(always)]
+fn reflect_v6(
+    ctx: &XdpContext,
+    config: &ReflectorConfig,
+    eth: *mut EthHdr,
+    offset: usize,
+) -> Result<u32, ()> {
+    let ip: *mut Ipv6Hdr = ptr_at(ctx, offset)?;
+    let next = unsafe { (*ip).next_header };
+    if next != IPPROTO_UDP {
+        if is_ipv6_extension(next) {
+            // UDP may follow; walking the chain is userspace's job.
+            count(Counter::PassIpv6ExtHeaders);
+        }
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let udp_offset = offset + mem::size_of::<Ipv6Hdr>();
+    let udp: *mut UdpHdr = ptr_at(ctx, udp_offset)?;
+    if u16::from_be(unsafe { (*udp).dest }) != config.port {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let udp_len = usize::from(u16::from_be(unsafe { (*udp).len }));
+    if usize::from(u16::from_be(unsafe { (*ip).payload_len })) < udp_len {
+        return Err(());
+    }
+    let Some(tos) = canonical_tos(ctx, udp, udp_len, udp_offset + UDP_HLEN)? else {
+        count(Counter::PassNotCanonical);
+        return Ok(xdp_action::XDP_PASS);
+    };
+    let (saddr, daddr) = unsafe { ((*ip).saddr, (*ip).daddr) };
+    if !unicast_macs(eth) || !unicast_v6(&saddr) || !unicast_v6(&daddr) {
+        count(Counter::PassNotUnicast);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    if config.allowlist_enabled() {
+        // SAFETY: [u16; 8] and [u8; 16] have the same size; any bytes are valid.
+        let key = Key::new(128, unsafe { mem::transmute::<[u16; 8], [u8; 16]>(saddr) });
+        if ALLOW_V6.get(&key).is_none() {
+            count(Counter::DropAllowlist);
+            return Ok(xdp_action::XDP_DROP);
+        }
+    }
+    if !rate_ok(config) {
+        count(Counter::DropRateLimit);
+        return Ok(xdp_action::XDP_DROP);
+    }
+    unsafe {
+        swap_macs(eth);
+        (*ip).saddr = daddr;
+        (*ip).daddr = saddr;
+        swap_ports(udp);
+        // Traffic class straddles the first two bytes: vvvv tttt | tttt ffff.
+        let b0 = (*ip).vtc_flow[0];
+        let b1 = (*ip).vtc_flow[1];
+        (*ip).vtc_flow[0] = (b0 & 0xf0) | (tos >> 4);
+        (*ip).vtc_flow[1] = (b1 & 0x0f) | (tos << 4);
+        (*ip).hop_limit = REPLY_TTL;
+    }
+    // No header checksum in IPv6; the UDP checksum is unchanged (see v4).
+    count(Counter::Reflected);
+    Ok(xdp_action::XDP_TX)
+}
+
+/// The probe's tos byte if the UDP payload starts with the canonical prefix
+/// `0a 0a <sig:10> 12 01 <tos>`; `Ok(None)` for any other payload; `Err` if
+/// the UDP length runs past the end of the frame (a truncated datagram is
+/// never reflected: the reply would be as broken as the request).
+#[inline(always)]
+fn canonical_tos(
+    ctx: &XdpContext,
+    udp: *const UdpHdr,
+    udp_len: usize,
+    payload: usize,
+) -> Result<Option<u8>, ()> {
+    // The prefix bounds check comes first: done after the length checks,
+    // LLVM folds it into them, and the verifier cannot follow that.
+    let prefix: Result<*mut [u8; PREFIX_LEN], ()> = ptr_at(ctx, payload);
+    if udp_len < UDP_HLEN || udp as usize + udp_len > ctx.data_end() {
+        return Err(());
+    }
+    let Ok(p) = prefix else {
+        return Ok(None);
+    };
+    if udp_len < UDP_HLEN + PREFIX_LEN {
+        return Ok(None);
+    }
+    // SAFETY: ptr_at checked that PREFIX_LEN bytes are there.
+    let p = unsafe { &*p };
+    if p[0] == CANONICAL_PREFIX[0]
+        && p[1] == CANONICAL_PREFIX[1]
+        && p[12] == CANONICAL_TOS_TAG[0]
+        && p[13] == CANONICAL_TOS_TAG[1]
+    {
+        Ok(Some(p[CANONICAL_TOS_OFFSET]))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Neither MAC is a group address (the I/G bit of the first octet): a probe
+/// to broadcast/multicast must not be answered with a group source.
+#[inline(always)]
+fn unicast_macs(eth: *const EthHdr) -> bool {
+    let (dst, src) = unsafe { ((*eth).dst[0], (*eth).src[0]) };
+    (dst.to_ne_bytes()[0] | src.to_ne_bytes()[0]) & 0x01 == 0
+}
+
+/// Not 0.0.0.0, not multicast/reserved (224/3), not broadcast.
+#[inline(always)]
+fn unicast_v4(addr: [u16; 2]) -> bool {
+    let first = addr[0].to_ne_bytes()[0];
+    first != 0 && first < 224
+}
+
+/// Not `::` and not multicast (ff00::/8).
+#[inline(always)]
+fn unicast_v6(addr: &[u16; 8]) -> bool {
+    let any = addr.iter().fold(0u16, |acc, w| acc | w);
+    any != 0 && addr[0].to_ne_bytes()[0] != 0xff
+}
+
+#[inline(always)]
+unsafe fn swap_macs(eth: *mut EthHdr) {
+    unsafe {
+        let dst = (*eth).dst;
+        (*eth).dst = (*eth).src;
+        (*eth).src = dst;
+    }
+}
+
+#[inline(always)]
+unsafe fn swap_ports(udp: *mut UdpHdr) {
+    unsafe {
+        let source = (*udp).source;
+        (*udp).source = (*udp).dest;
+        (*udp).dest = source;
+    }
+}
+
+/// Takes a token from the global bucket, or reports that there is none.
+/// Up to four compare-and-swap attempts: losing all four means other CPUs
+/// are admitting probes at that very moment, so dropping this one errs on
+/// the side of the limit.
+#[inline(always)]
+fn rate_ok(config: &ReflectorConfig) -> bool {
+    if config.max_pps == 0 {
+        return true;
+    }
+    let Some(state) = RATE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: map value pointer from a successful lookup, valid for the run.
+    let tat_ptr = unsafe { &raw mut (*state).tat_ns };
+    let now = unsafe { bpf_ktime_get_ns() };
+    for _ in 0..4 {
+        let tat = unsafe { core::ptr::read_volatile(tat_ptr) };
+        let Some(next) = ratelimit::admit(tat, now, config.max_pps, config.burst) else {
+            return false;
+        };
+        if cmpxchg(tat_ptr, tat, next) == tat {
+            return true;
+        }
+    }
+    false
+}
+
+/// BPF_ATOMIC | BPF_CMPXCHG on a map value (kernel >= 5.12): stores `new`
+/// at `ptr` if it holds `expected`; returns the value it held. The bpfel
+/// target has no CAS in `core::sync::atomic`, hence the asm.
+#[inline(always)]
+fn cmpxchg(ptr: *mut u64, expected: u64, new: u64) -> u64 {
+    let mut r0 = expected;
+    // SAFETY: `ptr` points into a map value; the instruction is atomic.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({ptr} + 0, r0, {new})",
+            ptr = in(reg) ptr,
+            new = in(reg) new,
+            inout("r0") r0,
+            options(nostack),
+        );
+    }
+    r0
 }
 
 #[cfg(not(test))]

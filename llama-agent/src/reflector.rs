@@ -1,0 +1,22 @@
+//! The reflector: answers LLAMA probes (DESIGN.md A1) on every interface,
+//! in the kernel with the XDP program where it can attach and in userspace
+//! everywhere else — loopback, unusual encodings and whatever XDP passes up.
+//!
+//! - [`decide`]: the per-datagram decision (pure, fuzzed).
+//! - [`userspace`]: the batched userspace reflector, startable in-process.
+//! - [`allowlist`], [`ratelimit`]: who is answered and how often.
+//! - [`attach`]: the `auto | xdp | xdp-skb | userspace` attach logic.
+//! - [`interfaces`]: which interfaces carry the default routes.
+//! - [`cli`]: the `llama-agent reflect` subcommand.
+
+pub mod allowlist;
+pub mod attach;
+pub mod cli;
+pub mod decide;
+pub mod interfaces;
+pub mod ratelimit;
+pub mod userspace;
+
+pub use allowlist::{AllowSpec, Allowlist, IpCidr};
+pub use attach::{Mode, Outcome, Reflector, ReflectorSetup};
+pub use userspace::{ReflectorHandle, ReflectorOptions, ReflectorStats, UserspaceReflector};
