@@ -219,13 +219,28 @@ pub fn render_reference(
     yaml(&document(group, targets, params))
 }
 
-/// Appends `text` with every non-empty line indented by `n` spaces.
+/// Whether `c` ends a line for YAML 1.1 (which the library follows): the
+/// emitter writes these raw inside block and single-quoted scalars and
+/// indents the line after them.
+fn is_break(c: char) -> bool {
+    matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Appends `text` with every non-empty line indented by `n` spaces, exactly
+/// as the library would have written it `n` columns further right.
 fn push_indented(out: &mut String, text: &str, n: usize) {
-    for line in text.split_inclusive('\n') {
-        if line != "\n" {
+    let mut at_line_start = true;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if at_line_start && !is_break(c) {
             out.extend(std::iter::repeat_n(' ', n));
         }
-        out.push_str(line);
+        out.push(c);
+        // `\r\n` is one break.
+        at_line_start = is_break(c) && !(c == '\r' && chars.peek() == Some(&'\n'));
+        if c == '\r' && chars.peek() == Some(&'\n') {
+            at_line_start = false;
+        }
     }
 }
 
@@ -259,9 +274,13 @@ pub fn render_config(
 ) -> String {
     let head = yaml(&document(group, Vec::new(), params));
     // The library writes the empty target list as `  <group>: []` on the last
-    // line; anything else (a key it chose to write in another style) takes
-    // the slow path, which is correct by construction.
-    let Some(head) = head.strip_suffix(" []\n") else {
+    // line; anything else (a long key written as `? key`) takes the slow
+    // path, which is correct by construction.
+    let simple_key = |h: &str| {
+        let last = h.rsplit('\n').next().unwrap_or("");
+        last.strip_prefix("  ").is_some_and(|k| !k.is_empty() && !k.starts_with([' ', '?', ':']))
+    };
+    let Some(head) = head.strip_suffix(": []\n").filter(|h| simple_key(h)) else {
         return render_reference(group, members, requester, params);
     };
     let src = src_of(requester);
@@ -272,7 +291,7 @@ pub fn render_config(
         .map_or(0, |e| cached_target(&e.probe).len() + src_lines.len());
     let mut out = String::with_capacity(head.len() + 1 + members.len() * (per_target + 16));
     out.push_str(head);
-    out.push('\n');
+    out.push_str(":\n");
     for e in members {
         if e.probe.id == requester.probe.id {
             push_indented(&mut out, &yaml(&[target(e, requester)]), TARGET_INDENT);
