@@ -342,7 +342,7 @@ mod tests {
     fn enforces_limits() {
         let limits = Limits {
             max_tags: 4,
-            max_tag_key_len: 8,
+            max_tag_key_len: 16,
             max_tag_value_len: 8,
             max_group_len: 4,
             ..Limits::default()
@@ -354,8 +354,8 @@ mod tests {
                 "tags",
             ),
             (
-                format!(r#"{{"port":1,"tags":{{{base},"xxxxxxxxx":"1"}}}}"#),
-                "tags.xxxxxxxxx",
+                format!(r#"{{"port":1,"tags":{{{base},"xxxxxxxxxxxxxxxxx":"1"}}}}"#),
+                "tags.xxxxxxxxxxxxxxxxx",
             ),
             (
                 format!(r#"{{"port":1,"tags":{{{base},"x":"123456789"}}}}"#),
