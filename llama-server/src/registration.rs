@@ -12,6 +12,9 @@ use crate::{
     settings::Limits,
 };
 
+/// Tag pairs as registered.
+pub type TagPairs = Vec<(Box<str>, Box<str>)>;
+
 /// A registration after validation, before defaults are applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registration {
@@ -19,7 +22,7 @@ pub struct Registration {
     pub port: u16,
     pub keepalive: Option<f64>,
     pub group: Option<String>,
-    pub tags: Vec<(Box<str>, Box<str>)>,
+    pub tags: TagPairs,
 }
 
 impl Registration {
@@ -136,7 +139,7 @@ fn port(obj: &Map<String, Value>) -> Result<u16, ApiError> {
     }
 }
 
-fn tags(v: Option<&Value>, limits: &Limits) -> Result<Vec<(Box<str>, Box<str>)>, ApiError> {
+fn tags(v: Option<&Value>, limits: &Limits) -> Result<TagPairs, ApiError> {
     let obj = match v {
         None | Some(Value::Null) => return Err(ApiError::field("tags", "is required")),
         Some(Value::Object(o)) => o,

@@ -278,7 +278,8 @@ pub fn render_config(
     // path, which is correct by construction.
     let simple_key = |h: &str| {
         let last = h.rsplit('\n').next().unwrap_or("");
-        last.strip_prefix("  ").is_some_and(|k| !k.is_empty() && !k.starts_with([' ', '?', ':']))
+        last.strip_prefix("  ")
+            .is_some_and(|k| !k.is_empty() && !k.starts_with([' ', '?', ':']))
     };
     let Some(head) = head.strip_suffix(": []\n").filter(|h| simple_key(h)) else {
         return render_reference(group, members, requester, params);

@@ -33,7 +33,10 @@ impl Reply {
 
     /// The `error` of a JSON error body.
     pub fn error(&self) -> String {
-        self.json()["error"].as_str().unwrap_or_else(|| panic!("no error: {}", self.text())).to_owned()
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error: {}", self.text()))
+            .to_owned()
     }
 }
 
@@ -47,7 +50,11 @@ pub async fn send(app: &Router, mut req: Request<Body>, from: SocketAddr) -> Rep
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub async fn get(app: &Router, uri: &str, from: SocketAddr) -> Reply {
