@@ -5,7 +5,7 @@ mod client;
 mod config;
 mod register;
 
-use std::{collections::HashSet, fmt::Write as _};
+use std::collections::HashSet;
 
 use axum::{
     Json, Router,
@@ -49,9 +49,7 @@ fn push_members(out: &mut String, members: &Members) {
         if i > 0 {
             out.push(',');
         }
-        // Ids are `ip:port` or `[v6]:port`: nothing to escape.
-        let _ = write!(out, "\"{}\":", e.probe.id);
-        out.push_str(e.json());
+        out.push_str(e.list_member());
     }
     out.push('}');
 }
@@ -61,7 +59,7 @@ async fn list_all(State(state): State<AppState>) -> Result<Response, ApiError> {
     let size: usize = groups
         .iter()
         .flat_map(|(_, m)| m)
-        .map(|e| e.json().len() + 48)
+        .map(|e| e.list_member().len() + 1)
         .sum();
     let mut out = String::with_capacity(size + 2);
     out.push('{');
@@ -84,7 +82,7 @@ async fn list_group(
     let Some(members) = state.store.group(&group).await? else {
         return Err(ApiError::unknown_group(&group));
     };
-    let mut out = String::with_capacity(members.iter().map(|e| e.json().len() + 48).sum());
+    let mut out = String::with_capacity(members.iter().map(|e| e.list_member().len() + 1).sum());
     push_members(&mut out, &members);
     Ok(json_response(out))
 }

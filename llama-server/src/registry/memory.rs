@@ -21,9 +21,9 @@ use crate::{
 };
 
 /// Entries scanned per read lock.
-const SCAN_CHUNK: usize = 4096;
+const SCAN_CHUNK: usize = 1024;
 /// Entries removed per write lock.
-const REMOVE_BATCH: usize = 1024;
+const REMOVE_BATCH: usize = 256;
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     // A panic while holding a lock cannot leave these maps inconsistent
@@ -42,12 +42,15 @@ struct GroupMembers {
 }
 
 impl GroupMembers {
-    fn remove_at(&mut self, i: usize) {
+    /// Removes slot `i`, returning the entry so the caller can free it after
+    /// releasing the lock.
+    fn remove_at(&mut self, i: usize) -> Arc<Entry> {
         let removed = self.slots.swap_remove(i);
         self.index.remove(&removed.probe.id);
         if let Some(moved) = self.slots.get(i) {
             self.index.insert(moved.probe.id, i);
         }
+        removed
     }
 }
 
@@ -114,7 +117,10 @@ impl MemoryStore {
                 Arc::new(probe)
             };
             let entry = Arc::new(Entry::new(probe, now, seq));
-            m.slots[i] = entry.clone();
+            let old = std::mem::replace(&mut m.slots[i], entry.clone());
+            drop(m);
+            // The replaced entry is freed outside the lock.
+            drop(old);
             return Ok(entry);
         }
         if self.total.fetch_add(1, Ordering::Relaxed) >= self.max_entries {
@@ -206,6 +212,8 @@ impl MemoryStore {
         for batch in doomed.chunks(REMOVE_BATCH) {
             let t = Instant::now();
             let mut removed = 0;
+            // Freed after the lock is released.
+            let mut graveyard = Vec::with_capacity(batch.len());
             {
                 let mut m = write(&group.members);
                 for (id, seq, reason) in batch {
@@ -214,7 +222,7 @@ impl MemoryStore {
                     if m.slots[i].seq != *seq {
                         continue;
                     }
-                    m.remove_at(i);
+                    graveyard.push(m.remove_at(i));
                     removed += 1;
                     match reason {
                         Reason::Expired => report.expired += 1,
@@ -222,8 +230,9 @@ impl MemoryStore {
                     }
                 }
             }
-            self.total.fetch_sub(removed, Ordering::Relaxed);
             report.longest_lock = report.longest_lock.max(t.elapsed());
+            drop(graveyard);
+            self.total.fetch_sub(removed, Ordering::Relaxed);
             tokio::task::yield_now().await;
         }
         if read(&group.members).slots.is_empty() {
