@@ -487,7 +487,13 @@ fn percentile(v: &[Duration], p: f64) -> Duration {
     s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
-fn report(f: &Figures, secs: u64, quick: bool) -> String {
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn report(f: &Figures, secs: u64, quick: bool, load_before: &str) -> String {
     let cfg = f
         .config
         .as_ref()
@@ -511,8 +517,9 @@ fn report(f: &Figures, secs: u64, quick: bool) -> String {
     let _ = writeln!(md, "# llama-server benchmark\n");
     let _ = writeln!(
         md,
-        "Produced by `cargo xtask bench server{}`; {cpus} CPUs, {machine}.\n",
-        if quick { " --quick" } else { "" }
+        "Produced by `cargo xtask bench server{}`; {cpus} CPUs, {machine}. Load average (1/5/15 min) {load_before} before, {} after: the machine is shared, so figures vary by tens of percent between runs.\n",
+        if quick { " --quick" } else { "" },
+        loadavg()
     );
     let _ = writeln!(md, "## Results\n");
     let _ = writeln!(
@@ -659,11 +666,12 @@ pub fn run(quick: bool) -> Result<()> {
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let bin = target.join("release/llama-server");
     let secs = if quick { 3 } else { 10 };
+    let load_before = loadavg();
     let mut f = Figures::default();
     bench_registrations(&bin, secs, &mut f)?;
     bench_reads(&bin, secs, &mut f)?;
     bench_reap(&bin, if quick { 12 } else { 20 }, &mut f)?;
-    let md = report(&f, secs, quick);
+    let md = report(&f, secs, quick, &load_before);
     let out = root.join("docs/benchmarks/server.md");
     std::fs::create_dir_all(out.parent().unwrap_or(&root))?;
     std::fs::write(&out, &md)?;
