@@ -71,6 +71,9 @@ impl Scraper {
         metrics: Arc<Metrics>,
         history: Arc<History>,
     ) -> Result<Self, Error> {
+        // A round must end within its interval, however slow an agent is.
+        let mut cfg = cfg;
+        cfg.agent_timeout = cfg.agent_timeout.min(interval);
         let client = reqwest::Client::builder()
             .pool_idle_timeout(interval * 2)
             .build()
