@@ -1,2 +1,29 @@
-//! llama-server: the service-discovery server (registry, collector configs,
-//! scraper into InfluxDB and the live matrix UI).
+//! llama-server: the service-discovery server of llama (DESIGN A4) and its
+//! scraper into InfluxDB (A6).
+//!
+//! Agents register (`POST /api/v1/register`) into a [`registry::Store`],
+//! fetch collector configs rendered per group ([`render`]), and are scraped
+//! by the [`scraper`] into InfluxDB and the in-memory [`history`]. The
+//! [`reaper`] removes entries that stopped registering. The binary only
+//! parses flags and calls [`server::serve`] or [`server::scrape`].
+
+pub mod clock;
+pub mod entry;
+pub mod error;
+pub mod history;
+pub mod influx;
+pub mod metrics;
+pub mod reaper;
+pub mod registration;
+pub mod registry;
+pub mod render;
+pub mod routes;
+pub mod scraper;
+pub mod server;
+pub mod settings;
+pub mod state;
+
+pub use error::{ApiError, Error};
+pub use routes::router;
+pub use settings::Settings;
+pub use state::AppState;

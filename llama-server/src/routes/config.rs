@@ -1,0 +1,61 @@
+//! `GET /api/v1/config/<group>?llamaport=<p>&srcip=<ip>`: the collector
+//! config for one member of a group (see `render`).
+
+use axum::{
+    extract::{Path, Query, State},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+
+use super::client::ClientIp;
+use crate::{
+    entry::Id,
+    error::ApiError,
+    registration::parse_ip,
+    render::{RenderParams, render_config},
+    state::AppState,
+};
+
+/// The agents' default probe port, assumed when `llamaport` is missing (the
+/// original then looked the requester up as `ip:null` and always failed).
+const DEFAULT_LLAMA_PORT: u16 = 8100;
+
+#[derive(Debug, Deserialize)]
+pub struct ConfigQuery {
+    llamaport: Option<String>,
+    srcip: Option<String>,
+}
+
+pub async fn config(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    Path(group): Path<String>,
+    Query(q): Query<ConfigQuery>,
+) -> Result<Response, ApiError> {
+    let port = match q.llamaport.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_LLAMA_PORT,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            ApiError::field("llamaport", "must be an integer between 1 and 65535")
+        })?,
+    };
+    let ip = match q.srcip.as_deref().map(str::trim) {
+        None | Some("") => client,
+        Some(s) => parse_ip(s).map_err(|_| ApiError::field("srcip", "is not an IP address"))?,
+    };
+    let id = Id::new(ip, port);
+    let Some(members) = state.store.group(&group).await? else {
+        return Err(ApiError::unknown_group(&group));
+    };
+    let Some(requester) = members.iter().find(|e| e.probe.id == id) else {
+        return Err(ApiError::not_found(format!(
+            "unknown probe '{id}', please register"
+        )));
+    };
+    let params = RenderParams {
+        interval: state.settings.interval,
+        collector: &state.settings.collector,
+    };
+    let yaml = render_config(&group, &members, requester, &params);
+    Ok(([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], yaml).into_response())
+}

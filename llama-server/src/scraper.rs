@@ -1,0 +1,354 @@
+//! The scraper (A6): every interval, fetch `/influxdata` from every agent at
+//! once (each with its own timeout), and write the points to InfluxDB in
+//! batches as they arrive. A batch is written when full or when its first
+//! point has waited `linger`, so a dead or slow agent delays nobody else's
+//! points. Failed writes are retried until the interval ends, then counted
+//! as dropped. The server's own statistics go to measurement `llama_server`.
+
+pub mod agent;
+pub mod targets;
+
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+pub use targets::TargetSource;
+
+use crate::{
+    clock,
+    error::Error,
+    history::History,
+    influx::{FieldValue, InfluxClient, Point, WriteOutcome, encode},
+    metrics::{Metrics, ResultLabel},
+    registry::Store,
+    settings::{InfluxSettings, ScrapeSettings},
+};
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    pub agents: usize,
+    pub answered: usize,
+    pub failed: usize,
+    pub timed_out: usize,
+    pub points: usize,
+    pub written: usize,
+    pub dropped: usize,
+}
+
+/// The scraper and its outputs.
+pub struct Scraper {
+    client: reqwest::Client,
+    source: TargetSource,
+    influx: InfluxClient,
+    cfg: ScrapeSettings,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    history: Arc<History>,
+    /// Present inside the server: its statistics become `llama_server` points.
+    server_store: Option<Arc<dyn Store>>,
+}
+
+impl std::fmt::Debug for Scraper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scraper")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scraper {
+    pub fn new(
+        source: TargetSource,
+        influx: &InfluxSettings,
+        cfg: ScrapeSettings,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+        history: Arc<History>,
+    ) -> Result<Self, Error> {
+        // A round must end within its interval, however slow an agent is.
+        let mut cfg = cfg;
+        cfg.agent_timeout = cfg.agent_timeout.min(interval);
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(interval * 2)
+            .build()
+            .map_err(|e| Error::http("HTTP client", e))?;
+        Ok(Scraper {
+            client,
+            source,
+            influx: InfluxClient::new(influx)?,
+            cfg,
+            interval,
+            metrics,
+            history,
+            server_store: None,
+        })
+    }
+
+    /// Also write the server's statistics (measurement `llama_server`).
+    pub fn with_server_stats(mut self, store: Arc<dyn Store>) -> Self {
+        self.server_store = Some(store);
+        self
+    }
+
+    pub fn influx(&self) -> &InfluxClient {
+        &self.influx
+    }
+
+    /// Scrapes every `interval` until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // The original created the database at start; retry until InfluxDB
+        // is up (it often starts after us in a compose file).
+        loop {
+            match self.influx.create_database().await {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(%e, "cannot create the InfluxDB database yet"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let deadline = Instant::now() + self.interval;
+            tokio::select! {
+                report = self.round(deadline) => {
+                    tracing::info!(?report, "scrape round");
+                }
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// One round: fetch every agent, write the points, record history.
+    /// Writes give up at `deadline`.
+    pub async fn round(&self, deadline: Instant) -> RoundReport {
+        let now = SystemTime::now();
+        let time = clock::unix_secs(now);
+        let agents = self.source.targets().await;
+        let (tx, rx) = mpsc::channel::<Vec<Point>>(64);
+        let fetch_all = self.fetch_all(agents.clone(), time, tx);
+        let write_all = self.write_batches(rx, deadline);
+        let (mut report, (written, dropped)) = tokio::join!(fetch_all, write_all);
+        report.agents = agents.len();
+        report.written = written;
+        report.dropped = dropped;
+        if let Some(store) = &self.server_store
+            && let Ok(counts) = store.counts().await
+        {
+            let point = self.server_point(counts, time);
+            self.write(vec![point], deadline).await;
+        }
+        self.history.prune(time);
+        report
+    }
+
+    async fn fetch_all(
+        &self,
+        agents: Vec<IpAddr>,
+        time: u64,
+        tx: mpsc::Sender<Vec<Point>>,
+    ) -> RoundReport {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        let (answered, failed, timed_out, points_seen) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        let tx = &tx;
+        futures::stream::iter(agents)
+            .for_each_concurrent(self.cfg.concurrency.max(1), |ip| {
+                let (answered, failed, timed_out, points_seen) =
+                    (&answered, &failed, &timed_out, &points_seen);
+                async move {
+                    let result = agent::fetch(
+                        &self.client,
+                        ip,
+                        self.cfg.agent_port,
+                        self.cfg.agent_timeout,
+                    )
+                    .await;
+                    let label = match result {
+                        Ok(points) => {
+                            let (points, samples) = agent::convert(ip, points, time);
+                            self.history.record(samples);
+                            self.metrics.points_scraped.inc_by(points.len() as u64);
+                            answered.fetch_add(1, Relaxed);
+                            points_seen.fetch_add(points.len(), Relaxed);
+                            if !points.is_empty() {
+                                // The writer stops only after every sender is gone.
+                                let _ = tx.send(points).await;
+                            }
+                            "ok"
+                        }
+                        Err(agent::FetchError::Timeout) => {
+                            tracing::debug!(%ip, "agent timed out");
+                            timed_out.fetch_add(1, Relaxed);
+                            "timeout"
+                        }
+                        Err(agent::FetchError::Failed(why)) => {
+                            tracing::debug!(%ip, %why, "agent fetch failed");
+                            failed.fetch_add(1, Relaxed);
+                            "error"
+                        }
+                    };
+                    self.metrics
+                        .scrapes
+                        .get_or_create(&ResultLabel { result: label })
+                        .inc();
+                }
+            })
+            .await;
+        RoundReport {
+            answered: answered.into_inner(),
+            failed: failed.into_inner(),
+            timed_out: timed_out.into_inner(),
+            points: points_seen.into_inner(),
+            ..RoundReport::default()
+        }
+    }
+
+    /// Collects points into batches; writes a batch when it is full, when
+    /// its oldest point has waited `linger`, or when the fetches are done.
+    async fn write_batches(
+        &self,
+        mut rx: mpsc::Receiver<Vec<Point>>,
+        deadline: Instant,
+    ) -> (usize, usize) {
+        let (mut written, mut dropped) = (0, 0);
+        let mut batch: Vec<Point> = Vec::new();
+        let mut oldest: Option<tokio::time::Instant> = None;
+        loop {
+            let flush_at = oldest.map(|t| t + self.cfg.linger);
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                _ = async { tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)).await }, if flush_at.is_some() => {
+                    let (w, d) = self.write(std::mem::take(&mut batch), deadline).await;
+                    written += w;
+                    dropped += d;
+                    oldest = None;
+                    continue;
+                }
+            };
+            let Some(points) = msg else { break };
+            oldest.get_or_insert_with(tokio::time::Instant::now);
+            batch.extend(points);
+            while batch.len() >= self.cfg.batch_points.max(1) {
+                let rest = batch.split_off(self.cfg.batch_points.max(1));
+                let (w, d) = self
+                    .write(std::mem::replace(&mut batch, rest), deadline)
+                    .await;
+                written += w;
+                dropped += d;
+                if batch.is_empty() {
+                    oldest = None;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let (w, d) = self.write(batch, deadline).await;
+            written += w;
+            dropped += d;
+        }
+        (written, dropped)
+    }
+
+    /// Writes points; returns (written, dropped).
+    async fn write(&self, points: Vec<Point>, deadline: Instant) -> (usize, usize) {
+        let (body, n) = encode(&points);
+        if n == 0 {
+            return (0, 0);
+        }
+        let outcome = self.influx.write(&body, deadline).await;
+        let m = &self.metrics;
+        let count = |result| m.influx_writes.get_or_create(&ResultLabel { result });
+        match outcome {
+            WriteOutcome::Written { retries } => {
+                count("ok").inc();
+                count("retry").inc_by(u64::from(retries));
+                m.points_written.inc_by(n as u64);
+                (n, 0)
+            }
+            WriteOutcome::Refused => {
+                count("refused").inc();
+                m.points_dropped.inc_by(n as u64);
+                (0, n)
+            }
+            WriteOutcome::GaveUp { attempts } => {
+                count("failed").inc();
+                count("retry").inc_by(u64::from(attempts.saturating_sub(1)));
+                m.points_dropped.inc_by(n as u64);
+                (0, n)
+            }
+        }
+    }
+
+    /// The original's `llama_server` point (same tags, fields and types).
+    fn server_point(&self, counts: crate::registry::Counts, time: u64) -> Point {
+        let last = self.metrics.last_reap();
+        let (hostname, ip) = host_identity();
+        let int = |v: u64| FieldValue::Int(v as i64);
+        Point {
+            measurement: "llama_server".into(),
+            tags: vec![("hostname".into(), hostname), ("ipaddress".into(), ip)],
+            fields: vec![
+                (
+                    "probe_count_removed".into(),
+                    int((last.report.expired + last.report.duplicates) as u64),
+                ),
+                ("probe_count_active".into(), int(counts.probes as u64)),
+                ("group_count_active".into(), int(counts.groups as u64)),
+                (
+                    "group_count_removed".into(),
+                    int(last.report.groups_removed as u64),
+                ),
+                ("database_size_bytes".into(), int(last.report.approx_bytes)),
+                (
+                    "clean_runtime".into(),
+                    FieldValue::Float(last.report.duration.as_secs_f64()),
+                ),
+                ("uptime".into(), int(self.metrics.uptime_secs() as u64)),
+            ],
+            time,
+        }
+    }
+}
+
+/// The host name and the address it resolves to, as the original reported
+/// them (`localhost`/`127.0.0.1` when unknown).
+fn host_identity() -> (String, String) {
+    static IDENTITY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    IDENTITY.get_or_init(resolve_host_identity).clone()
+}
+
+fn resolve_host_identity() -> (String, String) {
+    use std::net::ToSocketAddrs;
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    if name.is_empty() {
+        return ("localhost".into(), "127.0.0.1".into());
+    }
+    let ip = (name.as_str(), 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| {
+            addrs
+                .find(|a| a.is_ipv4())
+                .or_else(|| (name.as_str(), 0).to_socket_addrs().ok()?.next())
+        })
+        .map_or_else(|| "127.0.0.1".to_owned(), |a| a.ip().to_string());
+    (name, ip)
+}

@@ -1,0 +1,173 @@
+//! Running the server: bind every listen address (IPv4 and IPv6 side by
+//! side), serve the router with peer addresses, run the reaper and, when an
+//! InfluxDB is configured, the scraper; stop gracefully on SIGINT/SIGTERM.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::serve::ListenerExt;
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+use crate::{
+    error::Error,
+    reaper, routes,
+    scraper::{Scraper, TargetSource},
+    settings::Settings,
+    state::AppState,
+};
+
+/// Binds `addr`. IPv6 sockets are IPv6-only when an IPv4 address is also
+/// listened on, so `--host 0.0.0.0 --host ::` does not collide on the port.
+pub fn bind(addr: SocketAddr, v6_only: bool) -> Result<TcpListener, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |e: std::io::Error| Error::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(v6_only).map_err(err)?;
+    }
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    TcpListener::from_std(socket.into()).map_err(err)
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The bound addresses (with the real port when 0 was asked for).
+    pub addrs: Vec<SocketAddr>,
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Binds every address of `state.settings.listen` and starts serving.
+    pub async fn start(state: AppState) -> Result<Server, Error> {
+        let listen = &state.settings.listen;
+        let v6_only = listen.iter().any(SocketAddr::is_ipv4);
+        let mut listeners = Vec::new();
+        for addr in listen {
+            listeners.push(bind(*addr, v6_only)?);
+        }
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut addrs = Vec::new();
+        for listener in listeners {
+            let addr = listener.local_addr()?;
+            addrs.push(addr);
+            let listener = listener.tap_io(|tcp| {
+                // Small answers must not wait for Nagle.
+                let _ = tcp.set_nodelay(true);
+            });
+            let app =
+                routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let mut stopped = stopped.clone();
+            tasks.spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::error!(%addr, %e, "server stopped with an error");
+                }
+            });
+            tracing::info!(%addr, "listening");
+        }
+        tasks.spawn(reaper::run(state.clone(), stopped.clone()));
+        if let Some(influx) = &state.settings.influx {
+            let scraper = Scraper::new(
+                TargetSource::Store(state.store.clone()),
+                influx,
+                state.settings.scrape.clone(),
+                Duration::from_secs(state.settings.interval),
+                state.metrics.clone(),
+                state.history.clone(),
+            )?
+            .with_server_stats(state.store.clone());
+            tracing::info!(url = influx.base_url(), db = influx.name, "scraper enabled");
+            tasks.spawn(scraper.run(stopped.clone()));
+        }
+        Ok(Server {
+            addrs,
+            state,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, lets requests in flight finish, stops the tasks.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Serves until SIGINT/SIGTERM.
+pub async fn serve(settings: Settings) -> Result<(), Error> {
+    crate::settings::validate(&settings)?;
+    let server = Server::start(AppState::new(settings)).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Settings of `llama-server scrape`.
+#[derive(Debug, Clone)]
+pub struct ScrapeOnly {
+    /// Base URL of the server whose `/api/v1/scraper` lists the agents.
+    pub server: String,
+    pub influx: crate::settings::InfluxSettings,
+    pub interval: Duration,
+    pub scrape: crate::settings::ScrapeSettings,
+}
+
+/// Runs the scraper alone until SIGINT/SIGTERM.
+pub async fn scrape(cfg: ScrapeOnly) -> Result<(), Error> {
+    let history = std::sync::Arc::new(crate::history::History::last_hour(
+        cfg.interval,
+        cfg.scrape.history_max_paths,
+    ));
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let source = TargetSource::server(&cfg.server)?;
+    let scraper = Scraper::new(
+        source,
+        &cfg.influx,
+        cfg.scrape,
+        cfg.interval,
+        metrics,
+        history,
+    )?;
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(scraper.run(stopped));
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    let _ = task.await;
+    Ok(())
+}

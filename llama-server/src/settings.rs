@@ -1,0 +1,264 @@
+//! Server settings: the original's defaults, the YAML config file named by
+//! `-c/--config` (the original's keys `host`, `port`, `keepalive`, `group`,
+//! `interval`, `verbose`, plus ours), and the limits that keep one client from
+//! exhausting the server. Precedence: flag/env, then file, then default.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// Limits on what a registration may contain and how much the registry holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body, bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Most tags one entry may carry.
+    pub max_tags: usize,
+    /// Longest tag key, bytes.
+    pub max_tag_key_len: usize,
+    /// Longest tag value, bytes.
+    pub max_tag_value_len: usize,
+    /// Longest group name, bytes.
+    pub max_group_len: usize,
+    /// Most entries the registry holds (all groups together).
+    pub max_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_tags: 32,
+            max_tag_key_len: 64,
+            max_tag_value_len: 256,
+            max_group_len: 64,
+            max_entries: 200_000,
+        }
+    }
+}
+
+/// The collector settings every rendered config carries (A2). The defaults
+/// are the original server's template: 2 handlers, one port, 1 cycle/s.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorDefaults {
+    pub handlers: u32,
+    /// Source address of the probing ports.
+    pub port_ip: String,
+    /// Timeout of a probe, milliseconds.
+    pub timeout_ms: u64,
+    pub tos: u8,
+    /// Ports in the default port group.
+    pub port_count: u32,
+    /// Cycles per second of the default rate limit.
+    pub cps: f64,
+    /// The agents' API address in issued configs (A4: `0.0.0.0:8100`).
+    pub api_bind: String,
+}
+
+impl Default for CollectorDefaults {
+    fn default() -> Self {
+        CollectorDefaults {
+            handlers: 2,
+            port_ip: "0.0.0.0".into(),
+            timeout_ms: 1000,
+            tos: 0,
+            port_count: 1,
+            cps: 1.0,
+            api_bind: "0.0.0.0:8100".into(),
+        }
+    }
+}
+
+/// Where the scraper writes and how it reaches the agents.
+#[derive(Debug, Clone)]
+pub struct InfluxSettings {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+}
+
+impl InfluxSettings {
+    pub fn base_url(&self) -> String {
+        match self.host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("http://[{v6}]:{}", self.port),
+            Err(_) => format!("http://{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// Scraper tuning (A6).
+#[derive(Debug, Clone)]
+pub struct ScrapeSettings {
+    /// TCP port of the agents' API (`/influxdata`).
+    pub agent_port: u16,
+    /// How long one agent may take to answer.
+    pub agent_timeout: Duration,
+    /// Most agents fetched at the same time.
+    pub concurrency: usize,
+    /// Most points per InfluxDB write.
+    pub batch_points: usize,
+    /// How long fetched points may wait for a batch to fill before they are
+    /// written: bounds how much a slow agent can delay the others' points.
+    pub linger: Duration,
+    /// Paths kept in the in-memory history.
+    pub history_max_paths: usize,
+}
+
+impl Default for ScrapeSettings {
+    fn default() -> Self {
+        ScrapeSettings {
+            agent_port: 8100,
+            agent_timeout: Duration::from_secs(5),
+            concurrency: 256,
+            batch_points: 5000,
+            linger: Duration::from_millis(200),
+            history_max_paths: 20_000,
+        }
+    }
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: Vec<SocketAddr>,
+    pub default_group: String,
+    /// Default keepalive, seconds.
+    pub keepalive: f64,
+    /// Summarization/scrape interval, seconds.
+    pub interval: u64,
+    pub reap_interval: Duration,
+    /// Use the first `X-Forwarded-For` address as the client's (only behind
+    /// a trusted proxy: anyone can send the header).
+    pub trust_forwarded_for: bool,
+    pub limits: Limits,
+    pub collector: CollectorDefaults,
+    pub influx: Option<InfluxSettings>,
+    pub scrape: ScrapeSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5000))],
+            default_group: "default".into(),
+            keepalive: 86_400.0,
+            interval: 10,
+            reap_interval: Duration::from_secs(5),
+            trust_forwarded_for: false,
+            limits: Limits::default(),
+            collector: CollectorDefaults::default(),
+            influx: None,
+            scrape: ScrapeSettings::default(),
+        }
+    }
+}
+
+/// A host list in the file: one address or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Hosts {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Hosts {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Hosts::One(h) => vec![h],
+            Hosts::Many(v) => v,
+        }
+    }
+}
+
+/// The config file (`-c`): the original's keys plus ours; every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub host: Option<Hosts>,
+    pub port: Option<u16>,
+    pub group: Option<String>,
+    pub keepalive: Option<f64>,
+    pub interval: Option<u64>,
+    pub verbose: Option<bool>,
+    pub reap_interval: Option<f64>,
+    pub trust_forwarded_for: Option<bool>,
+    pub influxdb_host: Option<String>,
+    pub influxdb_port: Option<u16>,
+    pub influxdb_name: Option<String>,
+    pub agent_port: Option<u16>,
+    pub scrape_timeout: Option<f64>,
+    pub history_max_paths: Option<usize>,
+    pub limits: Option<Limits>,
+    pub collector: Option<CollectorDefaults>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let err = |reason: String| Error::Config {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))
+    }
+}
+
+/// Resolves host strings (IP literals, `[v6]`, or names) and a port into
+/// listen addresses.
+pub fn listen_addrs(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, Error> {
+    let mut out = Vec::new();
+    for host in hosts {
+        let bare = host.trim().trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            out.push(SocketAddr::new(ip, port));
+            continue;
+        }
+        use std::net::ToSocketAddrs;
+        let resolved = (bare, port).to_socket_addrs().map_err(|e| Error::Listen {
+            addr: host.clone(),
+            reason: e.to_string(),
+        })?;
+        out.extend(resolved);
+    }
+    out.dedup();
+    if out.is_empty() {
+        return Err(Error::Listen {
+            addr: hosts.join(","),
+            reason: "no address".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Checks settings that would otherwise fail later and less clearly.
+pub fn validate(s: &Settings) -> Result<(), Error> {
+    let bad = |reason: &str| Error::Config {
+        path: "settings".into(),
+        reason: reason.into(),
+    };
+    if !(s.keepalive.is_finite() && s.keepalive > 0.0) {
+        return Err(bad("keepalive must be a positive number of seconds"));
+    }
+    if s.interval == 0 {
+        return Err(bad("interval must be at least 1 second"));
+    }
+    if s.reap_interval.is_zero() {
+        return Err(bad("reap_interval must be positive"));
+    }
+    if s.default_group.is_empty() || s.default_group.len() > s.limits.max_group_len {
+        return Err(bad(
+            "the default group must be non-empty and within max_group_len",
+        ));
+    }
+    if s.limits.max_tags < 3 {
+        return Err(bad("limits.max_tags must allow the 3 required tags"));
+    }
+    Ok(())
+}
