@@ -2,4 +2,5 @@
 //! XDP where it can, in userspace otherwise), sends probes to its peers and
 //! keeps its registration and target list in sync with the server.
 
+pub mod config;
 pub mod xdp;
