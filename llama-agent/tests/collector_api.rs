@@ -27,7 +27,11 @@ async fn get(state: &Arc<Shared>, path: &str) -> (u16, String, String) {
         .map(|v| v.to_str().unwrap_or("").to_owned())
         .unwrap_or_default();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, ctype, String::from_utf8(body.to_vec()).expect("utf-8"))
+    (
+        status,
+        ctype,
+        String::from_utf8(body.to_vec()).expect("utf-8"),
+    )
 }
 
 fn known_summary() -> PathSummary {
@@ -59,8 +63,18 @@ fn known_summary() -> PathSummary {
         unexpected: 0,
         send_errors: 3,
         ports: vec![
-            PortLoss { src_port: 40001, sent: 38, lost: 0, loss_pct: 0.0 },
-            PortLoss { src_port: 40002, sent: 38, lost: 0, loss_pct: 100.0 / 3.0 },
+            PortLoss {
+                src_port: 40001,
+                sent: 38,
+                lost: 0,
+                loss_pct: 0.0,
+            },
+            PortLoss {
+                src_port: 40002,
+                sent: 38,
+                lost: 0,
+                loss_pct: 100.0 / 3.0,
+            },
         ],
     }
 }
@@ -76,7 +90,10 @@ async fn status_is_ok() {
 async fn influxdata_is_empty_before_the_first_interval() {
     let state = Shared::detached();
     let (code, ctype, body) = get(&state, "/influxdata").await;
-    assert_eq!((code, ctype.as_str(), body.as_str()), (200, "application/json", "[]"));
+    assert_eq!(
+        (code, ctype.as_str(), body.as_str()),
+        (200, "application/json", "[]")
+    );
 }
 
 #[tokio::test]
@@ -91,7 +108,10 @@ async fn influxdata_is_byte_exact() {
     lost_all.loss_pct = 100.0;
     lost_all.rtt_mean_ms = 0.0;
     lost_all.ports.clear();
-    state.publish(Published { interval_end: 1_764_000_000, paths: vec![known_summary(), lost_all] });
+    state.publish(Published {
+        interval_end: 1_764_000_000,
+        paths: vec![known_summary(), lost_all],
+    });
     let (_, _, body) = get(&state, "/influxdata").await;
     let expected = concat!(
         r#"[{"fields":{"loss":0.000000,"lost":0.000000,"rtt":0.299736,"sent":76.000000,"#,
@@ -116,7 +136,10 @@ async fn influxdata_is_byte_exact() {
 async fn metrics_expose_paths_and_collector_counters() {
     let state = Shared::detached();
     state.metrics.probes_sent.inc_by(7);
-    state.publish(Published { interval_end: 1, paths: vec![known_summary()] });
+    state.publish(Published {
+        interval_end: 1,
+        paths: vec![known_summary()],
+    });
     let (code, ctype, body) = get(&state, "/metrics").await;
     assert_eq!(code, 200);
     assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
@@ -135,9 +158,15 @@ async fn metrics_expose_paths_and_collector_counters() {
         assert!(body.contains(needle), "missing {needle:?} in:\n{body}");
     }
     // A new publication replaces the per-path series.
-    state.publish(Published { interval_end: 2, paths: vec![] });
+    state.publish(Published {
+        interval_end: 2,
+        paths: vec![],
+    });
     let (_, _, body) = get(&state, "/metrics").await;
-    assert!(!body.contains("dst_ip=\"127.0.0.1\""), "stale path series must go:\n{body}");
+    assert!(
+        !body.contains("dst_ip=\"127.0.0.1\""),
+        "stale path series must go:\n{body}"
+    );
 }
 
 #[tokio::test]

@@ -29,7 +29,8 @@ fn config(yaml: &str) -> CollectorConfig {
 }
 
 fn start_in(ns: &NetNs, cfg: CollectorConfig) -> Collector {
-    ns.run(move || Collector::start(cfg)).expect("collector starts")
+    ns.run(move || Collector::start(cfg))
+        .expect("collector starts")
 }
 
 #[test]
@@ -38,7 +39,10 @@ fn xdp_userspace_and_dead_targets() {
         return;
     }
     let hosts = TwoHosts::new().expect("two hosts");
-    hosts.right.add_addr(&hosts.veth.b, "10.200.0.3/24").expect("second address");
+    hosts
+        .right
+        .add_addr(&hosts.veth.b, "10.200.0.3/24")
+        .expect("second address");
     let _xdp = start_reflector(&hosts.right, Mode::Xdp, &hosts.veth.b, 8100);
     let _user = start_reflector(&hosts.right, Mode::Userspace, &hosts.veth.b, 8101);
     let cfg = config(
@@ -63,18 +67,34 @@ targets:
     for (dst, kind) in [("10.200.0.2", "xdp"), ("10.200.0.3", "userspace")] {
         let s = path(&p, dst).unwrap_or_else(|| panic!("no summary for {dst}: {p:?}"));
         assert_eq!(s.tags["reflector"], kind);
-        assert_eq!(s.src_ip, "10.200.0.1".parse::<IpAddr>().unwrap(), "the source the probes left from");
+        assert_eq!(
+            s.src_ip,
+            "10.200.0.1".parse::<IpAddr>().unwrap(),
+            "the source the probes left from"
+        );
         assert!(s.sent >= 20, "{dst}: sent {}", s.sent);
         assert_eq!((s.lost, s.loss_pct), (0, 0.0), "{dst}: {s:?}");
-        assert!(s.rtt_min_ms > 0.0 && s.rtt_mean_ms < 200.0, "{dst}: implausible RTT {s:?}");
-        assert!(s.rtt_min_ms <= s.rtt_p50_ms * 1.01 && s.rtt_p50_ms <= s.rtt_p99_ms, "{dst}: {s:?}");
-        assert!(s.rtt_p99_ms <= s.rtt_max_ms * 1.01 && s.rtt_mean_ms <= s.rtt_max_ms, "{dst}: {s:?}");
+        assert!(
+            s.rtt_min_ms > 0.0 && s.rtt_mean_ms < 200.0,
+            "{dst}: implausible RTT {s:?}"
+        );
+        assert!(
+            s.rtt_min_ms <= s.rtt_p50_ms * 1.01 && s.rtt_p50_ms <= s.rtt_p99_ms,
+            "{dst}: {s:?}"
+        );
+        assert!(
+            s.rtt_p99_ms <= s.rtt_max_ms * 1.01 && s.rtt_mean_ms <= s.rtt_max_ms,
+            "{dst}: {s:?}"
+        );
         assert_eq!(s.ports.len(), 2, "one entry per source port: {s:?}");
         assert_eq!((s.late, s.duplicates, s.unexpected), (0, 0, 0));
     }
     let dead = path(&p, "10.200.0.9").expect("dead target summarised");
     assert!(dead.sent >= 20, "sent {}", dead.sent);
-    assert_eq!((dead.lost, dead.loss_pct, dead.rtt_mean_ms), (dead.sent, 100.0, 0.0));
+    assert_eq!(
+        (dead.lost, dead.loss_pct, dead.rtt_mean_ms),
+        (dead.sent, 100.0, 0.0)
+    );
     assert!(dead.ports.iter().all(|p| p.loss_pct == 100.0));
     let m = &c.shared().metrics;
     assert!(m.replies.get() > 0);
@@ -102,10 +122,17 @@ targets: {t: [{ip: 'fd00:11a:a::2', port: 8100, tags: {dst_name: right}}]}
     let c = start_in(&hosts.left, cfg);
     let first = next_publication(&c, 0, WAIT);
     next_publication(&c, first.interval_end, WAIT);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let body = rt.block_on(async {
         let resp = api::router(c.shared())
-            .oneshot(Request::get("/influxdata").body(Body::empty()).expect("request"))
+            .oneshot(
+                Request::get("/influxdata")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
             .await
             .expect("response");
         resp.into_body().collect().await.expect("body").to_bytes()
@@ -113,7 +140,8 @@ targets: {t: [{ip: 'fd00:11a:a::2', port: 8100, tags: {dst_name: right}}]}
     let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
     let points = v.as_array().expect("array");
     assert_eq!(points.len(), 1, "{v}");
-    let tags: BTreeMap<String, String> = serde_json::from_value(points[0]["tags"].clone()).expect("tags");
+    let tags: BTreeMap<String, String> =
+        serde_json::from_value(points[0]["tags"].clone()).expect("tags");
     assert_eq!(tags["dst_ip"], "fd00:11a:a::2");
     assert_eq!(tags["src_ip"], "fd00:11a:a::1");
     assert_eq!(tags["dst_name"], "right");
@@ -125,13 +153,22 @@ targets: {t: [{ip: 'fd00:11a:a::2', port: 8100, tags: {dst_name: right}}]}
 
 /// Packets counted by the named counter of table `inet llt` in `ns`.
 fn nft_counter(ns: &NetNs, name: &str) -> u64 {
-    let out = ns.exec("nft", &["list", "counter", "inet", "llt", name]).expect("run nft");
-    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    let out = ns
+        .exec("nft", &["list", "counter", "inet", "llt", name])
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut words = text.split_whitespace();
     while let Some(w) = words.next() {
         if w == "packets" {
-            return words.next().and_then(|n| n.parse().ok()).expect("packet count");
+            return words
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("packet count");
         }
     }
     panic!("no packet count in {text}");
@@ -143,7 +180,11 @@ pub fn nft_script(ns: &NetNs, script: &str) {
     let out = ns.exec("nft", &["-f", path.to_str().expect("utf-8 path")]);
     let _ = std::fs::remove_file(&path);
     let out = out.expect("nft is installed (apt-get install nftables)");
-    assert!(out.status.success(), "nft -f: {}\n{script}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nft -f: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -196,9 +237,18 @@ targets: {t: [{ip: 10.200.0.2, port: 8100}, {ip: 'fd00:11a:a::2', port: 8100}]}
         assert_eq!(s.lost, 0, "{dst}: {s:?}");
     }
     for fam in ["4", "6"] {
-        let (out, out_ef) = (nft_counter(&hosts.left, &format!("o{fam}")), nft_counter(&hosts.left, &format!("o{fam}ef")));
-        let (inn, in_ef) = (nft_counter(&hosts.left, &format!("i{fam}")), nft_counter(&hosts.left, &format!("i{fam}ef")));
-        assert!(out >= 40 && inn >= 40, "IPv{fam}: {out} probes out, {inn} replies in");
+        let (out, out_ef) = (
+            nft_counter(&hosts.left, &format!("o{fam}")),
+            nft_counter(&hosts.left, &format!("o{fam}ef")),
+        );
+        let (inn, in_ef) = (
+            nft_counter(&hosts.left, &format!("i{fam}")),
+            nft_counter(&hosts.left, &format!("i{fam}ef")),
+        );
+        assert!(
+            out >= 40 && inn >= 40,
+            "IPv{fam}: {out} probes out, {inn} replies in"
+        );
         assert_eq!(out_ef, out, "IPv{fam}: every probe carries tos 0xb8");
         assert_eq!(in_ef, inn, "IPv{fam}: every reply carries tos 0xb8");
     }

@@ -39,6 +39,8 @@ pub struct Guard {
     threads: Vec<JoinHandle<()>>,
     /// Datagrams answered (echo only).
     pub answered: Arc<AtomicU64>,
+    /// The bound addresses (with their ports).
+    pub addrs: Vec<SocketAddr>,
 }
 
 impl Drop for Guard {
@@ -56,7 +58,9 @@ impl Drop for Guard {
 /// answers from the address that was probed.
 pub fn start_reflector(ns: &NetNs, mode: Mode, iface: &str, port: u16) -> Guard {
     let _ = (mode, iface);
-    let listing = ns.ip_output(&["-o", "addr", "show"]).expect("list addresses");
+    let listing = ns
+        .ip_output(&["-o", "addr", "show"])
+        .expect("list addresses");
     let addrs: Vec<IpAddr> = listing
         .lines()
         .filter_map(|l| {
@@ -71,6 +75,7 @@ pub fn start_reflector(ns: &NetNs, mode: Mode, iface: &str, port: u16) -> Guard 
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
+    let bound: Vec<SocketAddr> = addrs.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
     for ip in addrs {
         let (stop, answered) = (stop.clone(), answered.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -85,22 +90,40 @@ pub fn start_reflector(ns: &NetNs, mode: Mode, iface: &str, port: u16) -> Guard 
             let _ = ready_tx.send(Ok(()));
             echo(&sock, ip.is_ipv6(), &stop, &answered);
         }));
-        ready_rx.recv().expect("echo thread").unwrap_or_else(|e| panic!("bind echo on {ip}: {e}"));
+        ready_rx
+            .recv()
+            .expect("echo thread")
+            .unwrap_or_else(|e| panic!("bind echo on {ip}: {e}"));
     }
-    Guard { stop, threads, answered }
+    Guard {
+        stop,
+        threads,
+        answered,
+        addrs: bound,
+    }
 }
 
-/// Starts the echo in the current namespace on `addrs` (loopback tests).
+/// Starts the echo in the current namespace on `addrs` (loopback tests;
+/// port 0 binds an ephemeral port, see [`Guard::addrs`]).
 pub fn start_local_echo(addrs: &[SocketAddr]) -> Guard {
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
+    let mut bound = Vec::new();
     for &addr in addrs {
         let sock = bind(addr).expect("bind echo socket");
+        bound.push(sock.local_addr().expect("bound address"));
         let (stop, answered) = (stop.clone(), answered.clone());
-        threads.push(std::thread::spawn(move || echo(&sock, addr.is_ipv6(), &stop, &answered)));
+        threads.push(std::thread::spawn(move || {
+            echo(&sock, addr.is_ipv6(), &stop, &answered)
+        }));
     }
-    Guard { stop, threads, answered }
+    Guard {
+        stop,
+        threads,
+        answered,
+        addrs: bound,
+    }
 }
 
 fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -110,12 +133,21 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 fn set_tos(sock: &UdpSocket, v6: bool, tos: u8) {
-    let (level, name) =
-        if v6 { (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) } else { (libc::IPPROTO_IP, libc::IP_TOS) };
+    let (level, name) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_TOS)
+    };
     let v = libc::c_int::from(tos);
     // SAFETY: a live c_int of the size passed.
     unsafe {
-        libc::setsockopt(sock.as_raw_fd(), level, name, (&v as *const libc::c_int).cast(), 4);
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            4,
+        );
     }
 }
 
@@ -123,8 +155,12 @@ fn echo(sock: &UdpSocket, v6: bool, stop: &AtomicBool, answered: &AtomicU64) {
     let mut buf = vec![0u8; 65536];
     let mut current_tos = None;
     while !stop.load(Ordering::Relaxed) {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
-        let Ok(probe) = llama_common::probe::parse(&buf[..n]) else { continue };
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let Ok(probe) = llama_common::probe::parse(&buf[..n]) else {
+            continue;
+        };
         let tos = probe.tos();
         if current_tos != Some(tos) {
             set_tos(sock, v6, tos);

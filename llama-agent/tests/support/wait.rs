@@ -21,7 +21,10 @@ pub fn next_publication(c: &Collector, after: u64, timeout: Duration) -> Arc<Pub
         if p.interval_end > after {
             return p;
         }
-        assert!(Instant::now() < deadline, "no publication after {after} within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no publication after {after} within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
