@@ -135,7 +135,7 @@ impl Metrics {
         );
         r.register(
             "schedule_skipped",
-            "Send slots skipped because the sender fell more than 100 ms behind",
+            "Send slots skipped because the sender fell more than 20 ms behind",
             m.schedule_skipped.clone(),
         );
         r.register("reloads", "Configurations applied", m.reloads.clone());

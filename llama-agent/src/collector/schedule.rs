@@ -9,7 +9,7 @@
 
 /// If the sender falls further behind than this (the machine stalled), it
 /// skips the missed slots instead of bursting them out.
-pub const MAX_LAG_NS: u64 = 100_000_000;
+pub const MAX_LAG_NS: u64 = 20_000_000;
 
 #[derive(Clone, Debug)]
 pub struct Schedule {
