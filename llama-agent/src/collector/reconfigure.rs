@@ -121,6 +121,8 @@ impl Engine {
         let now = monotonic_ns();
         let mut tests = Vec::with_capacity(cfg.tests.len());
         let mut capacity = 0f64;
+        // Route lookups per (bind address, destination), not per socket.
+        let mut sources: HashMap<(IpAddr, IpAddr), IpAddr> = HashMap::new();
         for (ti, test) in cfg.tests.iter().enumerate() {
             let n = test.targets.len();
             let mut run = TestRun {
@@ -153,10 +155,14 @@ impl Engine {
                 capacity += test.cps * n as f64 * (timeout.max(1_000_000_000) * 2) as f64 / 1e9;
                 for (t, tags) in test.targets.iter().zip(&tags) {
                     run.dests.push(sock.dest(t.addr));
-                    let src = sock.source_for(t.addr).unwrap_or_else(|| {
-                        tracing::warn!("no route from {} to {}", sock.local, t.addr);
-                        unspecified(t.addr.ip())
-                    });
+                    let src = *sources
+                        .entry((sock.key.ip, t.addr.ip()))
+                        .or_insert_with(|| {
+                            sock.source_for(t.addr).unwrap_or_else(|| {
+                                tracing::warn!("no route from {} to {}", sock.local, t.addr);
+                                unspecified(t.addr.ip())
+                            })
+                        });
                     let key = PathKey {
                         src,
                         dst: t.addr.ip(),
