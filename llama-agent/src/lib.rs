@@ -2,6 +2,9 @@
 //! XDP where it can, in userspace otherwise), sends probes to its peers and
 //! keeps its registration and target list in sync with the server.
 
+pub mod api;
+pub mod collector;
+pub mod config;
 pub mod control;
 pub mod reflector;
 pub mod settings;

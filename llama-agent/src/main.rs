@@ -29,6 +29,9 @@ enum Command {
     /// Only answer LLAMA probes (XDP where possible, userspace elsewhere)
     /// until SIGINT/SIGTERM, like the original reflector binary.
     Reflect(llama_agent::reflector::cli::ReflectArgs),
+    /// Only run a collector from a configuration file, like the original
+    /// collector binary (SIGHUP reloads the file).
+    Collect(llama_agent::collector::cli::CollectArgs),
 }
 
 /// Everything must be stopped this long after SIGINT/SIGTERM.
@@ -41,6 +44,10 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Reflect(args)) => {
             init_tracing(args.verbose);
             return llama_agent::reflector::cli::run(args);
+        }
+        Some(Command::Collect(args)) => {
+            init_tracing(args.verbose);
+            return Ok(llama_agent::collector::cli::run(args)?);
         }
         None => cli.run,
     };

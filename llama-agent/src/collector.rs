@@ -1,0 +1,239 @@
+//! The collector: sends probes to every target, matches the reflections and
+//! publishes per-path summaries (issue 4; DESIGN A2/A3).
+//!
+//! One engine thread does all the work in an epoll loop, so probe state needs
+//! no locks: it sends the probes that are due (paced by absolute deadlines,
+//! [`schedule`]), drains replies with `recvmmsg` ([`recv`]), matches them by
+//! signature ([`inflight`]), expires timeouts on a timing wheel ([`wheel`])
+//! and books every outcome on its path ([`paths`], [`summary`]). At each
+//! wall-clock-aligned interval boundary it publishes the summaries that the
+//! HTTP API ([`crate::api`]) serves.
+//!
+//! RTTs come from kernel receive timestamps (SO_TIMESTAMPING, else
+//! SO_TIMESTAMPNS) minus the CLOCK_REALTIME read immediately before the
+//! `sendto` call, so how promptly the loop wakes never changes a measurement;
+//! the loop only has to drain sockets before it expires probes.
+//!
+//! [`Collector::swap_config`] replaces the configuration at run time: sockets
+//! whose address and port are unchanged are kept, in-flight probes of removed
+//! targets are dropped without being booked as lost.
+
+pub mod cli;
+pub mod clock;
+mod engine;
+pub mod inflight;
+pub mod metrics;
+pub mod paths;
+mod reconfigure;
+pub mod recv;
+pub mod schedule;
+pub mod socket;
+pub mod summary;
+pub mod wheel;
+
+use std::{
+    io,
+    net::IpAddr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::{Arc, RwLock, mpsc},
+    thread,
+};
+
+use crate::config::{CollectorConfig, ConfigError};
+use engine::{Command, Engine};
+use metrics::Metrics;
+use socket::RxClock;
+use summary::Published;
+
+/// How send times are taken (a software TX timestamp from the error queue
+/// would remove the few hundred ns between the clock read and the kernel;
+/// the clock read right before `sendto` is what is in use).
+pub const TX_CLOCK: &str = "user clock before sendto";
+const TX_CLOCK_LABEL: &str = "user_clock";
+
+/// Collector failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open probe socket on {ip}:{port}: {source}")]
+    Socket {
+        ip: IpAddr,
+        port: u16,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set up the collector's event loop: {0}")]
+    Setup(#[source] io::Error),
+    #[error("the collector has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot serve the API on {addr}: {source}")]
+    ApiBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("API server failed: {0}")]
+    Api(#[source] io::Error),
+}
+
+/// State shared by the engine and the HTTP API.
+#[derive(Debug)]
+pub struct Shared {
+    published: RwLock<Arc<Published>>,
+    pub metrics: Metrics,
+    pub rx_clock: RxClock,
+}
+
+impl Shared {
+    fn new(rx_clock: RxClock) -> Self {
+        Self {
+            published: RwLock::new(Arc::new(Published::default())),
+            metrics: Metrics::new(rx_clock.label(), TX_CLOCK_LABEL),
+            rx_clock,
+        }
+    }
+
+    /// A standalone state with nothing published yet (for serving the API
+    /// without a running collector, e.g. in tests).
+    pub fn detached() -> Arc<Self> {
+        Arc::new(Self::new(socket::detect_rx_clock()))
+    }
+
+    /// The summaries of the last completed interval.
+    pub fn published(&self) -> Arc<Published> {
+        self.published.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the published summaries (the engine at each boundary).
+    pub fn publish(&self, p: Published) {
+        self.metrics.publish(&p.paths);
+        if let Ok(mut slot) = self.published.write() {
+            *slot = Arc::new(p);
+        }
+    }
+}
+
+/// What a configuration swap did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SwapReport {
+    /// Sockets kept with their source port (same address and port).
+    pub sockets_kept: usize,
+    pub sockets_opened: usize,
+    pub sockets_closed: usize,
+    /// In-flight probes forgotten (their target or socket is gone); they
+    /// are not booked as lost.
+    pub probes_dropped: u64,
+}
+
+/// A running collector. Dropping it stops the engine thread.
+#[derive(Debug)]
+pub struct Collector {
+    cmds: mpsc::Sender<Command>,
+    wake: Arc<OwnedFd>,
+    thread: Option<thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Collector {
+    /// Opens the sockets of `config` and starts probing. Sockets are created
+    /// in the calling thread's network namespace.
+    pub fn start(config: CollectorConfig) -> Result<Self, Error> {
+        let rx_clock = socket::detect_rx_clock();
+        tracing::info!(
+            receive = rx_clock.as_str(),
+            send = TX_CLOCK,
+            "collector timestamp sources"
+        );
+        let shared = Arc::new(Shared::new(rx_clock));
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::Setup(io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let (cmds, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let engine_shared = shared.clone();
+        let engine_wake = wake.clone();
+        let thread = thread::Builder::new()
+            .name("llama-collector".into())
+            .spawn(
+                move || match Engine::new(engine_shared, engine_wake, rx, &config) {
+                    Ok(engine) => {
+                        let _ = ready_tx.send(Ok(()));
+                        engine.run();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                },
+            )
+            .map_err(Error::Setup)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => return Err(Error::Stopped),
+        }
+        Ok(Self {
+            cmds,
+            wake,
+            thread: Some(thread),
+            shared,
+        })
+    }
+
+    /// Replaces the whole configuration at run time, atomically: if any new
+    /// socket cannot be opened, the old configuration keeps running and the
+    /// error is returned. Sockets whose bind address and port are unchanged
+    /// are kept (same source port; a changed `tos` is applied in place);
+    /// in-flight probes of removed targets or sockets are dropped without
+    /// being reported as loss. Blocks until the engine has applied it
+    /// (microseconds to milliseconds); from async code call it through
+    /// `spawn_blocking`.
+    pub fn swap_config(&self, config: CollectorConfig) -> Result<SwapReport, Error> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Command::Swap(Box::new(config), tx))?;
+        rx.recv().map_err(|_| Error::Stopped)?
+    }
+
+    /// The summaries of the last completed interval.
+    pub fn published(&self) -> Arc<Published> {
+        self.shared.published()
+    }
+
+    /// The state the HTTP API serves.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), Error> {
+        self.cmds.send(cmd).map_err(|_| Error::Stopped)?;
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        Ok(())
+    }
+
+    /// Stops the engine and waits for it to exit.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

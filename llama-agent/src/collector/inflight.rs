@@ -1,0 +1,464 @@
+//! Probes in flight: their records, the signature index that matches
+//! replies to them, and the timing wheel that expires them.
+//!
+//! Records live in a slab (a `Vec` with a free list) and are found by the
+//! first 8 bytes of their random signature through a hash map with an
+//! identity hasher (the keys are random already). Both are sized up front and
+//! keep their capacity, so the hot path does not allocate in steady state.
+//!
+//! Each record gets exactly two wheel events: at its timeout (a probe still
+//! pending then is lost) and after a linger period, during which a record
+//! that is already resolved still recognises duplicate and late replies.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+    net::SocketAddr,
+};
+
+use llama_common::probe::SIGNATURE_LEN;
+
+use super::{paths::Paths, wheel::Wheel};
+
+/// Wheel resolution and size: 1 ms ticks, a 4 s revolution (longer
+/// deadlines wait for their round).
+const TICK_NS: u64 = 1_000_000;
+const BUCKETS: usize = 4096;
+/// How long a resolved record is kept to recognise duplicates and late
+/// replies: its timeout, but at least this.
+const MIN_LINGER_NS: u64 = 1_000_000_000;
+
+/// Hashes a u64 key to itself: signatures are random, so their bits are a
+/// perfect hash already.
+#[derive(Default)]
+pub struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Index = HashMap<u64, u32, BuildHasherDefault<IdentityHasher>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Pending,
+    Answered,
+    /// Timed out (lost); `late_seen` once a late reply came.
+    Expired {
+        late_seen: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    sig: [u8; SIGNATURE_LEN],
+    generation: u32,
+    live: bool,
+    phase: Phase,
+    /// Set once the record's second (final) wheel event is scheduled.
+    lingering: bool,
+    socket: u32,
+    src_port: u16,
+    path: u32,
+    dst: SocketAddr,
+    sent_real_ns: u64,
+    timeout_ns: u64,
+}
+
+/// What a reply turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyOutcome {
+    /// Answered in time; the RTT in nanoseconds.
+    Answered(u64),
+    /// Arrived after its timeout: the probe is lost and the reply late.
+    Late,
+    Duplicate,
+    /// Matching signature, wrong source address.
+    Unexpected,
+    /// No probe in flight has this signature.
+    Unknown,
+}
+
+pub fn sig_key(sig: &[u8]) -> Option<u64> {
+    let head: [u8; 8] = sig.get(..8)?.try_into().ok()?;
+    Some(u64::from_ne_bytes(head))
+}
+
+/// The probe table.
+#[derive(Debug)]
+pub struct InFlight {
+    records: Vec<Record>,
+    free: Vec<u32>,
+    index: Index,
+    wheel: Wheel<(u32, u32)>,
+    fired: Vec<(u32, u32)>,
+}
+
+impl InFlight {
+    /// A table pre-sized for `capacity` records.
+    pub fn new(capacity: usize, now_mono_ns: u64) -> Self {
+        let mut t = Self {
+            records: Vec::new(),
+            free: Vec::new(),
+            index: Index::default(),
+            wheel: Wheel::new(TICK_NS, BUCKETS, now_mono_ns),
+            fired: Vec::new(),
+        };
+        t.reserve(capacity);
+        t
+    }
+
+    /// Makes room for `capacity` records without further allocation.
+    pub fn reserve(&mut self, capacity: usize) {
+        self.records
+            .reserve(capacity.saturating_sub(self.records.len()));
+        self.free.reserve(capacity.saturating_sub(self.free.len()));
+        self.index
+            .reserve(capacity.saturating_sub(self.index.len()));
+        self.fired.reserve(1024);
+    }
+
+    /// Records in the table (pending, or resolved and lingering).
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Whether `sig` may be used for a new probe (no record shares its key).
+    pub fn is_free(&self, sig: &[u8; SIGNATURE_LEN]) -> bool {
+        sig_key(sig).is_some_and(|k| !self.index.contains_key(&k))
+    }
+
+    /// Records a probe just sent. `sig` must satisfy [`is_free`](Self::is_free).
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert(
+        &mut self,
+        sig: [u8; SIGNATURE_LEN],
+        socket: u32,
+        src_port: u16,
+        path: u32,
+        dst: SocketAddr,
+        sent_real_ns: u64,
+        sent_mono_ns: u64,
+        timeout_ns: u64,
+    ) {
+        let Some(key) = sig_key(&sig) else { return };
+        let rec = Record {
+            sig,
+            generation: 0,
+            live: true,
+            phase: Phase::Pending,
+            lingering: false,
+            socket,
+            src_port,
+            path,
+            dst,
+            sent_real_ns,
+            timeout_ns,
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                let generation = self.records[i as usize].generation.wrapping_add(1);
+                self.records[i as usize] = Record { generation, ..rec };
+                i
+            }
+            None => {
+                self.records.push(rec);
+                (self.records.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, idx);
+        let generation = self.records[idx as usize].generation;
+        self.wheel
+            .insert(sent_mono_ns.saturating_add(timeout_ns), (idx, generation));
+    }
+
+    /// Matches a reply and books its outcome on its path.
+    pub fn on_reply(
+        &mut self,
+        sig: &[u8],
+        from: Option<SocketAddr>,
+        rx_real_ns: u64,
+        paths: &mut Paths,
+    ) -> ReplyOutcome {
+        if sig.len() != SIGNATURE_LEN {
+            return ReplyOutcome::Unknown;
+        }
+        let Some(&idx) = sig_key(sig).and_then(|k| self.index.get(&k)) else {
+            return ReplyOutcome::Unknown;
+        };
+        let rec = &mut self.records[idx as usize];
+        if rec.sig != sig {
+            return ReplyOutcome::Unknown;
+        }
+        if from != Some(rec.dst) {
+            paths.acc(rec.path).unexpected();
+            return ReplyOutcome::Unexpected;
+        }
+        match rec.phase {
+            Phase::Pending => {
+                // A clock step can make this negative; such a reply is
+                // still an answer, with an RTT of 0.
+                let rtt = rx_real_ns.saturating_sub(rec.sent_real_ns);
+                if rtt <= rec.timeout_ns {
+                    rec.phase = Phase::Answered;
+                    paths.acc(rec.path).reply(rec.src_port, rtt);
+                    ReplyOutcome::Answered(rtt)
+                } else {
+                    // Came after its timeout, before the wheel noticed.
+                    rec.phase = Phase::Expired { late_seen: true };
+                    let acc = paths.acc(rec.path);
+                    acc.lost(rec.src_port);
+                    acc.late();
+                    ReplyOutcome::Late
+                }
+            }
+            Phase::Expired { late_seen: false } => {
+                rec.phase = Phase::Expired { late_seen: true };
+                paths.acc(rec.path).late();
+                ReplyOutcome::Late
+            }
+            Phase::Answered | Phase::Expired { late_seen: true } => {
+                paths.acc(rec.path).duplicate();
+                ReplyOutcome::Duplicate
+            }
+        }
+    }
+
+    /// Fires every wheel event due at `now_mono_ns`: pending probes whose
+    /// timeout passed are booked lost; records whose linger ended are freed.
+    /// Returns how many probes were declared lost.
+    pub fn expire(&mut self, now_mono_ns: u64, paths: &mut Paths) -> u64 {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.wheel.advance(now_mono_ns, &mut fired);
+        let mut lost = 0;
+        for &(idx, generation) in &fired {
+            let rec = &mut self.records[idx as usize];
+            if !rec.live || rec.generation != generation {
+                continue;
+            }
+            if rec.lingering {
+                self.remove(idx, paths);
+                continue;
+            }
+            if rec.phase == Phase::Pending {
+                rec.phase = Phase::Expired { late_seen: false };
+                paths.acc(rec.path).lost(rec.src_port);
+                lost += 1;
+            }
+            rec.lingering = true;
+            let linger = rec.timeout_ns.max(MIN_LINGER_NS);
+            self.wheel
+                .insert(now_mono_ns.saturating_add(linger), (idx, generation));
+        }
+        fired.clear();
+        self.fired = fired;
+        lost
+    }
+
+    fn remove(&mut self, idx: u32, paths: &mut Paths) {
+        let rec = &mut self.records[idx as usize];
+        rec.live = false;
+        if let Some(key) = sig_key(&rec.sig) {
+            self.index.remove(&key);
+        }
+        paths.release(rec.path);
+        self.free.push(idx);
+    }
+
+    /// Forgets, without booking anything, every record for which `drop`
+    /// returns true (given its socket id and destination): probes of targets
+    /// or sockets a reconfiguration removed. Returns how many were pending.
+    pub fn drop_where(
+        &mut self,
+        paths: &mut Paths,
+        mut drop: impl FnMut(u32, SocketAddr) -> bool,
+    ) -> u64 {
+        let mut pending = 0;
+        for idx in 0..self.records.len() as u32 {
+            let rec = self.records[idx as usize];
+            if rec.live && drop(rec.socket, rec.dst) {
+                if rec.phase == Phase::Pending {
+                    pending += 1;
+                }
+                // The stale wheel events are skipped by the live/generation check.
+                self.remove(idx, paths);
+            }
+        }
+        pending
+    }
+
+    /// The path of the in-flight probe `sig`, if any (for tests and tools).
+    pub fn path_of(&self, sig: &[u8]) -> Option<u32> {
+        let idx = *self.index.get(&sig_key(sig)?)?;
+        let rec = &self.records[idx as usize];
+        (rec.sig == sig).then_some(rec.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use super::*;
+    use crate::collector::summary::PathKey;
+
+    const MS: u64 = 1_000_000;
+
+    fn setup() -> (InFlight, Paths, u32, SocketAddr) {
+        let mut paths = Paths::default();
+        let key = PathKey {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+        };
+        let path = paths.upsert(key, Arc::new(BTreeMap::new()));
+        (
+            InFlight::new(16, 0),
+            paths,
+            path,
+            "10.0.0.2:8100".parse().unwrap(),
+        )
+    }
+
+    fn send(
+        t: &mut InFlight,
+        p: &mut Paths,
+        path: u32,
+        dst: SocketAddr,
+        n: u8,
+        at_ms: u64,
+    ) -> [u8; 10] {
+        let sig = [n, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+        assert!(t.is_free(&sig));
+        t.insert(
+            sig,
+            0,
+            4000,
+            path,
+            dst,
+            1_000 * MS + at_ms * MS,
+            at_ms * MS,
+            100 * MS,
+        );
+        p.acquire(path);
+        sig
+    }
+
+    #[test]
+    fn reply_in_time_then_duplicate_then_freed() {
+        let (mut t, mut p, path, dst) = setup();
+        let sig = send(&mut t, &mut p, path, dst, 1, 0);
+        assert_eq!(
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 3 * MS, &mut p),
+            ReplyOutcome::Answered(3 * MS)
+        );
+        assert_eq!(
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 4 * MS, &mut p),
+            ReplyOutcome::Duplicate
+        );
+        assert_eq!(
+            t.expire(100 * MS, &mut p),
+            0,
+            "answered probes are not lost"
+        );
+        assert_eq!(t.len(), 1, "lingers for duplicate detection");
+        t.expire(1_200 * MS, &mut p);
+        assert!(t.is_empty());
+        assert_eq!(
+            t.on_reply(&sig, Some(dst), 1_000 * MS, &mut p),
+            ReplyOutcome::Unknown
+        );
+        let s = p.acc(path).take().unwrap();
+        assert_eq!((s.sent, s.lost, s.duplicates), (1, 0, 1));
+    }
+
+    #[test]
+    fn timeout_then_late_reply_counts_lost_once_and_late() {
+        let (mut t, mut p, path, dst) = setup();
+        let sig = send(&mut t, &mut p, path, dst, 2, 0);
+        assert_eq!(t.expire(100 * MS, &mut p), 1);
+        assert_eq!(
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 150 * MS, &mut p),
+            ReplyOutcome::Late
+        );
+        assert_eq!(
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 160 * MS, &mut p),
+            ReplyOutcome::Duplicate
+        );
+        let s = p.acc(path).take().unwrap();
+        assert_eq!((s.sent, s.lost, s.late, s.duplicates), (1, 1, 1, 1));
+    }
+
+    #[test]
+    fn reply_stamped_after_timeout_is_late_even_before_the_wheel_fires() {
+        let (mut t, mut p, path, dst) = setup();
+        let sig = send(&mut t, &mut p, path, dst, 3, 0);
+        assert_eq!(
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 101 * MS, &mut p),
+            ReplyOutcome::Late
+        );
+        assert_eq!(t.expire(100 * MS, &mut p), 0, "already booked lost");
+        let s = p.acc(path).take().unwrap();
+        assert_eq!((s.sent, s.lost, s.late), (1, 1, 1));
+    }
+
+    #[test]
+    fn wrong_source_is_unexpected_and_does_not_answer() {
+        let (mut t, mut p, path, dst) = setup();
+        let sig = send(&mut t, &mut p, path, dst, 4, 0);
+        let other: SocketAddr = "10.0.0.9:8100".parse().unwrap();
+        assert_eq!(
+            t.on_reply(&sig, Some(other), 1_000 * MS + MS, &mut p),
+            ReplyOutcome::Unexpected
+        );
+        assert_eq!(
+            t.expire(100 * MS, &mut p),
+            1,
+            "still lost: the real target never answered"
+        );
+        let s = p.acc(path).take().unwrap();
+        assert_eq!((s.sent, s.lost, s.unexpected), (1, 1, 1));
+        // Signatures that are not ours, or mangled, are unknown.
+        assert_eq!(
+            t.on_reply(&[0; 10], Some(dst), 0, &mut p),
+            ReplyOutcome::Unknown
+        );
+        assert_eq!(
+            t.on_reply(&sig[..9], Some(dst), 0, &mut p),
+            ReplyOutcome::Unknown
+        );
+    }
+
+    #[test]
+    fn dropped_probes_are_not_booked() {
+        let (mut t, mut p, path, dst) = setup();
+        send(&mut t, &mut p, path, dst, 5, 0);
+        assert_eq!(t.drop_where(&mut p, |_, d| d == dst), 1);
+        assert_eq!(t.expire(10_000 * MS, &mut p), 0);
+        assert!(
+            p.acc(path).take().is_none(),
+            "no loss booked for a removed target"
+        );
+        // The freed slot is reused with a new generation; the stale wheel
+        // events of the old record do not touch the new one.
+        let sig = send(&mut t, &mut p, path, dst, 6, 10_000);
+        t.expire(10_050 * MS, &mut p);
+        assert_eq!(
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 10_060 * MS, &mut p),
+            ReplyOutcome::Answered(60 * MS)
+        );
+    }
+}

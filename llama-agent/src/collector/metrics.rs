@@ -1,0 +1,236 @@
+//! Prometheus metrics (prometheus-client): the collector's own counters,
+//! updated live, and per-path gauges of the last published interval.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
+    registry::Registry,
+};
+
+use super::summary::PathSummary;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    pub src_ip: String,
+    pub dst_ip: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatLabels {
+    pub src_ip: String,
+    pub dst_ip: String,
+    /// p50, p90, p99, min, max or mean.
+    pub stat: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabels {
+    pub src_ip: String,
+    pub dst_ip: String,
+    pub src_port: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClockLabels {
+    pub rx: String,
+    pub tx: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric the collector exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub probes_sent: Counter,
+    pub replies: Counter,
+    pub lost: Counter,
+    pub late: Counter,
+    pub duplicates: Counter,
+    pub unexpected: Counter,
+    pub unmatched: Counter,
+    pub send_errors: Counter,
+    pub tos_mismatch: Counter,
+    pub dropped_on_reload: Counter,
+    pub schedule_skipped: Counter,
+    pub reloads: Counter,
+    pub in_flight: Gauge,
+    pub path_sent: Family<PathLabels, Gauge>,
+    pub path_lost: Family<PathLabels, Gauge>,
+    pub path_loss_ratio: Family<PathLabels, FGauge>,
+    pub path_rtt_seconds: Family<StatLabels, FGauge>,
+    pub path_jitter_seconds: Family<PathLabels, FGauge>,
+    pub path_port_loss_ratio: Family<PortLabels, FGauge>,
+}
+
+impl Metrics {
+    /// Builds the registry; `rx_clock`/`tx_clock` name the timestamp sources.
+    pub fn new(rx_clock: &str, tx_clock: &str) -> Self {
+        let mut r = Registry::with_prefix("llama_collector");
+        let m = Metrics {
+            registry: Registry::default(),
+            probes_sent: Counter::default(),
+            replies: Counter::default(),
+            lost: Counter::default(),
+            late: Counter::default(),
+            duplicates: Counter::default(),
+            unexpected: Counter::default(),
+            unmatched: Counter::default(),
+            send_errors: Counter::default(),
+            tos_mismatch: Counter::default(),
+            dropped_on_reload: Counter::default(),
+            schedule_skipped: Counter::default(),
+            reloads: Counter::default(),
+            in_flight: Gauge::default(),
+            path_sent: Family::default(),
+            path_lost: Family::default(),
+            path_loss_ratio: Family::default(),
+            path_rtt_seconds: Family::default(),
+            path_jitter_seconds: Family::default(),
+            path_port_loss_ratio: Family::default(),
+        };
+        r.register("probes_sent", "Probes sent", m.probes_sent.clone());
+        r.register("replies", "Replies received in time", m.replies.clone());
+        r.register(
+            "probes_lost",
+            "Probes lost (no reply within the timeout)",
+            m.lost.clone(),
+        );
+        r.register(
+            "replies_late",
+            "Replies received after their timeout",
+            m.late.clone(),
+        );
+        r.register(
+            "replies_duplicate",
+            "Duplicate replies",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "replies_unexpected",
+            "Replies with a known signature from an address the probe was not sent to",
+            m.unexpected.clone(),
+        );
+        r.register(
+            "replies_unmatched",
+            "Datagrams that are not a reply to a probe in flight",
+            m.unmatched.clone(),
+        );
+        r.register(
+            "send_errors",
+            "Probes whose sendto failed",
+            m.send_errors.clone(),
+        );
+        r.register(
+            "replies_tos_mismatch",
+            "Replies whose TOS / traffic class differs from the probe's",
+            m.tos_mismatch.clone(),
+        );
+        r.register(
+            "probes_dropped_on_reload",
+            "In-flight probes forgotten because a reconfiguration removed their target or socket",
+            m.dropped_on_reload.clone(),
+        );
+        r.register(
+            "schedule_skipped",
+            "Send slots skipped because the sender fell more than 20 ms behind",
+            m.schedule_skipped.clone(),
+        );
+        r.register("reloads", "Configurations applied", m.reloads.clone());
+        r.register(
+            "probes_in_flight",
+            "Probe records held (pending or lingering)",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "timestamp_source",
+            "Where receive and send times come from",
+            Info::new(ClockLabels {
+                rx: rx_clock.to_owned(),
+                tx: tx_clock.to_owned(),
+            }),
+        );
+        r.register(
+            "path_probes_sent",
+            "Probes booked on the path in the last interval",
+            m.path_sent.clone(),
+        );
+        r.register(
+            "path_probes_lost",
+            "Probes lost on the path in the last interval",
+            m.path_lost.clone(),
+        );
+        r.register(
+            "path_loss_ratio",
+            "Loss ratio (0-1) of the path in the last interval",
+            m.path_loss_ratio.clone(),
+        );
+        r.register(
+            "path_rtt_seconds",
+            "RTT of the path in the last interval by `stat`: p50, p90, p99, min, max, mean",
+            m.path_rtt_seconds.clone(),
+        );
+        r.register(
+            "path_jitter_seconds",
+            "Mean absolute difference of consecutive RTTs in the last interval",
+            m.path_jitter_seconds.clone(),
+        );
+        r.register(
+            "path_port_loss_ratio",
+            "Loss ratio per source port (one ECMP path each) in the last interval",
+            m.path_port_loss_ratio.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// Replaces the per-path gauges with the summaries just published.
+    pub fn publish(&self, paths: &[PathSummary]) {
+        self.path_sent.clear();
+        self.path_lost.clear();
+        self.path_loss_ratio.clear();
+        self.path_rtt_seconds.clear();
+        self.path_jitter_seconds.clear();
+        self.path_port_loss_ratio.clear();
+        for s in paths {
+            let l = PathLabels {
+                src_ip: s.src_ip.to_string(),
+                dst_ip: s.dst_ip.to_string(),
+            };
+            self.path_sent.get_or_create(&l).set(s.sent as i64);
+            self.path_lost.get_or_create(&l).set(s.lost as i64);
+            self.path_loss_ratio
+                .get_or_create(&l)
+                .set(s.loss_pct / 100.0);
+            self.path_jitter_seconds
+                .get_or_create(&l)
+                .set(s.jitter_ms / 1e3);
+            for (q, v) in [
+                ("p50", s.rtt_p50_ms),
+                ("p90", s.rtt_p90_ms),
+                ("p99", s.rtt_p99_ms),
+                ("min", s.rtt_min_ms),
+                ("max", s.rtt_max_ms),
+                ("mean", s.rtt_mean_ms),
+            ] {
+                let ql = StatLabels {
+                    src_ip: l.src_ip.clone(),
+                    dst_ip: l.dst_ip.clone(),
+                    stat: q.to_owned(),
+                };
+                self.path_rtt_seconds.get_or_create(&ql).set(v / 1e3);
+            }
+            for p in &s.ports {
+                let pl = PortLabels {
+                    src_ip: l.src_ip.clone(),
+                    dst_ip: l.dst_ip.clone(),
+                    src_port: p.src_port.to_string(),
+                };
+                self.path_port_loss_ratio
+                    .get_or_create(&pl)
+                    .set(p.loss_pct / 100.0);
+            }
+        }
+    }
+}

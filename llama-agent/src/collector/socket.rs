@@ -1,0 +1,247 @@
+//! Probe sockets: one UDP socket per `ports` entry × `count`, bound to the
+//! configured `ip:port` with the port's TOS, kernel receive timestamps and
+//! IP_RECVTOS, plus the route lookup that names the local address a probe
+//! leaves from.
+//!
+//! A socket bound to a wildcard address (`0.0.0.0` or `::`) is created as a
+//! dual-stack IPv6 socket, as Go's `ListenUDP` did for the original
+//! collector, so one default config probes IPv4 and IPv6 targets alike. Its
+//! source port never changes for the life of the socket: that port is what
+//! pins the probes of one socket to one ECMP path.
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket},
+    os::fd::{AsRawFd, RawFd},
+};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::config::PortSpec;
+
+/// Receive buffer requested per socket: room for tens of milliseconds of
+/// replies at 50,000 probes/s should the loop be descheduled.
+const RCVBUF: usize = 4 << 20;
+const SNDBUF: usize = 1 << 20;
+
+/// Where a reply's receive time comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxClock {
+    /// SO_TIMESTAMPING with SOF_TIMESTAMPING_RX_SOFTWARE.
+    Timestamping,
+    /// SO_TIMESTAMPNS.
+    TimestampNs,
+    /// Neither is available: the clock read after `recvmmsg` returns.
+    UserClock,
+}
+
+impl RxClock {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RxClock::Timestamping => "kernel SO_TIMESTAMPING (software)",
+            RxClock::TimestampNs => "kernel SO_TIMESTAMPNS",
+            RxClock::UserClock => "user clock after recvmmsg",
+        }
+    }
+
+    /// Short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            RxClock::Timestamping => "so_timestamping",
+            RxClock::TimestampNs => "so_timestampns",
+            RxClock::UserClock => "user_clock",
+        }
+    }
+}
+
+/// Identity of a socket across reconfigurations: a socket whose key is
+/// unchanged is kept (same fd, same source port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketKey {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub tos: u8,
+    /// Which copy of an identical (ip, port, tos) triple this is.
+    pub ordinal: u32,
+}
+
+/// An open probe socket.
+#[derive(Debug)]
+pub struct ProbeSocket {
+    pub sock: Socket,
+    pub key: SocketKey,
+    /// The bound address (with the kernel-chosen port).
+    pub local: SocketAddr,
+    /// Whether this is an IPv6 socket (IPv4 targets then go as v4-mapped).
+    pub is_v6: bool,
+    pub rx_clock: RxClock,
+}
+
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int with its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl ProbeSocket {
+    /// Opens and configures a socket for `spec`.
+    pub fn open(spec: &PortSpec, ordinal: u32) -> io::Result<Self> {
+        let key = SocketKey {
+            ip: spec.ip,
+            port: spec.port,
+            tos: spec.tos,
+            ordinal,
+        };
+        let (sock, is_v6) = if spec.ip.is_unspecified() {
+            match dual_stack(spec.port) {
+                Ok(s) => (s, true),
+                // No IPv6 on this host: an IPv4 wildcard still works.
+                Err(e) if spec.ip.is_ipv4() => {
+                    tracing::debug!("dual-stack socket unavailable ({e}); using IPv4 only");
+                    (
+                        bind(SocketAddr::new(
+                            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                            spec.port,
+                        ))?,
+                        false,
+                    )
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            (
+                bind(SocketAddr::new(spec.ip, spec.port))?,
+                spec.ip.is_ipv6(),
+            )
+        };
+        sock.set_nonblocking(true)?;
+        let fd = sock.as_raw_fd();
+        // Forcing needs CAP_NET_ADMIN; otherwise take what rmem_max allows.
+        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF as i32).is_err() {
+            let _ = sock.set_recv_buffer_size(RCVBUF);
+        }
+        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SNDBUF as i32).is_err() {
+            let _ = sock.set_send_buffer_size(SNDBUF);
+        }
+        let tos = i32::from(spec.tos);
+        // A dual-stack socket sends IPv4 with IP_TOS and IPv6 with
+        // IPV6_TCLASS, so it needs both; likewise for reading the replies'.
+        if is_v6 {
+            setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, tos)?;
+            setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1)?;
+        }
+        if !is_v6 || spec.ip.is_unspecified() {
+            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_TOS, tos)?;
+            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVTOS, 1)?;
+        }
+        let rx_clock = enable_rx_timestamps(fd);
+        let local = sock
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("probe socket has no IP address"))?;
+        Ok(Self {
+            sock,
+            key,
+            local,
+            is_v6,
+            rx_clock,
+        })
+    }
+
+    /// Changes the TOS of a kept socket (the source port stays).
+    pub fn set_tos(&mut self, tos: u8) -> io::Result<()> {
+        let fd = self.sock.as_raw_fd();
+        if self.is_v6 {
+            setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, i32::from(tos))?;
+        }
+        if !self.is_v6 || self.key.ip.is_unspecified() {
+            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_TOS, i32::from(tos))?;
+        }
+        self.key.tos = tos;
+        Ok(())
+    }
+
+    /// The local port probes leave from.
+    pub fn port(&self) -> u16 {
+        self.local.port()
+    }
+
+    /// The address to pass to `sendto` for `dst` on this socket.
+    pub fn dest(&self, dst: SocketAddr) -> SockAddr {
+        match (self.is_v6, dst) {
+            (true, SocketAddr::V4(v4)) => {
+                SockAddr::from(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+            }
+            _ => SockAddr::from(dst),
+        }
+    }
+
+    /// The local address probes to `dst` leave from: the bound address, or
+    /// for a wildcard socket the source the kernel's routing picks (found by
+    /// connecting a throw-away socket). `None` when there is no route.
+    pub fn source_for(&self, dst: SocketAddr) -> Option<IpAddr> {
+        if !self.key.ip.is_unspecified() {
+            return Some(self.key.ip);
+        }
+        let any = match dst {
+            SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+        };
+        let probe = UdpSocket::bind(any).ok()?;
+        probe.connect(dst).ok()?;
+        probe.local_addr().ok().map(|a| a.ip())
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    sock.bind(&addr.into())?;
+    Ok(sock)
+}
+
+fn dual_stack(port: u16) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_only_v6(false)?;
+    sock.bind(&SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port).into())?;
+    Ok(sock)
+}
+
+/// The receive clock probe sockets will get on this host (checked on a
+/// throw-away socket, so it can be reported before any config is loaded).
+pub fn detect_rx_clock() -> RxClock {
+    match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .or_else(|_| Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)))
+    {
+        Ok(s) => enable_rx_timestamps(s.as_raw_fd()),
+        Err(_) => RxClock::UserClock,
+    }
+}
+
+/// Turns on the best kernel receive timestamp available.
+fn enable_rx_timestamps(fd: RawFd) -> RxClock {
+    let flags = (libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE) as i32;
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, flags).is_ok() {
+        return RxClock::Timestamping;
+    }
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).is_ok() {
+        return RxClock::TimestampNs;
+    }
+    RxClock::UserClock
+}

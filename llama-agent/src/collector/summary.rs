@@ -1,0 +1,356 @@
+//! Per-path accounting and the summaries published every interval.
+//!
+//! A path is a (source IP, destination IP) pair, as in the original. A probe
+//! is booked when its fate is known (its reply arrived, or its timeout
+//! passed), into the interval that is open at that moment: the summary
+//! published at a boundary therefore covers the probes sent in the interval
+//! that resolved before it closed, and a probe still in flight at the
+//! boundary is booked in the next one. No probe is dropped from the books.
+
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+
+use hdrhistogram::Histogram;
+
+/// Highest RTT the histogram tracks (larger values are clamped to it).
+const HIST_MAX_NS: u64 = 60_000_000_000;
+
+/// Tags attached to a path's summaries.
+pub type Tags = Arc<BTreeMap<String, String>>;
+
+/// A measured path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PathKey {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct PortAcc {
+    src_port: u16,
+    sent: u64,
+    lost: u64,
+}
+
+/// The running books of one path for the open interval.
+#[derive(Debug)]
+pub struct PathAcc {
+    pub key: PathKey,
+    pub tags: Tags,
+    sent: u64,
+    lost: u64,
+    late: u64,
+    duplicates: u64,
+    unexpected: u64,
+    send_errors: u64,
+    rtt_sum_ns: u128,
+    rtt_min_ns: u64,
+    rtt_max_ns: u64,
+    hist: Histogram<u32>,
+    /// The last RTT seen, kept across intervals so jitter pairs never break.
+    last_rtt_ns: Option<u64>,
+    jitter_sum_ns: u128,
+    jitter_pairs: u64,
+    ports: Vec<PortAcc>,
+}
+
+/// One published per-path summary (one `/influxdata` point).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PathSummary {
+    pub src_ip: IpAddr,
+    pub dst_ip: IpAddr,
+    pub tags: Tags,
+    pub sent: u64,
+    pub lost: u64,
+    /// Percent, 0–100 (0 when nothing was sent).
+    pub loss_pct: f64,
+    /// Mean RTT of the replies, milliseconds (0 when all were lost).
+    pub rtt_mean_ms: f64,
+    pub rtt_min_ms: f64,
+    pub rtt_max_ms: f64,
+    pub rtt_p50_ms: f64,
+    pub rtt_p90_ms: f64,
+    pub rtt_p99_ms: f64,
+    /// Mean absolute difference of consecutive RTTs, milliseconds.
+    pub jitter_ms: f64,
+    /// Replies that arrived after their probe's timeout (those probes are lost).
+    pub late: u64,
+    pub duplicates: u64,
+    /// Replies with a matching signature from an address the probe was not sent to.
+    pub unexpected: u64,
+    /// Probes whose `sendto` failed locally (not counted as sent).
+    pub send_errors: u64,
+    /// Loss per source port, so that one bad ECMP path stands out.
+    pub ports: Vec<PortLoss>,
+}
+
+/// Sent and lost probes of one source port on a path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PortLoss {
+    pub src_port: u16,
+    pub sent: u64,
+    pub lost: u64,
+    pub loss_pct: f64,
+}
+
+/// What the API serves: the summaries of the last completed interval.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Published {
+    /// End of the interval, seconds since the Unix epoch (0 before the first).
+    pub interval_end: u64,
+    pub paths: Vec<PathSummary>,
+}
+
+fn ms(ns: f64) -> f64 {
+    ns / 1_000_000.0
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+impl PathAcc {
+    pub fn new(key: PathKey, tags: Tags) -> Self {
+        Self {
+            key,
+            tags,
+            sent: 0,
+            lost: 0,
+            late: 0,
+            duplicates: 0,
+            unexpected: 0,
+            send_errors: 0,
+            rtt_sum_ns: 0,
+            rtt_min_ns: u64::MAX,
+            rtt_max_ns: 0,
+            hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 2)
+                .expect("static histogram bounds are valid"),
+            last_rtt_ns: None,
+            jitter_sum_ns: 0,
+            jitter_pairs: 0,
+            ports: Vec::new(),
+        }
+    }
+
+    fn port(&mut self, src_port: u16) -> &mut PortAcc {
+        // Linear: a path has as many ports as its port group (4 by default).
+        let i = match self.ports.iter().position(|p| p.src_port == src_port) {
+            Some(i) => i,
+            None => {
+                self.ports.push(PortAcc {
+                    src_port,
+                    sent: 0,
+                    lost: 0,
+                });
+                self.ports.len() - 1
+            }
+        };
+        &mut self.ports[i]
+    }
+
+    /// A probe answered in time after `rtt_ns`.
+    pub fn reply(&mut self, src_port: u16, rtt_ns: u64) {
+        self.sent += 1;
+        self.port(src_port).sent += 1;
+        self.rtt_sum_ns += u128::from(rtt_ns);
+        self.rtt_min_ns = self.rtt_min_ns.min(rtt_ns);
+        self.rtt_max_ns = self.rtt_max_ns.max(rtt_ns);
+        // Clamped into range, so recording cannot fail.
+        let _ = self.hist.record(rtt_ns.clamp(1, HIST_MAX_NS));
+        if let Some(last) = self.last_rtt_ns {
+            self.jitter_sum_ns += u128::from(last.abs_diff(rtt_ns));
+            self.jitter_pairs += 1;
+        }
+        self.last_rtt_ns = Some(rtt_ns);
+    }
+
+    /// A probe lost (no reply within its timeout).
+    pub fn lost(&mut self, src_port: u16) {
+        self.sent += 1;
+        self.lost += 1;
+        let p = self.port(src_port);
+        p.sent += 1;
+        p.lost += 1;
+    }
+
+    pub fn late(&mut self) {
+        self.late += 1;
+    }
+
+    pub fn duplicate(&mut self) {
+        self.duplicates += 1;
+    }
+
+    pub fn unexpected(&mut self) {
+        self.unexpected += 1;
+    }
+
+    pub fn send_error(&mut self) {
+        self.send_errors += 1;
+    }
+
+    /// Whether anything was booked in the open interval.
+    pub fn is_idle(&self) -> bool {
+        self.sent == 0
+            && self.late == 0
+            && self.duplicates == 0
+            && self.unexpected == 0
+            && self.send_errors == 0
+    }
+
+    /// Closes the interval: returns its summary (`None` if idle) and resets
+    /// the books, keeping every buffer's capacity.
+    pub fn take(&mut self) -> Option<PathSummary> {
+        if self.is_idle() {
+            return None;
+        }
+        let replies = self.sent - self.lost;
+        let (mean, min, max, p50, p90, p99) = if replies == 0 {
+            (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        } else {
+            let q = |q: f64| ms(self.hist.value_at_quantile(q) as f64);
+            (
+                ms(self.rtt_sum_ns as f64 / replies as f64),
+                ms(self.rtt_min_ns as f64),
+                ms(self.rtt_max_ns as f64),
+                q(0.5),
+                q(0.9),
+                q(0.99),
+            )
+        };
+        let jitter = if self.jitter_pairs == 0 {
+            0.0
+        } else {
+            ms(self.jitter_sum_ns as f64 / self.jitter_pairs as f64)
+        };
+        let mut ports: Vec<PortLoss> = self
+            .ports
+            .iter()
+            .filter(|p| p.sent > 0)
+            .map(|p| PortLoss {
+                src_port: p.src_port,
+                sent: p.sent,
+                lost: p.lost,
+                loss_pct: pct(p.lost, p.sent),
+            })
+            .collect();
+        ports.sort_by_key(|p| p.src_port);
+        let summary = PathSummary {
+            src_ip: self.key.src,
+            dst_ip: self.key.dst,
+            tags: self.tags.clone(),
+            sent: self.sent,
+            lost: self.lost,
+            loss_pct: pct(self.lost, self.sent),
+            rtt_mean_ms: mean,
+            rtt_min_ms: min,
+            rtt_max_ms: max,
+            rtt_p50_ms: p50,
+            rtt_p90_ms: p90,
+            rtt_p99_ms: p99,
+            jitter_ms: jitter,
+            late: self.late,
+            duplicates: self.duplicates,
+            unexpected: self.unexpected,
+            send_errors: self.send_errors,
+            ports,
+        };
+        self.sent = 0;
+        self.lost = 0;
+        self.late = 0;
+        self.duplicates = 0;
+        self.unexpected = 0;
+        self.send_errors = 0;
+        self.rtt_sum_ns = 0;
+        self.rtt_min_ns = u64::MAX;
+        self.rtt_max_ns = 0;
+        self.hist.reset();
+        self.jitter_sum_ns = 0;
+        self.jitter_pairs = 0;
+        self.ports.retain(|p| p.sent > 0);
+        for p in &mut self.ports {
+            p.sent = 0;
+            p.lost = 0;
+        }
+        Some(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acc() -> PathAcc {
+        let key = PathKey {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+        };
+        PathAcc::new(key, Arc::new(BTreeMap::new()))
+    }
+
+    #[test]
+    fn statistics_of_a_known_interval() {
+        let mut a = acc();
+        for (i, rtt_us) in [100u64, 300, 200, 400].into_iter().enumerate() {
+            a.reply(1000 + (i % 2) as u16, rtt_us * 1000);
+        }
+        a.lost(1001);
+        a.late();
+        a.duplicate();
+        let s = a.take().expect("not idle");
+        assert_eq!((s.sent, s.lost, s.late, s.duplicates), (5, 1, 1, 1));
+        assert_eq!(s.loss_pct, 20.0);
+        assert!((s.rtt_mean_ms - 0.25).abs() < 1e-9);
+        assert_eq!((s.rtt_min_ms, s.rtt_max_ms), (0.1, 0.4));
+        // |300-100| + |200-300| + |400-200| = 500 over 3 pairs
+        assert!((s.jitter_ms - 500.0 / 3.0 / 1000.0).abs() < 1e-9);
+        // two significant digits of precision: within 1 %
+        assert!((s.rtt_p50_ms - 0.2).abs() / 0.2 < 0.01, "{}", s.rtt_p50_ms);
+        assert!((s.rtt_p99_ms - 0.4).abs() / 0.4 < 0.01, "{}", s.rtt_p99_ms);
+        assert_eq!(
+            s.ports,
+            [
+                PortLoss {
+                    src_port: 1000,
+                    sent: 2,
+                    lost: 0,
+                    loss_pct: 0.0
+                },
+                PortLoss {
+                    src_port: 1001,
+                    sent: 3,
+                    lost: 1,
+                    loss_pct: 100.0 / 3.0
+                },
+            ]
+        );
+        assert!(a.is_idle());
+        assert!(a.take().is_none(), "a reset path has nothing to publish");
+    }
+
+    #[test]
+    fn all_lost_has_zero_rtt_and_full_loss() {
+        let mut a = acc();
+        for _ in 0..7 {
+            a.lost(5);
+        }
+        let s = a.take().unwrap();
+        assert_eq!(
+            (s.sent, s.lost, s.loss_pct, s.rtt_mean_ms, s.rtt_p99_ms),
+            (7, 7, 100.0, 0.0, 0.0)
+        );
+    }
+
+    #[test]
+    fn jitter_pairs_span_intervals() {
+        let mut a = acc();
+        a.reply(1, 1_000_000);
+        a.take();
+        a.reply(1, 3_000_000);
+        let s = a.take().unwrap();
+        assert_eq!(s.jitter_ms, 2.0);
+    }
+}

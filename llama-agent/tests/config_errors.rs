@@ -1,0 +1,206 @@
+//! Every validation rule of the collector configuration rejects bad input
+//! with an error that names the offending key or value (and never panics).
+
+use llama_agent::config::{CollectorConfig, ConfigError, LoadOptions};
+
+/// A valid full configuration; each test breaks one thing in it.
+const BASE: &str = "
+summarization: {interval: 10, handlers: 2}
+api: {bind: 0.0.0.0:8100}
+ports:
+  p: {ip: 0.0.0.0, port: 0, tos: 0, timeout: 1000}
+port_groups:
+  g: [{port: p, count: 2}]
+rate_limits:
+  r: {cps: 4.0}
+tests:
+  - {targets: t, port_group: g, rate_limit: r}
+targets:
+  t:
+    - {ip: 127.0.0.1, port: 8100, tags: {a: b}}
+";
+
+fn load(yaml: &str) -> Result<CollectorConfig, ConfigError> {
+    CollectorConfig::from_yaml(yaml, &LoadOptions::default())
+}
+
+fn err(yaml: &str) -> (ConfigError, String) {
+    let e = load(yaml).expect_err("must be rejected");
+    let msg = e.to_string();
+    (e, msg)
+}
+
+fn replace(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE lacks {from:?}");
+    BASE.replacen(from, to, 1)
+}
+
+#[test]
+fn base_is_valid() {
+    load(BASE).expect("BASE is valid");
+}
+
+#[test]
+fn unknown_port_group() {
+    let (e, msg) = err(&replace("port_group: g,", "port_group: nope,"));
+    assert!(
+        matches!(e, ConfigError::UnknownPortGroup { test: 0, ref name } if name == "nope"),
+        "{e:?}"
+    );
+    assert!(msg.contains("unknown port group `nope`"), "{msg}");
+}
+
+#[test]
+fn unknown_rate_limit() {
+    let (e, msg) = err(&replace("rate_limit: r}", "rate_limit: slow}"));
+    assert!(
+        matches!(e, ConfigError::UnknownRateLimit { ref name, .. } if name == "slow"),
+        "{e:?}"
+    );
+    assert!(msg.contains("unknown rate limit `slow`"), "{msg}");
+}
+
+#[test]
+fn unknown_target_set() {
+    let (e, msg) = err(&replace("{targets: t,", "{targets: others,"));
+    assert!(
+        matches!(e, ConfigError::UnknownTargetSet { ref name, .. } if name == "others"),
+        "{e:?}"
+    );
+    assert!(msg.contains("unknown target set `others`"), "{msg}");
+}
+
+#[test]
+fn unknown_port_in_group() {
+    let (e, msg) = err(&replace("[{port: p, count: 2}]", "[{port: q, count: 2}]"));
+    assert!(matches!(e, ConfigError::UnknownPort { .. }), "{e:?}");
+    assert!(msg.contains("port_groups.g: unknown port `q`"), "{msg}");
+}
+
+#[test]
+fn cps_must_be_positive() {
+    for bad in ["0", "-1.5", "0.0", ".nan", ".inf"] {
+        let (e, msg) = err(&replace("cps: 4.0", &format!("cps: {bad}")));
+        assert!(matches!(e, ConfigError::BadCps { .. }), "{bad}: {e:?}");
+        assert!(msg.contains("rate_limits.r: cps must be"), "{msg}");
+    }
+}
+
+#[test]
+fn timeout_must_be_positive() {
+    for bad in ["0", "-5"] {
+        let (e, msg) = err(&replace("timeout: 1000", &format!("timeout: {bad}")));
+        assert!(matches!(e, ConfigError::BadTimeout { .. }), "{e:?}");
+        assert!(msg.contains("ports.p: timeout must be > 0"), "{msg}");
+    }
+    // A missing timeout is the Go zero value: also rejected.
+    let (e, _) = err(&replace(", timeout: 1000", ""));
+    assert!(
+        matches!(e, ConfigError::BadTimeout { timeout: 0, .. }),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn bad_ip_addresses() {
+    let (e, msg) = err(&replace("ip: 0.0.0.0,", "ip: 300.1.1.1,"));
+    assert!(matches!(e, ConfigError::BadIp { .. }), "{e:?}");
+    assert!(
+        msg.contains("ports.p: `300.1.1.1` is not an IP address"),
+        "{msg}"
+    );
+    let (e, msg) = err(&replace("ip: 127.0.0.1,", "ip: '10.0.0.1.5',"));
+    assert!(matches!(e, ConfigError::BadIp { .. }), "{e:?}");
+    assert!(msg.contains("targets.t[0]"), "{msg}");
+    let (e, _) = err(&replace("ip: 127.0.0.1,", "ip: 'fd00::zz',"));
+    assert!(matches!(e, ConfigError::BadIp { .. }), "{e:?}");
+    let (e, _) = err(&replace("ip: 127.0.0.1,", "ip: '',"));
+    assert!(matches!(e, ConfigError::BadIp { .. }), "{e:?}");
+}
+
+#[test]
+fn unresolvable_host_name() {
+    // `.invalid` is reserved (RFC 2606) and never resolves.
+    let (e, msg) = err(&replace("ip: 127.0.0.1,", "ip: no-such-host.invalid,"));
+    assert!(matches!(e, ConfigError::Resolve { .. }), "{e:?}");
+    assert!(
+        msg.contains("cannot resolve host `no-such-host.invalid`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_ports() {
+    let (e, msg) = err(&replace("port: 8100,", "port: 70000,"));
+    assert!(
+        matches!(e, ConfigError::BadPort { value: 70000, .. }),
+        "{e:?}"
+    );
+    assert!(
+        msg.contains("targets.t[0]: port must be 1..=65535, got 70000"),
+        "{msg}"
+    );
+    let (e, _) = err(&replace("port: 8100,", "port: 0,"));
+    assert!(matches!(e, ConfigError::BadPort { value: 0, .. }), "{e:?}");
+    let (e, msg) = err(&replace("port: 0,", "port: -1,"));
+    assert!(matches!(e, ConfigError::BadPort { value: -1, .. }), "{e:?}");
+    assert!(msg.contains("ports.p: port must be 0..=65535"), "{msg}");
+    // Not a number at all: a YAML type error that names the key.
+    let (e, msg) = err(&replace("port: 8100,", "port: http,"));
+    assert!(matches!(e, ConfigError::Yaml(_)), "{e:?}");
+    assert!(msg.contains("port"), "{msg}");
+}
+
+#[test]
+fn empty_target_set() {
+    let yaml = BASE
+        .replace("    - {ip: 127.0.0.1, port: 8100, tags: {a: b}}\n", "")
+        .replace("  t:\n", "  t: []\n");
+    let (e, msg) = err(&yaml);
+    assert!(
+        matches!(e, ConfigError::EmptyTargetSet { ref name } if name == "t"),
+        "{e:?}"
+    );
+    assert!(msg.contains("targets.t: the target set is empty"), "{msg}");
+    // An empty legacy file has no targets either.
+    assert!(matches!(load("# nothing\n"), Err(ConfigError::Empty)));
+}
+
+#[test]
+fn other_range_checks() {
+    let (e, _) = err(&replace("tos: 0", "tos: 256"));
+    assert!(matches!(e, ConfigError::BadTos { tos: 256, .. }), "{e:?}");
+    let (e, _) = err(&replace("count: 2", "count: 0"));
+    assert!(matches!(e, ConfigError::BadCount { count: 0, .. }), "{e:?}");
+    let (e, _) = err(&replace("interval: 10", "interval: 0"));
+    assert!(matches!(e, ConfigError::BadInterval(0)), "{e:?}");
+    let (e, _) = err(&replace("bind: 0.0.0.0:8100", "bind: 'not an address'"));
+    assert!(matches!(e, ConfigError::BadBind(_)), "{e:?}");
+}
+
+#[test]
+fn specific_bind_address_cannot_reach_other_family() {
+    let (e, msg) =
+        err(&replace("ip: 127.0.0.1,", "ip: '::1',").replace("ip: 0.0.0.0,", "ip: 127.0.0.1,"));
+    assert!(matches!(e, ConfigError::FamilyMismatch { .. }), "{e:?}");
+    assert!(
+        msg.contains("cannot send to IPv6 target [::1]:8100"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn malformed_documents_are_errors_not_panics() {
+    for doc in [
+        "[1, 2, 3]",
+        "just a string",
+        "127.0.0.1: [not, tags]",
+        "127.0.0.1: {tag: [nested]}",
+        "tests: {not: a list}",
+        "ports: {p: {port: {}}}",
+        "{{{{",
+        "summarization: {interval: 99999999999999999999999}",
+    ] {
+        assert!(load(doc).is_err(), "{doc:?} must be rejected");
+    }
+}
