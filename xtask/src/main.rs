@@ -6,6 +6,7 @@
 //! - `bench <name>`: benchmarks with the baseline measured in the same run.
 //! - `demo`: the multi-host demo in network namespaces.
 
+mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
@@ -29,6 +30,9 @@ enum Task {
     BuildEbpf(build_ebpf::Options),
     /// Install prerequisites, build the XDP object and run every test.
     Test(test::Options),
+    /// Benchmarks: `reflector`, `collector` or `server` (results and method
+    /// go to docs/benchmarks/).
+    Bench(bench::Options),
     /// A server and N agents in network namespaces, printing the live
     /// loss/latency matrix every interval (Ctrl-C cleans up).
     Demo(demo::Options),
@@ -43,5 +47,6 @@ fn main() -> Result<()> {
         }
         Task::Test(opts) => test::run(&opts),
         Task::Demo(opts) => demo::run(&opts),
+        Task::Bench(opts) => bench::run(&opts),
     }
 }

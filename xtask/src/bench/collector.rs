@@ -11,31 +11,24 @@
 //! window (nothing drops packets on this path, so every loss is the
 //! collector's own). Results and method go to `docs/benchmarks/collector.md`.
 //!
-//! The reflector here is a small userspace echo (one socket, IP_PKTINFO so it
-//! answers from the probed address) because the XDP reflector lives on
-//! another branch; the merge points [`start_reflector`] at `llama-agent
-//! reflect --mode xdp`, which also takes the echo's CPU off the machine.
+//! The reflector is llama's XDP program in generic (skb) mode on the
+//! reflector host's veth, so reflecting costs no userspace CPU on the shared
+//! two cores and the collector's figure is its own.
 
 use std::{
-    io::{IoSlice, IoSliceMut, Read, Write},
-    net::{Ipv4Addr, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
+    io::{Read, Write},
+    net::{Ipv4Addr, TcpStream},
     path::{Path, PathBuf},
     process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
+use llama_agent::xdp::{AttachMode, XdpReflector};
+use llama_common::ReflectorConfig;
 use llama_testkit::{NetNs, TwoHosts};
-use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
-    sockopt::{Ipv4PacketInfo, RcvBufForce},
-};
+
+use crate::build_ebpf;
 
 const TARGETS: u32 = 20;
 const PORTS: u32 = 4;
@@ -136,7 +129,7 @@ fn measure(agent: &Path, rate: u32, warmup: Duration, window: Duration) -> anyho
     for t in &targets {
         hosts.right.add_addr(&hosts.veth.b, &format!("{t}/24"))?;
     }
-    let _reflector = start_reflector(&hosts.right, 8100)?;
+    let _reflector = start_reflector(&hosts.right, &hosts.veth.b, 8100)?;
     let cps = f64::from(rate) / f64::from(TARGETS * PORTS);
     let list: Vec<String> = targets
         .iter()
@@ -250,91 +243,22 @@ fn metrics(ns: &NetNs) -> Option<std::collections::HashMap<String, f64>> {
 }
 
 /// A reflector answering UDP `port` in `ns`; stops when dropped.
+/// The XDP reflector (generic mode) on the reflector host's veth: it answers
+/// in the kernel, so its cost is not charged to the machine's userspace and
+/// every target address on that host is answered from itself.
 struct Reflector {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _xdp: XdpReflector,
 }
 
-impl Drop for Reflector {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn start_reflector(ns: &NetNs, port: u16) -> anyhow::Result<Reflector> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = ns.spawn_thread(move || {
-        let sock = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).and_then(|s| {
-            s.set_read_timeout(Some(Duration::from_millis(50)))?;
-            setsockopt(&s, Ipv4PacketInfo, &true).map_err(std::io::Error::from)?;
-            // Room for bursts while the echo thread waits for a core.
-            setsockopt(&s, RcvBufForce, &(8 << 20)).map_err(std::io::Error::from)?;
-            Ok(s)
-        }) {
-            Ok(s) => {
-                let _ = tx.send(Ok(()));
-                s
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        };
-        echo(&sock, &flag);
-    });
-    rx.recv().context("reflector thread")??;
-    Ok(Reflector {
-        stop,
-        thread: Some(thread),
-    })
-}
-
-/// Answers each probe from the address it was sent to (IP_PKTINFO).
-fn echo(sock: &UdpSocket, stop: &AtomicBool) {
-    let mut buf = vec![0u8; 2048];
-    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
-    while !stop.load(Ordering::Relaxed) {
-        let (len, from, dst) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let Ok(msg) = recvmsg::<SockaddrIn>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::empty(),
-            ) else {
-                continue;
-            };
-            let dst = msg.cmsgs().ok().and_then(|mut c| {
-                c.find_map(|m| match m {
-                    ControlMessageOwned::Ipv4PacketInfo(i) => Some(i.ipi_addr),
-                    _ => None,
-                })
-            });
-            (msg.bytes, msg.address, dst)
-        };
-        let (Some(from), Some(dst)) = (from, dst) else {
-            continue;
-        };
-        if llama_common::probe::is_canonical_prefix(&buf[..len]) {
-            let info = libc::in_pktinfo {
-                ipi_ifindex: 0,
-                ipi_spec_dst: dst,
-                ipi_addr: libc::in_addr { s_addr: 0 },
-            };
-            let _ = sendmsg(
-                sock.as_raw_fd(),
-                &[IoSlice::new(&buf[..len])],
-                &[ControlMessage::Ipv4PacketInfo(&info)],
-                MsgFlags::empty(),
-                Some(&from),
-            );
-        }
-    }
+fn start_reflector(ns: &NetNs, dev: &str, port: u16) -> anyhow::Result<Reflector> {
+    let object = build_ebpf::build(&build_ebpf::Options { release: true })?;
+    let object = std::fs::read(&object).with_context(|| format!("read {}", object.display()))?;
+    let xdp = ns.run(|| -> anyhow::Result<XdpReflector> {
+        let mut xdp = XdpReflector::load_object(&object, ReflectorConfig::new(port))?;
+        xdp.attach(dev, AttachMode::Generic)?;
+        Ok(xdp)
+    })?;
+    Ok(Reflector { _xdp: xdp })
 }
 
 fn report(samples: &[Sample], quick: bool) -> String {
