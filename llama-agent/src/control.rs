@@ -35,7 +35,7 @@ pub use self::client::ServerClient;
 pub use self::error::Error;
 pub use self::metrics::ControlMetrics;
 pub use self::registration::RegisterBody;
-pub use self::sink::{ConfigSink, LoggingSink};
+pub use self::sink::ConfigSink;
 pub use self::state::StateFile;
 use crate::settings::Settings;
 

@@ -6,6 +6,7 @@ pub mod api;
 pub mod collector;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod reflector;
 pub mod settings;
 pub mod tags;

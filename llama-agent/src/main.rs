@@ -1,11 +1,10 @@
 //! Thin entry point of `llama-agent`: parse flags, set up logging, run.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use llama_agent::control::{self, ControlConfig, ControlMetrics, LoggingSink};
+use llama_agent::control::ControlMetrics;
 use llama_agent::settings::{RunArgs, Settings, duration, state_dir};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -74,26 +73,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     log_startup(&settings, state_dir.as_deref());
-    // The collector is not wired into the agent yet: LoggingSink stands in.
-    let sink = Arc::new(LoggingSink);
     let metrics = ControlMetrics::new();
-    let work = async {
-        match ControlConfig::from_settings(&settings, state_dir) {
-            Some(config) => control::run(config, sink, metrics, shutdown.clone()).await?,
-            None => {
-                let path = settings
-                    .config
-                    .as_deref()
-                    .context("standalone mode needs --config")?;
-                control::apply_file(path, sink.as_ref())?;
-                shutdown.cancelled().await;
-            }
-        }
-        anyhow::Ok(())
-    };
+    let work = llama_agent::daemon::run(settings, state_dir, metrics, shutdown.clone());
     tokio::pin!(work);
     tokio::select! {
-        result = &mut work => return result,
+        result = &mut work => return Ok(result?),
         _ = shutdown.cancelled() => {}
     }
     match tokio::time::timeout(SHUTDOWN_BOUND, work).await {

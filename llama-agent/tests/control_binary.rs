@@ -17,6 +17,16 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+const CONFIG: &str = "\
+summarization: {interval: 1, handlers: 1}
+api: {bind: 127.0.0.1:0}
+ports: {p: {ip: 127.0.0.1, port: 0, tos: 0, timeout: 500}}
+port_groups: {g: [{port: p, count: 1}]}
+rate_limits: {r: {cps: 2}}
+tests: [{targets: t, port_group: g, rate_limit: r}]
+targets: {t: [{ip: 127.0.0.1, port: 8123, tags: {name: self}}]}
+";
+
 /// Kills the agent if the test fails half-way, so no process outlives it.
 struct Agent(std::process::Child);
 
@@ -32,7 +42,9 @@ impl Drop for Agent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_polls_persists_and_stops_on_sigterm() {
     let server = TestServer::start().await;
-    server.set_config("bin", "targets: {}\n");
+    // A real collector config: the agent probes its own userspace reflector
+    // over loopback (nothing here touches a real interface).
+    server.set_config("bin", CONFIG);
     let dir = tempfile::tempdir().unwrap();
     let mut agent = Agent(
         Command::new(env!("CARGO_BIN_EXE_llama-agent"))
@@ -44,6 +56,10 @@ async fn registers_polls_persists_and_stops_on_sigterm() {
                 "bin",
                 "--port",
                 "8123",
+                "--mode",
+                "userspace",
+                "--api-bind",
+                "127.0.0.1:0",
             ])
             .args([
                 "--register-interval",
@@ -95,5 +111,5 @@ async fn registers_polls_persists_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status:?}");
-    assert_eq!(std::fs::read_to_string(persisted).unwrap(), "targets: {}\n");
+    assert_eq!(std::fs::read_to_string(persisted).unwrap(), CONFIG);
 }

@@ -148,7 +148,11 @@ fn observe(opts: &Options, topo: &mut Topology, stop: &AtomicBool) -> Result<()>
         if last_printed.as_ref() == Some(&matrix) {
             continue; // no new summarization interval published yet
         }
-        println!("{}", matrix.render(&names, &lossy, opts.interval));
+        if matrix == Matrix::default() {
+            println!("waiting for the agents' first summaries ({}s)…", started.elapsed().as_secs());
+        } else {
+            println!("{}", matrix.render(&names, &lossy, opts.interval));
+        }
         let is_complete = matrix.is_complete(&names);
         last_printed = Some(matrix.clone());
         if !is_complete {

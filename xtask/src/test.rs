@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::Result;
 use clap::Args;
 
-use crate::{build_ebpf, cmd, prereqs};
+use crate::{build_ebpf, cmd, demo, prereqs};
 
 #[derive(Args, Debug)]
 pub struct Options {
@@ -40,5 +40,33 @@ pub fn run(opts: &Options) -> Result<()> {
         test.env("LLAMA_REQUIRE_PRIVILEGED", "1");
     }
     test.args(&opts.cargo_args);
-    cmd::run(&mut test)
+    cmd::run(&mut test)?;
+
+    if !opts.cargo_args.is_empty() {
+        return Ok(()); // a filtered run: the caller wants just those tests
+    }
+    // The README's main command, end to end: two intervals with loss on one
+    // host, and the matrix must show it on exactly that host's cells.
+    if cmd::is_root() {
+        eprintln!("+ cargo xtask demo --hosts 4 --interval 5 --intervals 2 --loss h2=30 --check");
+        demo::run(&demo::Options {
+            hosts: 4,
+            interval: 5,
+            loss: vec![("h2".to_owned(), 30)],
+            mode: "auto".to_owned(),
+            intervals: Some(2),
+            check: true,
+        })?;
+    } else {
+        assert_demo_can_be_skipped()?;
+    }
+    Ok(())
+}
+
+fn assert_demo_can_be_skipped() -> Result<()> {
+    if llama_testkit::privileged_required() {
+        anyhow::bail!("the demo check needs root (CI=true forbids skipping it)");
+    }
+    eprintln!("SKIPPED the demo check: it needs root");
+    Ok(())
 }

@@ -19,11 +19,11 @@ pub struct ReflectArgs {
     /// Where probes are answered: `auto` tries XDP native, then XDP generic,
     /// then userspace on each interface; `xdp` and `xdp-skb` require that
     /// mode; `userspace` never loads the XDP program.
-    #[arg(long, env = "LLAMA_REFLECT_MODE", value_enum, default_value_t = Mode::Auto)]
+    #[arg(long, env = "LLAMA_REFLECTOR_MODE", value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
     /// Interface to attach XDP to; repeat or comma-separate. Default: the
     /// interfaces that carry the default routes.
-    #[arg(long = "interface", env = "LLAMA_REFLECT_INTERFACES", value_delimiter = ',', default_values_t = Vec::<String>::new())]
+    #[arg(long = "interface", env = "LLAMA_INTERFACES", value_delimiter = ',', default_values_t = Vec::<String>::new())]
     pub interfaces: Vec<String>,
     /// UDP port probes are sent to.
     #[arg(long, env = "LLAMA_PORT", default_value_t = DEFAULT_PROBE_PORT)]

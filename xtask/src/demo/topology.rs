@@ -169,7 +169,15 @@ impl Topology {
     fn start_processes(&mut self, opts: &Options) -> Result<()> {
         let bin = cmd::target_dir().join("debug");
         let server_url = format!("http://{}:5000", hub_address());
+        // Denser probing than the original template (1 port, 1 cycle/s), so
+        // that a few seconds per interval measure loss to a few percent.
+        let server_config = self.log_dir.join("server.yaml");
+        fs::write(
+            &server_config,
+            "# written by cargo xtask demo\nreap_interval: 1\ncollector:\n  port_count: 4\n  cps: 10.0\n  timeout_ms: 1000\n",
+        )?;
         let mut server = Command::new(bin.join("llama-server"));
+        server.arg("--config").arg(&server_config);
         server.args([
             "--host",
             &hub_address().to_string(),

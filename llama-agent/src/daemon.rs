@@ -1,0 +1,150 @@
+//! `llama-agent run`: the per-host daemon — reflector, collector, HTTP API
+//! and control loop in one process.
+//!
+//! The pieces meet here and nowhere else: the control loop hands configs to
+//! a [`CollectorSink`], which starts the collector on the first one and swaps
+//! it in place afterwards (sockets whose settings did not change are kept),
+//! and with `--allow peers` points the reflector's allowlist at the group's
+//! members. The API serves whatever collector is current, so `/status` and
+//! `/influxdata` (`[]`) answer from the first second, before any config.
+
+mod api;
+mod sink;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    control::{self, ControlConfig, ControlMetrics},
+    reflector::{self, AllowSpec, IpCidr, Reflector, ReflectorSetup},
+    settings::{Allow, ReflectorMode, Settings},
+};
+
+pub use api::AgentState;
+pub use sink::CollectorSink;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reflector: {0}")]
+    Reflector(#[from] reflector::attach::StartError),
+    #[error("agent API on {addr}: {source}")]
+    ApiBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("agent API: {0}")]
+    Api(#[source] std::io::Error),
+    #[error("control loop: {0}")]
+    Control(#[from] control::Error),
+    #[error("standalone mode needs --config / APP_CONFIG")]
+    NoConfig,
+}
+
+/// The reflector setup the settings ask for.
+pub fn reflector_setup(settings: &Settings) -> ReflectorSetup {
+    ReflectorSetup {
+        mode: match settings.mode {
+            ReflectorMode::Auto => reflector::Mode::Auto,
+            ReflectorMode::Xdp => reflector::Mode::Xdp,
+            ReflectorMode::XdpSkb => reflector::Mode::XdpSkb,
+            ReflectorMode::Userspace => reflector::Mode::Userspace,
+        },
+        interfaces: settings.interfaces.clone(),
+        port: settings.port,
+        max_pps: settings.max_pps.unwrap_or(0),
+        allow: match &settings.allow {
+            Allow::Any => AllowSpec::Anyone,
+            Allow::Peers => AllowSpec::Peers,
+            Allow::Cidrs(nets) => AllowSpec::Static(
+                nets.iter()
+                    .filter_map(|n| IpCidr::new(n.addr(), n.prefix_len()))
+                    .collect(),
+            ),
+        },
+    }
+}
+
+/// Runs the agent until `shutdown` is cancelled: reflector first (so peers
+/// are answered even before this agent has targets), then the API, then the
+/// control loop (or the standalone config file).
+pub async fn run(
+    settings: Settings,
+    state_dir: Option<PathBuf>,
+    metrics: ControlMetrics,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let setup = reflector_setup(&settings);
+    let reflector = tokio::task::spawn_blocking(move || Reflector::start(&setup))
+        .await
+        .map_err(|e| Error::Api(std::io::Error::other(e)))??;
+    let reflector = Arc::new(std::sync::Mutex::new(Some(reflector)));
+
+    let sink = Arc::new(CollectorSink::new(
+        settings.port,
+        matches!(settings.allow, Allow::Peers),
+        Arc::clone(&reflector),
+    ));
+    let state = AgentState::new(Arc::clone(&sink), Arc::clone(&reflector), &metrics);
+
+    let listener = tokio::net::TcpListener::bind(settings.api_bind)
+        .await
+        .map_err(|source| Error::ApiBind {
+            addr: settings.api_bind,
+            source,
+        })?;
+    info!(
+        "agent API (/status, /influxdata, /metrics) on {}",
+        settings.api_bind
+    );
+    let api_stop = shutdown.clone();
+    let api = tokio::spawn(api::serve(listener, state, async move {
+        api_stop.cancelled().await
+    }));
+
+    let result = match ControlConfig::from_settings(&settings, state_dir) {
+        Some(config) => control::run(config, sink.clone(), metrics, shutdown.clone())
+            .await
+            .map_err(Error::from),
+        None => {
+            let path = settings.config.clone().ok_or(Error::NoConfig)?;
+            let file_sink = Arc::clone(&sink);
+            let applied =
+                tokio::task::spawn_blocking(move || control::apply_file(&path, file_sink.as_ref()))
+                    .await
+                    .map_err(|e| Error::Api(std::io::Error::other(e)))?;
+            match applied {
+                Ok(()) => {
+                    shutdown.cancelled().await;
+                    Ok(())
+                }
+                Err(e) => Err(Error::from(e)),
+            }
+        }
+    };
+    // Whatever ended the loop, stop in order: probes first, then replies.
+    shutdown.cancel();
+    let stop = tokio::task::spawn_blocking(move || {
+        sink.shutdown();
+        let taken = reflector.lock().map(|mut r| r.take()).unwrap_or(None);
+        if let Some(r) = taken {
+            let (xdp, user) = r.shutdown();
+            info!(?xdp, ?user, "reflector stopped (XDP detached)");
+        }
+    });
+    if tokio::time::timeout(Duration::from_secs(4), stop)
+        .await
+        .is_err()
+    {
+        warn!("collector/reflector did not stop within 4 s");
+    }
+    match api.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!("agent API: {e}"),
+        Err(e) => warn!("agent API task: {e}"),
+    }
+    result
+}

@@ -1,0 +1,123 @@
+//! The control loop's [`ConfigSink`] for the real agent: server configs go to
+//! the collector (started on the first, swapped in place afterwards) and,
+//! with `--allow peers`, to the reflector's allowlist.
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex, RwLock},
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    collector::{Collector, Shared},
+    config::{CollectorConfig, LoadOptions},
+    control::ConfigSink,
+    reflector::{IpCidr, Reflector},
+};
+
+pub struct CollectorSink {
+    legacy_port: u16,
+    allow_peers: bool,
+    collector: Mutex<Option<Collector>>,
+    /// The state the API serves: a detached one until the collector runs.
+    shared: RwLock<Arc<Shared>>,
+    reflector: Arc<Mutex<Option<Reflector>>>,
+}
+
+impl CollectorSink {
+    pub fn new(
+        legacy_port: u16,
+        allow_peers: bool,
+        reflector: Arc<Mutex<Option<Reflector>>>,
+    ) -> Self {
+        Self {
+            legacy_port,
+            allow_peers,
+            collector: Mutex::new(None),
+            shared: RwLock::new(Shared::detached()),
+            reflector,
+        }
+    }
+
+    /// The collector state the API should serve now.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared
+            .read()
+            .map(|s| Arc::clone(&s))
+            .unwrap_or_else(|p| Arc::clone(&p.into_inner()))
+    }
+
+    /// Stops the collector (no more probes); safe to call twice.
+    pub fn shutdown(&self) {
+        let taken = match self.collector.lock() {
+            Ok(mut c) => c.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(c) = taken {
+            c.shutdown();
+            info!("collector stopped");
+        }
+    }
+
+    fn follow_peers(&self, config: &CollectorConfig) {
+        if !self.allow_peers {
+            return;
+        }
+        let mut peers: Vec<IpAddr> = config
+            .tests
+            .iter()
+            .flat_map(|t| &t.targets)
+            .map(|t| t.addr.ip())
+            .collect();
+        peers.sort();
+        peers.dedup();
+        // Our own entry is served as loopback; loopback traffic never meets
+        // XDP and the userspace reflector checks the same list, so keep it.
+        let cidrs: Vec<IpCidr> = peers.iter().map(|&ip| IpCidr::host(ip)).collect();
+        let Ok(mut guard) = self.reflector.lock() else {
+            return;
+        };
+        if let Some(reflector) = guard.as_mut() {
+            match reflector.set_allowlist(Some(&cidrs)) {
+                Ok(()) => info!(peers = cidrs.len(), "reflector allowlist follows the group"),
+                Err(e) => warn!("updating the reflector allowlist failed: {e}"),
+            }
+        }
+    }
+}
+
+impl ConfigSink for CollectorSink {
+    fn apply(&self, yaml: &str) -> Result<(), String> {
+        let config = CollectorConfig::from_yaml(
+            yaml,
+            &LoadOptions {
+                legacy_port: self.legacy_port,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let mut collector = self
+            .collector
+            .lock()
+            .map_err(|_| "collector lock poisoned".to_owned())?;
+        match collector.as_ref() {
+            Some(running) => {
+                let report = running
+                    .swap_config(config.clone())
+                    .map_err(|e| e.to_string())?;
+                info!(?report, "collector config swapped in place");
+            }
+            None => {
+                let started = Collector::start(config.clone()).map_err(|e| e.to_string())?;
+                if let Ok(mut shared) = self.shared.write() {
+                    *shared = started.shared();
+                }
+                info!("collector started");
+                *collector = Some(started);
+            }
+        }
+        drop(collector);
+        self.follow_peers(&config);
+        Ok(())
+    }
+}
