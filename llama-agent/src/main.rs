@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the agent (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Only answer LLAMA probes (XDP where possible, userspace elsewhere)
     /// until SIGINT/SIGTERM, like the original reflector binary.
     Reflect(llama_agent::reflector::cli::ReflectArgs),
@@ -39,7 +39,7 @@ const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Run(args)) => args,
+        Some(Command::Run(args)) => *args,
         Some(Command::Reflect(args)) => {
             init_tracing(args.verbose);
             return llama_agent::reflector::cli::run(args);

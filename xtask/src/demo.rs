@@ -149,7 +149,10 @@ fn observe(opts: &Options, topo: &mut Topology, stop: &AtomicBool) -> Result<()>
             continue; // no new summarization interval published yet
         }
         if matrix == Matrix::default() {
-            println!("waiting for the agents' first summaries ({}s)…", started.elapsed().as_secs());
+            println!(
+                "waiting for the agents' first summaries ({}s)…",
+                started.elapsed().as_secs()
+            );
         } else {
             println!("{}", matrix.render(&names, &lossy, opts.interval));
         }

@@ -28,6 +28,24 @@ pub fn run(opts: &Options) -> Result<()> {
             .args(["fmt", "--all", "--check"]),
     )?;
 
+    if cmd::output(Command::new("cargo").args(["clippy", "--version"])).is_none() {
+        cmd::run(Command::new("rustup").args(["component", "add", "clippy"]))?;
+    }
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(cmd::workspace_root())
+            .args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "llama-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+    )?;
+
     let mut test = Command::new("cargo");
     test.current_dir(cmd::workspace_root()).args([
         "test",

@@ -329,14 +329,13 @@ impl Drop for Topology {
 fn wait_for_log(path: &Path, needle: &str, timeout: Duration) -> Result<String> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if let Ok(file) = File::open(path) {
-            if let Some(line) = BufReader::new(file)
+        if let Ok(file) = File::open(path)
+            && let Some(line) = BufReader::new(file)
                 .lines()
                 .map_while(Result::ok)
                 .find(|l| l.contains(needle))
-            {
-                return Ok(line);
-            }
+        {
+            return Ok(line);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
