@@ -310,6 +310,34 @@ fn registration_and_membership_changes_reach_collectors_without_restart() {
         |c| c.path_to(1, host_ip(3)).is_none() && probing(&c.path_to(1, host_ip(2))),
     );
     assert_eq!(c.agent_pid(1), pid, "h1 was not restarted");
+
+    // SIGTERM: exit 0 within 5 s, XDP detached.
+    let (ns, veth) = &c.hosts[0];
+    let attached = |ns: &NetNs| {
+        ns.ip_output(&["link", "show", "dev", &veth.a])
+            .is_ok_and(|o| o.contains("prog/xdp"))
+    };
+    assert!(attached(ns), "h1 runs XDP (generic) on its veth");
+    let mut guard = c.agents[0].take().expect("h1 running");
+    let child = guard.child();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "h1 still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!attached(&c.hosts[0].0), "XDP detached on SIGTERM");
 }
 
 #[test]
