@@ -112,7 +112,7 @@ pub struct RunArgs {
     pub mode: String,
 
     /// Interface to attach the XDP reflector to (repeatable; the variable is
-    /// comma-separated). Default: every interface with an address.
+    /// comma-separated). Default: the interfaces that carry the default routes.
     #[arg(
         long = "interface",
         env = "LLAMA_INTERFACES",
