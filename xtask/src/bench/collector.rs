@@ -299,18 +299,18 @@ fn report(samples: &[Sample], quick: bool) -> String {
            sending) is sampled over the window, with its `/metrics` counters.\n\
          - False loss = `probes_lost` / (`probes_lost` + `replies`) over the window: nothing on the\n  \
            path drops packets, so every loss is the collector's (or the reflector's) own.\n\
-         - Reflector: a userspace echo (IP_PKTINFO, answers from the probed address) until the merge\n  \
-           points the bench at the XDP reflector; its CPU is not counted, but it competes for the\n  \
-           same two cores.\n\n\
+         - Reflector: llama's XDP program in generic (skb) mode on the reflector host's veth; it\n  \
+           answers every target address in the kernel, so no userspace reflector competes for the\n  \
+           two cores and the figure is the collector's own.\n\n\
          Goals: 50,000 probes/s sustained on one core with < 0.1 % false loss; < 25 % of one core\n\
          at 10,000 probes/s.\n\n\
          ## Notes\n\n\
          - The machine is shared: the load average when this run ended was {load}.\n\
-         - An earlier run, with a 100 ms sender catch-up limit and the echo on a default 212 KB\n  \
-           receive buffer, showed 1.5 % loss at 50,000 probes/s under a load average of 3.5: after a\n  \
-           stall the sender burst up to 100 ms of probes and the echo answered some after their\n  \
-           timeout. The catch-up is now capped at 20 ms (`schedule::MAX_LAG_NS`, slots beyond it are\n  \
-           skipped and counted) and the echo gets 8 MB; the XDP reflector has no such queue.\n\n\
+         - During development, a run against a userspace echo with a 100 ms sender catch-up limit\n  \
+           showed 1.5 % loss at 50,000 probes/s under a load average of 3.5: after a stall the\n  \
+           sender burst up to 100 ms of probes and the echo answered some after their timeout. The\n  \
+           catch-up is now capped at 20 ms (`schedule::MAX_LAG_NS`; slots beyond it are skipped and\n  \
+           counted in the table).\n\n\
          ## Results\n\n\
          | probes/s | window s | CPU % of one core | CPU % per 1,000 probes/s | false loss | late replies | skipped slots | send errors | rcvbuf drops collector | rcvbuf drops reflector |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{rows}",
