@@ -123,6 +123,10 @@ impl Cluster {
 
     /// Starts (or restarts, with the same state directory) agent `i` (1-based).
     fn start_agent(&mut self, i: u8) {
+        self.start_agent_with(i, &[]);
+    }
+
+    fn start_agent_with(&mut self, i: u8, extra: &[&str]) {
         let (ns, veth) = &self.hosts[usize::from(i) - 1];
         let state = self.state.path().join(format!("h{i}"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_llama-agent"));
@@ -157,6 +161,7 @@ impl Cluster {
         .args(["--api-bind", &format!("{}:8100", host_ip(i))])
         .arg("--state-dir")
         .arg(&state)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         self.agents[usize::from(i) - 1] = Some(ns.spawn(cmd).expect("start llama-agent"));
@@ -211,6 +216,11 @@ impl Cluster {
             .find_map(|l| l.strip_prefix("llama_collector_probes_sent_total "))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0, |v| v as u64)
+    }
+
+    fn metrics(&self, i: u8) -> String {
+        self.get(SocketAddr::from((host_ip(i), 8100)), "/metrics")
+            .unwrap_or_default()
     }
 
     fn wait(&self, what: &str, limit: Duration, mut ok: impl FnMut(&Self) -> bool) {
@@ -381,4 +391,57 @@ fn server_outage_restart_and_agent_restart_from_persisted_config() {
     c.wait("both agents re-registered", Duration::from_secs(15), |c| {
         c.members().as_object().is_some_and(|m| m.len() == 2)
     });
+}
+
+/// Sends one canonical probe from the hub to `dst` and says whether a reply came.
+fn probe_from_hub(c: &Cluster, dst: Ipv4Addr) -> bool {
+    c.hub.run(move || {
+        let sock = std::net::UdpSocket::bind((HUB_IP, 0)).expect("bind in hub");
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut buf = [0u8; llama_common::probe::CANONICAL_MAX_LEN];
+        let mut reply = [0u8; 2048];
+        (0..5).any(|n| {
+            let len = llama_common::probe::encode_canonical(&mut buf, b"from-hub!!", 0, 1 + n)
+                .expect("encode");
+            sock.send_to(&buf[..len], (dst, 8100)).expect("send");
+            sock.recv_from(&mut reply).is_ok()
+        })
+    })
+}
+
+#[test]
+fn allow_peers_answers_group_members_only() {
+    if !privileged("agent_e2e::allow_peers_answers_group_members_only") {
+        return;
+    }
+    let mut c = Cluster::new(2);
+    c.start_agent_with(1, &["--allow", "peers"]);
+    c.start_agent(2);
+    // h2 is a member: h1 answers it (in XDP and in userspace alike).
+    c.wait("h2 probes h1 without loss", Duration::from_secs(40), |c| {
+        c.path_to(2, host_ip(1))
+            .is_some_and(|p| p["fields"]["sent"].as_f64() > Some(0.0) && p["fields"]["lost"] == 0.0)
+    });
+    // The hub (the server's address) is not a member: h1 stays silent, while
+    // h2, without an allowlist, answers the very same probe.
+    assert!(probe_from_hub(&c, host_ip(2)), "h2 answers anyone");
+    assert!(
+        !probe_from_hub(&c, host_ip(1)),
+        "h1 must not answer a non-member"
+    );
+    let metrics = c.metrics(1);
+    let dropped = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "llama_reflector_packets_total{path=\"xdp\",counter=\"drop_allowlist\"} ",
+            )
+        })
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        dropped >= 1.0,
+        "the XDP allowlist counted the drops:\n{metrics}"
+    );
 }
