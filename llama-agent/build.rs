@@ -6,12 +6,23 @@
 //! where `<target>` is `$CARGO_TARGET_DIR` or the workspace's `target/`). If it is
 //! there, it is copied into OUT_DIR and the `llama_xdp_embedded` cfg is set, so
 //! the agent `include_bytes!`es it; otherwise the agent is userspace-only.
+//! Targets other than x86_64 and aarch64 never embed it.
 use std::{env, fs, path::PathBuf};
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(llama_xdp_embedded)");
+    println!("cargo::rustc-check-cfg=cfg(llama_xdp_unsupported_arch)");
     println!("cargo::rerun-if-env-changed=LLAMA_EBPF_OBJECT");
     println!("cargo::rerun-if-env-changed=CARGO_TARGET_DIR");
+
+    // The XDP reflector ships for x86_64 and aarch64 only (both load the same
+    // `bpfel` object). Elsewhere (32-bit ARM such as a Raspberry Pi OS
+    // install) the agent is userspace-only, whatever object is lying around.
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    if !matches!(arch.as_str(), "x86_64" | "aarch64") {
+        println!("cargo::rustc-cfg=llama_xdp_unsupported_arch");
+        return;
+    }
 
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let object = match env::var_os("LLAMA_EBPF_OBJECT") {

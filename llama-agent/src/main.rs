@@ -98,20 +98,14 @@ fn init_tracing(verbose: bool) {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .init();
-    if llama_agent::xdp::embedded_object().is_none() {
-        warn!(
-            "built without the XDP object: userspace-only reflector (build it with `cargo xtask build-ebpf --release`)"
-        );
+    if let Some(reason) = llama_agent::xdp::unavailable_reason() {
+        warn!("{reason}");
     }
 }
 
 /// The one start-up line an operator greps for.
 fn log_startup(s: &Settings, state_dir: Option<&std::path::Path>) {
-    let xdp = if llama_agent::xdp::embedded_object().is_some() {
-        "embedded"
-    } else {
-        "not built (userspace reflector only; `cargo xtask build-ebpf --release`)"
-    };
+    let xdp = llama_agent::xdp::unavailable_reason().unwrap_or_else(|| "embedded".to_owned());
     info!(
         server = s.server.as_ref().map_or("none (standalone)".into(), |u| u.to_string()),
         group = %s.group,
@@ -120,7 +114,7 @@ fn log_startup(s: &Settings, state_dir: Option<&std::path::Path>) {
         probe_shortname = %s.probe_shortname,
         mode = %s.mode,
         interfaces = %if s.interfaces.is_empty() { "all".into() } else { s.interfaces.join(",") },
-        xdp_object = xdp,
+        xdp_object = %xdp,
         register_every = %duration::display(s.register_interval),
         poll_every = %duration::display(s.poll_interval),
         state_dir = state_dir.map_or("none".into(), |p| p.display().to_string()),

@@ -25,6 +25,8 @@ use llama_common::{
 };
 use tracing::debug;
 
+pub mod memlock;
+
 /// The embedded XDP object, if this agent was built with one.
 pub fn embedded_object() -> Option<&'static [u8]> {
     #[cfg(llama_xdp_embedded)]
@@ -39,12 +41,28 @@ pub fn embedded_object() -> Option<&'static [u8]> {
     }
 }
 
+/// Why this agent has no XDP reflector at all (`None` when the object is
+/// embedded), for the start-up line and the fallback reason.
+pub fn unavailable_reason() -> Option<String> {
+    if embedded_object().is_some() {
+        None
+    } else if cfg!(llama_xdp_unsupported_arch) {
+        Some(format!(
+            "XDP is not supported on {}: userspace reflector only",
+            std::env::consts::ARCH
+        ))
+    } else {
+        Some(
+            "built without the XDP object (run `cargo xtask build-ebpf --release` before building): userspace reflector only"
+                .to_owned(),
+        )
+    }
+}
+
 /// Errors of the XDP path. Each one means "use the userspace reflector here".
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "this agent was built without the XDP object (run `cargo xtask build-ebpf`); userspace only"
-    )]
+    #[error("{}", unavailable_reason().unwrap_or_default())]
     NotEmbedded,
     #[error("loading the XDP object failed: {0}")]
     Load(#[from] aya::EbpfError),
@@ -152,6 +170,7 @@ impl XdpReflector {
 
     /// Like [`XdpReflector::load`] with an explicit object (tests, tools).
     pub fn load_object(object: &[u8], config: ReflectorConfig) -> Result<Self, Error> {
+        memlock::ensure_once();
         let mut ebpf = EbpfLoader::new().load(object)?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM_NAME)

@@ -194,18 +194,29 @@ impl Engine {
 
     /// Waits for events for at most `sleep_ns`; returns how many arrived.
     fn wait(&mut self, events: &mut [libc::epoll_event], sleep_ns: u64) -> usize {
-        let ts = libc::timespec {
-            tv_sec: (sleep_ns / 1_000_000_000) as libc::time_t,
-            tv_nsec: (sleep_ns % 1_000_000_000) as libc::c_long,
+        // The raw system call rather than libc's wrapper: musl has none, and
+        // the kernel takes a 64-bit `__kernel_timespec` on every architecture
+        // (32-bit ARM included), which this layout is.
+        #[repr(C)]
+        struct KernelTimespec {
+            tv_sec: i64,
+            tv_nsec: i64,
+        }
+        let ts = KernelTimespec {
+            tv_sec: (sleep_ns / 1_000_000_000) as i64,
+            tv_nsec: (sleep_ns % 1_000_000_000) as i64,
         };
-        // SAFETY: `events` is a live buffer of the length passed.
+        // SAFETY: `events` is a live buffer of the length passed; `ts` lives
+        // across the call; no signal mask (null, size ignored).
         let n = unsafe {
-            libc::epoll_pwait2(
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
                 self.epfd.as_raw_fd(),
                 events.as_mut_ptr(),
                 events.len() as libc::c_int,
-                &ts,
-                std::ptr::null(),
+                &ts as *const KernelTimespec,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
             )
         };
         if n >= 0 {

@@ -87,7 +87,8 @@ impl RecvBatch {
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = 1;
             h.msg_control = self.cmsgs[i * CMSG_WORDS..].as_mut_ptr().cast();
-            h.msg_controllen = CMSG_WORDS * 8;
+            // size_t in glibc, socklen_t in musl.
+            h.msg_controllen = (CMSG_WORDS * 8) as _;
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
@@ -98,7 +99,8 @@ impl RecvBatch {
                 fd,
                 self.hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                // glibc declares the flags as int, musl as unsigned int.
+                libc::MSG_DONTWAIT as _,
                 std::ptr::null_mut(),
             )
         };

@@ -103,7 +103,8 @@ impl Batch {
                 fd,
                 self.hdr_in.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                // glibc declares the flags as int, musl as unsigned int.
+                libc::MSG_WAITFORONE as _,
                 ptr::null_mut(),
             )
         };
@@ -120,7 +121,10 @@ impl Batch {
         let src = sockaddr_to_std(&self.names[i], h.msg_hdr.msg_namelen)?;
         let mut dst = None;
         let mut ifindex = 0;
-        for (level, kind, data) in cmsgs(&self.ctrl_in[i], h.msg_hdr.msg_controllen) {
+        // size_t in glibc, socklen_t in musl.
+        #[allow(clippy::unnecessary_cast)]
+        let control_len = h.msg_hdr.msg_controllen as usize;
+        for (level, kind, data) in cmsgs(&self.ctrl_in[i], control_len) {
             match (level, kind) {
                 (libc::IPPROTO_IP, libc::IP_PKTINFO)
                     if data.len() >= mem::size_of::<libc::in_pktinfo>() =>
@@ -286,11 +290,13 @@ fn put_cmsg<T: Copy>(
         offset + space <= bytes.len(),
         "control buffer sized for a reply's messages"
     );
-    let hdr = libc::cmsghdr {
-        cmsg_len: len as _,
-        cmsg_level: level,
-        cmsg_type: kind,
-    };
+    // Built from zeroes: musl's 64-bit cmsghdr has a padding field that
+    // glibc's has not.
+    // SAFETY: cmsghdr is plain integers; all zeroes is a valid value.
+    let mut hdr: libc::cmsghdr = unsafe { mem::zeroed() };
+    hdr.cmsg_len = len as _;
+    hdr.cmsg_level = level;
+    hdr.cmsg_type = kind;
     // SAFETY: bounds asserted above; unaligned writes are fine for any offset.
     unsafe {
         ptr::write_unaligned(bytes.as_mut_ptr().add(offset).cast(), hdr);
