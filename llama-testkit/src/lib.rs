@@ -23,6 +23,8 @@ use std::{
 
 use nix::sched::{CloneFlags, setns};
 
+pub mod dist;
+
 const PREFIX: &str = "llt-";
 
 static LIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());

@@ -65,9 +65,14 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
     Ok(object)
 }
 
+/// Installs nightly with `rust-src` if missing (what `-Z build-std` needs).
+pub(crate) fn ensure_nightly() -> Result<()> {
+    Toolchain::ensure().map(drop)
+}
+
 /// `cargo +nightly` with the outer (stable) cargo's variables removed, so the
 /// nested build picks its own compiler.
-fn nightly_cargo() -> Command {
+pub(crate) fn nightly_cargo() -> Command {
     let mut c = Command::new("cargo");
     c.arg("+nightly");
     for var in [
@@ -83,7 +88,7 @@ fn nightly_cargo() -> Command {
     c
 }
 
-fn prepend_path(dir: &Path) -> std::ffi::OsString {
+pub(crate) fn prepend_path(dir: &Path) -> std::ffi::OsString {
     let mut paths = vec![dir.to_path_buf()];
     if let Some(old) = std::env::var_os("PATH") {
         paths.extend(std::env::split_paths(&old));
@@ -219,7 +224,9 @@ impl Toolchain {
     }
 }
 
-fn cache_dir() -> Result<PathBuf> {
+/// `~/.cache/llama` (or `$XDG_CACHE_HOME/llama`): toolchains built or
+/// downloaded once per machine.
+pub(crate) fn cache_dir() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME") {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cache"),

@@ -5,11 +5,13 @@
 //!   (privileged network-namespace and XDP suites included).
 //! - `bench <name>`: benchmarks with the baseline measured in the same run.
 //! - `demo`: the multi-host demo in network namespaces.
+//! - `dist`: static release binaries for x86_64, aarch64 and armv7.
 
 mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
+mod dist;
 mod prereqs;
 mod test;
 
@@ -36,6 +38,9 @@ enum Task {
     /// A server and N agents in network namespaces, printing the live
     /// loss/latency matrix every interval (Ctrl-C cleans up).
     Demo(demo::Options),
+    /// Static (musl) release binaries of llama-agent and llama-server for
+    /// x86_64, aarch64 and armv7 under target/dist/, with SHA256SUMS.
+    Dist(dist::Options),
 }
 
 fn main() -> Result<()> {
@@ -48,5 +53,6 @@ fn main() -> Result<()> {
         Task::Test(opts) => test::run(&opts),
         Task::Demo(opts) => demo::run(&opts),
         Task::Bench(opts) => bench::run(&opts),
+        Task::Dist(opts) => dist::run(&opts),
     }
 }

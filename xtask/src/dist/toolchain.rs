@@ -1,0 +1,187 @@
+//! What the static builds need, and how each target is built.
+//!
+//! **Linker: `rust-lld`, not Debian's cross GCCs.** No crate in the
+//! dependency tree compiles C (no `cc`, `ring` or `-sys` crates: reqwest runs
+//! without TLS), so a C cross compiler would only serve as a linker driver.
+//! Rust's musl targets ship their own musl (`libc.a`, crt objects,
+//! `libunwind.a`) and link it "self-contained"; `rust-lld`, which comes with
+//! every rustup toolchain, links that for any architecture. So a target needs
+//! nothing but `rustup target add`, and nothing comes from apt. (A future
+//! dependency that compiles C would need a target C compiler: the build then
+//! fails naming `<triple>-gcc`, and `CC_<triple>` must point at one.)
+//!
+//! **Fallback: std from source with zig.** Some rustup mirrors (this
+//! project's CI among them) do not carry the prebuilt standard library for
+//! every target — here `armv7-unknown-linux-musleabihf`. When `rustup target
+//! add` fails, the target is built with nightly's `-Z build-std` (nightly and
+//! `rust-src` are already needed for the XDP object), and linked by
+//! `cargo-zigbuild` with zig as the C toolchain: zig carries musl, its crt
+//! objects and libunwind for every architecture, so it replaces the missing
+//! self-contained files. Both come from PyPI as pinned wheels (`ziglang`,
+//! `cargo-zigbuild`), installed once into `~/.cache/llama/zigbuild-<ver>/`.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context, Result};
+
+use super::Arch;
+use crate::{build_ebpf, cmd};
+
+/// Pinned PyPI wheels of the std-from-source fallback.
+const CARGO_ZIGBUILD_VERSION: &str = "0.24.1";
+const ZIGLANG_VERSION: &str = "0.17.1";
+
+/// How each requested target gets its standard library.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Targets whose prebuilt std `rustup target add` installed.
+    pub prebuilt_std: Vec<Arch>,
+    /// Targets whose std is built from source (nightly + zig).
+    pub std_from_source: Vec<Arch>,
+    /// Where the zig tools were installed, when any target needs them.
+    zigbuild: Option<PathBuf>,
+}
+
+/// Installs what each of `archs` needs and says how it will be built.
+pub fn plan(archs: &[Arch]) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .unwrap_or_default();
+    for &arch in archs {
+        let triple = arch.triple();
+        if installed.lines().any(|l| l.trim() == triple) || rustup_target_add(triple) {
+            plan.prebuilt_std.push(arch);
+        } else {
+            eprintln!(
+                "no prebuilt standard library for {triple} from this rustup mirror: building it from source (nightly -Z build-std, linked by zig)"
+            );
+            plan.std_from_source.push(arch);
+        }
+    }
+    if !plan.std_from_source.is_empty() {
+        plan.zigbuild = Some(ensure_zigbuild()?);
+    }
+    Ok(plan)
+}
+
+fn rustup_target_add(triple: &str) -> bool {
+    eprintln!("+ rustup target add {triple}");
+    Command::new("rustup")
+        .args(["target", "add", triple])
+        .env("RUST_BACKTRACE", "0")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `cargo build` for the targets with a prebuilt std, in one invocation so
+/// build scripts and proc macros are compiled once for all of them.
+pub fn prebuilt_std_cargo(archs: &[Arch]) -> Command {
+    let mut cargo = Command::new("cargo");
+    cargo.arg("build");
+    for arch in archs {
+        cargo.args(["--target", arch.triple()]);
+        cargo.env(linker_var(arch.triple()), "rust-lld");
+    }
+    cargo
+}
+
+/// `cargo +nightly zigbuild -Z build-std` for one target.
+pub fn std_from_source_cargo(arch: Arch, plan: &Plan) -> Result<Command> {
+    let zigbuild = plan
+        .zigbuild
+        .as_ref()
+        .context("the zig tools were not installed")?;
+    let mut cargo = build_ebpf::nightly_cargo();
+    cargo
+        .args([
+            "zigbuild",
+            "--target",
+            arch.triple(),
+            "-Z",
+            "build-std=std,panic_unwind",
+        ])
+        .env("PATH", build_ebpf::prepend_path(&zigbuild.join("bin")))
+        .env("PYTHONPATH", zigbuild)
+        // zig supplies the crt objects and libc; rustc must not look for its
+        // own (absent) self-contained copies.
+        .env(
+            rustflags_var(arch.triple()),
+            "-C link-self-contained=no -A linker-messages",
+        );
+    Ok(cargo)
+}
+
+fn linker_var(triple: &str) -> String {
+    format!(
+        "CARGO_TARGET_{}_LINKER",
+        triple.to_uppercase().replace('-', "_")
+    )
+}
+
+fn rustflags_var(triple: &str) -> String {
+    format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        triple.to_uppercase().replace('-', "_")
+    )
+}
+
+/// Installs cargo-zigbuild and zig (PyPI wheels) once; returns their folder.
+fn ensure_zigbuild() -> Result<PathBuf> {
+    let dir = build_ebpf::cache_dir()?.join(format!(
+        "zigbuild-{CARGO_ZIGBUILD_VERSION}-zig{ZIGLANG_VERSION}"
+    ));
+    let works = |dir: &PathBuf| {
+        cmd::output(
+            Command::new(dir.join("bin/cargo-zigbuild"))
+                .arg("--version")
+                .env("PYTHONPATH", dir),
+        )
+        .is_some()
+            && cmd::output(
+                Command::new("python3")
+                    .args(["-m", "ziglang", "version"])
+                    .env("PYTHONPATH", dir),
+            )
+            .is_some()
+    };
+    if works(&dir) {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    cmd::run(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg(format!("cargo-zigbuild=={CARGO_ZIGBUILD_VERSION}"))
+            .arg(format!("ziglang=={ZIGLANG_VERSION}")),
+    )
+    .context("installing cargo-zigbuild and zig from PyPI failed (needs python3 with pip)")?;
+    if !works(&dir) {
+        anyhow::bail!("cargo-zigbuild or zig in {} does not run", dir.display());
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_variable_names() {
+        assert_eq!(
+            linker_var("armv7-unknown-linux-musleabihf"),
+            "CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_LINKER"
+        );
+        assert_eq!(
+            rustflags_var("x86_64-unknown-linux-musl"),
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS"
+        );
+    }
+}
