@@ -135,18 +135,36 @@ pub fn images_dir() -> PathBuf {
 /// `localhost/<component>:<version>-<suffix>`. `component` is
 /// `llama-agent`, `llama-server` or `llama-influxdb`.
 pub fn image(component: &str, arch: Arch) -> String {
-    format!("{}-{}", image_list(component), arch.image_suffix())
-}
-
-/// The multi-architecture manifest list of `component` (what the
-/// Kubernetes manifests name): `localhost/<component>:<version>`.
-pub fn image_list(component: &str) -> String {
-    format!("localhost/{component}:{VERSION}")
+    format!("localhost/{component}:{VERSION}-{}", arch.image_suffix())
 }
 
 /// The archive `cargo xtask image` saves `image(component, arch)` to.
 pub fn image_archive(component: &str, arch: Arch) -> PathBuf {
     images_dir().join(format!("{component}-{VERSION}-{}.tar", arch.image_suffix()))
+}
+
+/// The seccomp profile `cargo xtask image` writes for the XDP agent: the
+/// container runtime's default profile, plus `bpf()` for holders of CAP_BPF.
+pub fn seccomp_profile() -> PathBuf {
+    images_dir().join("llama-agent-seccomp.json")
+}
+
+/// Settings for podman on hosts without systemd as init and with limits
+/// that cannot be raised (this project's CI): no default ulimits, cgroupfs.
+const CONTAINERS_CONF: &str =
+    "[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = \"cgroupfs\"\n";
+
+/// `podman --runtime runc` with [`CONTAINERS_CONF`] (written next to the
+/// images): runc rather than crun, which fails on hybrid cgroup hosts.
+pub fn podman() -> Command {
+    let conf = images_dir().join("containers.conf");
+    if std::fs::read_to_string(&conf).ok().as_deref() != Some(CONTAINERS_CONF) {
+        let _ = std::fs::create_dir_all(images_dir());
+        let _ = std::fs::write(&conf, CONTAINERS_CONF);
+    }
+    let mut c = Command::new("podman");
+    c.env("CONTAINERS_CONF", conf).args(["--runtime", "runc"]);
+    c
 }
 
 /// A command running `binary(arch, name)`, under its emulator if needed.

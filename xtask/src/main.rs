@@ -6,12 +6,14 @@
 //! - `bench <name>`: benchmarks with the baseline measured in the same run.
 //! - `demo`: the multi-host demo in network namespaces.
 //! - `dist`: static release binaries for x86_64, aarch64 and armv7.
+//! - `image`: container images from those binaries (podman).
 
 mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
 mod dist;
+mod image;
 mod prereqs;
 mod test;
 
@@ -41,6 +43,9 @@ enum Task {
     /// Static (musl) release binaries of llama-agent and llama-server for
     /// x86_64, aarch64 and armv7 under target/dist/, with SHA256SUMS.
     Dist(dist::Options),
+    /// Container images (agent, server for amd64, arm64, arm/v7; InfluxDB)
+    /// from the dist binaries, saved under target/dist/images/.
+    Image(image::Options),
 }
 
 fn main() -> Result<()> {
@@ -54,5 +59,6 @@ fn main() -> Result<()> {
         Task::Demo(opts) => demo::run(&opts),
         Task::Bench(opts) => bench::run(&opts),
         Task::Dist(opts) => dist::run(&opts),
+        Task::Image(opts) => image::run(&opts),
     }
 }
