@@ -19,6 +19,14 @@ use std::{
 /// The binaries every target ships.
 pub const BINARIES: [&str; 2] = ["llama-agent", "llama-server"];
 
+/// The capabilities the XDP agent needs, no more: CAP_BPF (maps, program
+/// load), CAP_NET_ADMIN (attach to an interface) and CAP_PERFMON (the
+/// verifier refuses the program's packet-pointer arithmetic without it:
+/// "pointer arithmetic with it prohibited for !root"). The container test
+/// proves each is needed; the systemd unit, the compose file and the
+/// Kubernetes DaemonSet grant exactly these.
+pub const XDP_CAPABILITIES: [&str; 3] = ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"];
+
 /// The workspace version: the images' tag.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
