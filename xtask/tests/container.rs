@@ -250,6 +250,21 @@ fn server_influxdb_and_two_agents_in_containers() {
         reflected_by_xdp > 0.0,
         "XDP answered the userspace agent's probes:\n{metrics}"
     );
+    // The Prometheus dashboard names metrics and labels this agent exports.
+    let exposed = dashboards::parse_promql(&metrics);
+    let wanted = dashboards::prom_names();
+    for metric in &wanted.metrics {
+        assert!(
+            exposed.metrics.contains(metric),
+            "dashboard metric {metric} not exported:\n{metrics}"
+        );
+    }
+    for label in &wanted.labels {
+        assert!(
+            exposed.labels.contains(label) || dashboards::TARGET_LABELS.contains(&label.as_str()),
+            "dashboard label {label} not exported:\n{metrics}"
+        );
+    }
 
     // The scraper's points in InfluxDB carry everything the dashboard asks for.
     let fields = wait_for(
