@@ -14,6 +14,11 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("bpftool", "bpftool"),
     ("influxdb", "influxd"),
+    // The dist binaries under emulation, the images, the unit checks.
+    ("qemu-user", "qemu-aarch64"),
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("systemd", "systemd-analyze"),
 ];
 
 /// What the demo needs.

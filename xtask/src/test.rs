@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::Result;
 use clap::Args;
 
-use crate::{build_ebpf, cmd, demo, prereqs};
+use crate::{build_ebpf, cmd, demo, dist, image, prereqs};
 
 #[derive(Args, Debug)]
 pub struct Options {
@@ -45,6 +45,17 @@ pub fn run(opts: &Options) -> Result<()> {
                 "warnings",
             ]),
     )?;
+
+    // The shipped artefacts, which the qemu-user, container and deployment
+    // tests run: static binaries for every architecture, then the images.
+    let started = std::time::Instant::now();
+    let binaries = dist::build(&dist::Arch::ALL)?;
+    eprintln!("dist: {:.0?}", started.elapsed());
+    if cmd::is_root() {
+        let started = std::time::Instant::now();
+        image::build(&binaries)?;
+        eprintln!("image: {:.0?}", started.elapsed());
+    }
 
     let mut test = Command::new("cargo");
     test.current_dir(cmd::workspace_root()).args([

@@ -8,7 +8,10 @@
 //!   queries;
 //! - the XDP agent's capability set is minimal: with CAP_BPF, CAP_NET_ADMIN
 //!   and CAP_PERFMON (and the seccomp profile) XDP attaches; without any one
-//!   of them, or with the runtime's default seccomp profile, it does not.
+//!   of them, or with the runtime's default seccomp profile, it does not;
+//! - every saved archive loads as its image, for its platform, carrying the
+//!   dist binary byte for byte (the arm64 and arm/v7 images cannot run here:
+//!   their binaries run under qemu-user in the dist_qemu test).
 
 #[path = "support/dashboards.rs"]
 mod dashboards;
@@ -370,4 +373,72 @@ fn xdp_needs_bpf_net_admin_and_perfmon_and_nothing_else() {
     let logs = attach_xdp(&hosts.left, &iface, &XDP_CAPABILITIES, false)
         .expect_err("the runtime's default seccomp profile blocks bpf() without CAP_SYS_ADMIN");
     assert!(logs.contains("xdp-skb"), "{logs}");
+}
+
+#[test]
+fn image_archives_load_and_carry_the_dist_binaries() {
+    let test = "container::image_archives_load_and_carry_the_dist_binaries";
+    if !prerequisites(test) || !dist::available(test, &Arch::ALL) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("llama-archives-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for component in dist::BINARIES {
+        for arch in Arch::ALL {
+            let archive = dist::image_archive(component, arch);
+            let image = dist::image(component, arch);
+            let out = dist::podman()
+                .args(["load", "--input"])
+                .arg(&archive)
+                .output()
+                .expect("podman load");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains(&image),
+                "{} loads as {image}: {text}{}",
+                archive.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let platform = dist::podman()
+                .args([
+                    "image",
+                    "inspect",
+                    "--format",
+                    "{{.Os}}/{{.Architecture}}",
+                    &image,
+                ])
+                .output()
+                .expect("inspect");
+            let platform = String::from_utf8_lossy(&platform.stdout).trim().to_owned();
+            assert!(
+                arch.oci_platform().starts_with(&platform),
+                "{image}: {platform}"
+            );
+            // The binary inside is the dist binary, byte for byte.
+            let name = format!("llama-t{}-{component}-{}", std::process::id(), arch.name());
+            let created = dist::podman()
+                .args(["create", "--name", &name, &image])
+                .output()
+                .expect("podman create");
+            assert!(
+                created.status.success(),
+                "{}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+            let copy = dir.join(&name);
+            let cp = dist::podman()
+                .args(["cp", &format!("{name}:/usr/local/bin/{component}")])
+                .arg(&copy)
+                .status();
+            let _ = dist::podman().args(["rm", "-f", &name]).output();
+            assert!(cp.is_ok_and(|s| s.success()), "podman cp from {image}");
+            assert!(
+                std::fs::read(&copy).expect("copied binary")
+                    == std::fs::read(dist::binary(arch, component)).expect("dist binary"),
+                "{image} carries {}",
+                dist::binary(arch, component).display()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
