@@ -40,8 +40,12 @@ impl Default for Limits {
     }
 }
 
-/// The collector settings every rendered config carries (A2). The defaults
-/// are the original server's template: 2 handlers, one port, 1 cycle/s.
+/// The collector settings every rendered config carries. The defaults are
+/// the original llama-sd template: 2 handlers, a port group of 4 source
+/// ports, 2.0 cycles per second (8 probes/s to each target), timeout
+/// 1000 ms, tos 0. Every member probes every member, so a group of `n`
+/// members sends `n² × port_count × cps` probes/s in total (n² × 8 with the
+/// defaults: 80,000 probes/s for 100 members).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorDefaults {
@@ -66,8 +70,8 @@ impl Default for CollectorDefaults {
             port_ip: "0.0.0.0".into(),
             timeout_ms: 1000,
             tos: 0,
-            port_count: 1,
-            cps: 1.0,
+            port_count: 4,
+            cps: 2.0,
             api_bind: "0.0.0.0:8100".into(),
         }
     }

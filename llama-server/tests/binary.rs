@@ -108,6 +108,24 @@ async fn register(base: &str, body: String) -> serde_json::Value {
     r.json().await.unwrap()
 }
 
+/// Port count and cycles per second of the config issued to the member
+/// registered from 127.0.0.1:8100.
+async fn probe_rate(base: &str, group: &str) -> (u64, f64) {
+    let text = reqwest::get(format!(
+        "{base}/api/v1/config/{group}?llamaport=8100&srcip=127.0.0.1"
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    (
+        doc["port_groups"]["default"][0]["count"].as_u64().unwrap(),
+        doc["rate_limits"]["default"]["cps"].as_f64().unwrap(),
+    )
+}
+
 #[tokio::test]
 async fn environment_and_config_file_set_the_defaults() {
     let port = free_port();
@@ -115,8 +133,13 @@ async fn environment_and_config_file_set_the_defaults() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("config.yml");
     // The file says group `filegroup` and interval 30; the environment
-    // overrides the interval.
-    std::fs::write(&cfg, "group: filegroup\ninterval: 30\nkeepalive: 120\n").unwrap();
+    // overrides the interval. The file also sets the probe rate of issued
+    // configs.
+    std::fs::write(
+        &cfg,
+        "group: filegroup\ninterval: 30\nkeepalive: 120\ncollector:\n  port_count: 2\n  cps: 0.5\n",
+    )
+    .unwrap();
     let mut server = spawn(
         command(&[])
             .env("APP_CONFIG", &cfg)
@@ -140,6 +163,7 @@ async fn environment_and_config_file_set_the_defaults() {
         (e["group"].as_str(), e["keepalive"].as_i64()),
         (Some("filegroup"), Some(120))
     );
+    assert_eq!(probe_rate(&base, "filegroup").await, (2, 0.5));
     assert!(server.terminate().success(), "clean exit on SIGTERM");
     std::fs::remove_dir_all(&dir).unwrap();
 
@@ -156,6 +180,8 @@ async fn environment_and_config_file_set_the_defaults() {
         (e["group"].as_str(), e["keepalive"].as_i64()),
         (Some("flaggroup"), Some(60))
     );
+    // The original template's rate: 4 source ports, 2 cycles/s.
+    assert_eq!(probe_rate(&base, "flaggroup").await, (4, 2.0));
     assert_eq!(
         reqwest::get(format!("{base}/api/v1/interval"))
             .await

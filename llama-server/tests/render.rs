@@ -103,8 +103,8 @@ fn full_format_with_every_section() {
         (Some(0), Some(1000))
     );
     assert_eq!(doc["port_groups"]["default"][0]["port"], "default");
-    assert_eq!(doc["port_groups"]["default"][0]["count"], 1);
-    assert_eq!(doc["rate_limits"]["default"]["cps"], 1.0);
+    assert_eq!(doc["port_groups"]["default"][0]["count"], 4);
+    assert_eq!(doc["rate_limits"]["default"]["cps"], 2.0);
     let test = &doc["tests"][0];
     assert_eq!(
         (
