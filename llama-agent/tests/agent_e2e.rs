@@ -195,17 +195,40 @@ impl Cluster {
         .unwrap_or(Value::Null)
     }
 
-    /// Agent `i`'s last published summaries, keyed by destination address.
-    fn paths(&self, i: u8) -> Vec<Value> {
+    /// Agent `i`'s last published points of `measurement`.
+    fn points(&self, i: u8, measurement: &str) -> Vec<Value> {
         self.get(SocketAddr::from((host_ip(i), 8100)), "/influxdata")
             .and_then(|b| serde_json::from_str::<Vec<Value>>(&b).ok())
             .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p["measurement"] == measurement)
+            .collect()
+    }
+
+    /// Agent `i`'s last published path summaries (`raw_stats`).
+    fn paths(&self, i: u8) -> Vec<Value> {
+        self.points(i, "raw_stats")
     }
 
     fn path_to(&self, i: u8, dst: Ipv4Addr) -> Option<Value> {
         self.paths(i)
             .into_iter()
             .find(|p| p["tags"]["dst_ip"] == dst.to_string())
+    }
+
+    /// The flows of one path as (`flow` tag, source port), sorted by flow.
+    fn flows_to(&self, i: u8, dst: Ipv4Addr) -> Vec<(String, u64)> {
+        let mut flows: Vec<(String, u64)> = self
+            .points(i, "raw_stats_flow")
+            .into_iter()
+            .filter(|p| p["tags"]["dst_ip"] == dst.to_string())
+            .map(|p| {
+                let flow = p["tags"]["flow"].as_str().unwrap_or("").to_owned();
+                (flow, p["fields"]["src_port"].as_f64().unwrap_or(0.0) as u64)
+            })
+            .collect();
+        flows.sort();
+        flows
     }
 
     fn probes_sent(&self, i: u8) -> u64 {
@@ -235,18 +258,19 @@ impl Cluster {
     }
 }
 
-/// Source ports of the probes on one path (`loss_sport_<port>` fields).
-fn source_ports(path: &Value) -> Vec<String> {
-    let mut ports: Vec<String> = path["fields"]
-        .as_object()
-        .map(|f| {
-            f.keys()
-                .filter_map(|k| k.strip_prefix("loss_sport_").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    ports.sort();
-    ports
+/// No field name of any point carries a number such as a source port (the
+/// percentile statistics aside).
+fn assert_fixed_field_names(points: &[Value]) {
+    for p in points {
+        for key in p["fields"].as_object().expect("fields").keys() {
+            // The percentile statistics are the only names with digits.
+            let rest = key.replace("p50", "").replace("p90", "").replace("p99", "");
+            assert!(
+                !rest.contains(|c: char| c.is_ascii_digit()),
+                "field name {key:?} contains a number"
+            );
+        }
+    }
 }
 
 fn probing(path: &Option<Value>) -> bool {
@@ -290,8 +314,12 @@ fn registration_and_membership_changes_reach_collectors_without_restart() {
     c.wait("h1 probes h2", Duration::from_secs(30), |c| {
         probing(&c.path_to(1, host_ip(2)))
     });
-    let ports_before = source_ports(&c.path_to(1, host_ip(2)).expect("h1->h2"));
-    assert_eq!(ports_before.len(), 2, "two source ports per target");
+    let ports_before = c.flows_to(1, host_ip(2));
+    let flow_tags: Vec<&str> = ports_before.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(flow_tags, ["0", "1"], "two flows per target: {ports_before:?}");
+    assert!(ports_before.iter().all(|(_, port)| *port > 0));
+    assert_fixed_field_names(&c.points(1, "raw_stats"));
+    assert_fixed_field_names(&c.points(1, "raw_stats_flow"));
     let pid = c.agent_pid(1);
 
     // A new member joins: every collector picks it up within a poll (1 s)
@@ -303,7 +331,7 @@ fn registration_and_membership_changes_reach_collectors_without_restart() {
         |c| probing(&c.path_to(1, host_ip(3))) && probing(&c.path_to(2, host_ip(3))),
     );
     assert_eq!(c.agent_pid(1), pid, "h1 was not restarted");
-    let ports_after = source_ports(&c.path_to(1, host_ip(2)).expect("h1->h2"));
+    let ports_after = c.flows_to(1, host_ip(2));
     assert_eq!(
         ports_before, ports_after,
         "the collector's sockets kept their source ports"

@@ -64,12 +64,14 @@ fn known_summary() -> PathSummary {
         send_errors: 3,
         ports: vec![
             PortLoss {
+                flow: 0,
                 src_port: 40001,
                 sent: 38,
                 lost: 0,
                 loss_pct: 0.0,
             },
             PortLoss {
+                flow: 1,
                 src_port: 40002,
                 sent: 38,
                 lost: 0,
@@ -116,20 +118,60 @@ async fn influxdata_is_byte_exact() {
     let expected = concat!(
         r#"[{"fields":{"loss":0.000000,"lost":0.000000,"rtt":0.299736,"sent":76.000000,"#,
         r#""rtt_min":0.100000,"rtt_max":1.250000,"rtt_p50":0.299500,"rtt_p90":0.500000,"rtt_p99":1.000000,"#,
-        r#""jitter":0.012346,"late":1.000000,"duplicates":2.000000,"unexpected":0.000000,"send_errors":3.000000,"#,
-        r#""loss_sport_40001":0.000000,"loss_sport_40002":33.333333},"#,
+        r#""jitter":0.012346,"late":1.000000,"duplicates":2.000000,"unexpected":0.000000,"send_errors":3.000000},"#,
         r#""tags":{"dst_ip":"127.0.0.1","name":"llama_server","quote":"a \"b\"","src_ip":"::","src_name":"las2","version":"0.0.1"},"#,
         r#""time":"0001-01-01T00:00:00Z","measurement":"raw_stats"},"#,
         r#"{"fields":{"loss":100.000000,"lost":250.000000,"rtt":0.000000,"sent":250.000000,"#,
         r#""rtt_min":0.100000,"rtt_max":1.250000,"rtt_p50":0.299500,"rtt_p90":0.500000,"rtt_p99":1.000000,"#,
         r#""jitter":0.012346,"late":1.000000,"duplicates":2.000000,"unexpected":0.000000,"send_errors":3.000000},"#,
         r#""tags":{"dst_ip":"fd00:11a:a::2","src_ip":"fd00:11a:a::1"},"#,
-        r#""time":"0001-01-01T00:00:00Z","measurement":"raw_stats"}]"#,
+        r#""time":"0001-01-01T00:00:00Z","measurement":"raw_stats"},"#,
+        r#"{"fields":{"loss":0.000000,"lost":0.000000,"sent":38.000000,"src_port":40001.000000},"#,
+        r#""tags":{"dst_ip":"127.0.0.1","flow":"0","name":"llama_server","quote":"a \"b\"","src_ip":"::","src_name":"las2","version":"0.0.1"},"#,
+        r#""time":"0001-01-01T00:00:00Z","measurement":"raw_stats_flow"},"#,
+        r#"{"fields":{"loss":33.333333,"lost":0.000000,"sent":38.000000,"src_port":40002.000000},"#,
+        r#""tags":{"dst_ip":"127.0.0.1","flow":"1","name":"llama_server","quote":"a \"b\"","src_ip":"::","src_name":"las2","version":"0.0.1"},"#,
+        r#""time":"0001-01-01T00:00:00Z","measurement":"raw_stats_flow"}]"#,
     );
     assert_eq!(body, expected);
     // And it is valid JSON a scraper can read.
     let v: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
     assert_eq!(v[1]["fields"]["loss"], 100.0);
+    assert_no_field_name_has_a_number(&v);
+}
+
+/// Field keys are a fixed set: none carries a port number (the percentile
+/// names aside, no number at all),
+/// so agent restarts never add columns to InfluxDB.
+fn assert_no_field_name_has_a_number(points: &serde_json::Value) {
+    for p in points.as_array().expect("array") {
+        for key in p["fields"].as_object().expect("fields").keys() {
+            // The percentile statistics are the only names with digits.
+            let rest = key.replace("p50", "").replace("p90", "").replace("p99", "");
+            assert!(
+                !rest.contains(|c: char| c.is_ascii_digit()),
+                "field name {key:?} contains a number"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_target_tag_named_flow_does_not_replace_the_flow_index() {
+    let state = Shared::detached();
+    let mut s = known_summary();
+    let mut tags = (*s.tags).clone();
+    tags.insert("flow".into(), "mine".into());
+    s.tags = Arc::new(tags);
+    state.publish(Published {
+        interval_end: 1,
+        paths: vec![s],
+    });
+    let (_, _, body) = get(&state, "/influxdata").await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
+    assert_eq!(v[0]["tags"]["flow"], "mine", "a path point keeps target tags");
+    assert_eq!(v[1]["tags"]["flow"], "0");
+    assert_eq!(v[2]["tags"]["flow"], "1");
 }
 
 #[tokio::test]

@@ -170,4 +170,9 @@ fn one_bad_source_port_is_visible() {
         ports,
         "source ports are stable for the life of the sockets"
     );
+    assert_eq!(
+        s.ports.iter().map(|p| p.flow).collect::<Vec<_>>(),
+        [0, 1, 2, 3],
+        "flows are the sockets' indexes in the port group"
+    );
 }

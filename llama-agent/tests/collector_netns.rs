@@ -145,7 +145,18 @@ targets: {t: [{ip: 'fd00:11a:a::2', port: 8100, tags: {dst_name: right}}]}
     });
     let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
     let points = v.as_array().expect("array");
-    assert_eq!(points.len(), 1, "{v}");
+    // One path point, then one point per flow (two source ports).
+    let measurements: Vec<&str> = points
+        .iter()
+        .map(|p| p["measurement"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        measurements,
+        ["raw_stats", "raw_stats_flow", "raw_stats_flow"],
+        "{v}"
+    );
+    assert_eq!(points[2]["tags"]["src_ip"], "fd00:11a:a::1");
+    assert_eq!(points[2]["tags"]["flow"], "1");
     let tags: BTreeMap<String, String> =
         serde_json::from_value(points[0]["tags"].clone()).expect("tags");
     assert_eq!(tags["dst_ip"], "fd00:11a:a::2");

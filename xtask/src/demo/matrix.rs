@@ -37,6 +37,8 @@ pub struct Matrix {
 struct Point {
     fields: BTreeMap<String, f64>,
     tags: BTreeMap<String, String>,
+    #[serde(default)]
+    measurement: String,
 }
 
 impl Matrix {
@@ -68,7 +70,8 @@ impl Matrix {
         let Ok(points) = serde_json::from_str::<Vec<Point>>(body) else {
             return;
         };
-        for point in points {
+        // Per-flow points (`raw_stats_flow`) repeat what the path's says.
+        for point in points.into_iter().filter(|p| p.measurement == "raw_stats") {
             let Some(dst_ip) = point
                 .tags
                 .get("dst_ip")
