@@ -65,6 +65,14 @@ struct Cli {
     /// Seconds one agent may take to answer the scraper.
     #[arg(long, env = "LLAMA_SCRAPE_TIMEOUT", default_value_t = 5.0)]
     scrape_timeout: f64,
+    /// Memory budget, bytes, of the in-memory history behind the live
+    /// matrix (the last hour of every path); older samples are downsampled,
+    /// then dropped, to stay within it.
+    #[arg(long, env = "LLAMA_HISTORY_MAX_BYTES", default_value_t = llama_server::history::DEFAULT_MAX_BYTES)]
+    history_max_bytes: usize,
+    /// Largest `/influxdata` answer, bytes, read from one agent.
+    #[arg(long, env = "LLAMA_SCRAPE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    scrape_max_body_bytes: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -140,6 +148,12 @@ fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool)> {
             "scrape timeout",
         )?,
         history_max_paths: file.history_max_paths.unwrap_or(d.scrape.history_max_paths),
+        history_max_bytes: explicit(m, "history_max_bytes", cli.history_max_bytes)
+            .or(file.history_max_bytes)
+            .unwrap_or(cli.history_max_bytes),
+        max_body_bytes: explicit(m, "scrape_max_body_bytes", cli.scrape_max_body_bytes)
+            .or(file.scrape_max_body_bytes)
+            .unwrap_or(cli.scrape_max_body_bytes),
         ..ScrapeSettings::default()
     };
     let s = Settings {

@@ -114,6 +114,7 @@ async fn my_ip_address(ClientIp(ip): ClientIp) -> Json<serde_json::Value> {
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.counts().await?;
+    state.metrics.set_history(&state.history.stats());
     let body = state.metrics.prometheus(counts);
     let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok(([(header::CONTENT_TYPE, ct)], body).into_response())

@@ -110,6 +110,11 @@ pub struct ScrapeSettings {
     pub linger: Duration,
     /// Paths kept in the in-memory history.
     pub history_max_paths: usize,
+    /// Byte budget of the in-memory history.
+    pub history_max_bytes: usize,
+    /// Largest `/influxdata` answer read from one agent, bytes; a larger
+    /// one is refused whole (the scrape counts as failed).
+    pub max_body_bytes: usize,
 }
 
 impl Default for ScrapeSettings {
@@ -120,7 +125,9 @@ impl Default for ScrapeSettings {
             concurrency: 256,
             batch_points: 5000,
             linger: Duration::from_millis(200),
-            history_max_paths: 20_000,
+            history_max_paths: 250_000,
+            history_max_bytes: crate::history::DEFAULT_MAX_BYTES,
+            max_body_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -161,6 +168,21 @@ impl Default for Settings {
     }
 }
 
+/// How far back the in-memory history reaches.
+pub const HISTORY_WINDOW: Duration = Duration::from_secs(3600);
+
+impl Settings {
+    /// The bounds of the in-memory history these settings ask for.
+    pub fn history_limits(&self) -> crate::history::HistoryLimits {
+        crate::history::HistoryLimits {
+            window: HISTORY_WINDOW,
+            interval: Duration::from_secs(self.interval.max(1)),
+            max_bytes: self.scrape.history_max_bytes,
+            max_paths: self.scrape.history_max_paths,
+        }
+    }
+}
+
 /// A host list in the file: one address or several.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -196,6 +218,8 @@ pub struct FileConfig {
     pub agent_port: Option<u16>,
     pub scrape_timeout: Option<f64>,
     pub history_max_paths: Option<usize>,
+    pub history_max_bytes: Option<usize>,
+    pub scrape_max_body_bytes: Option<usize>,
     pub limits: Option<Limits>,
     pub collector: Option<CollectorDefaults>,
 }
@@ -259,6 +283,11 @@ pub fn validate(s: &Settings) -> Result<(), Error> {
     if s.default_group.is_empty() || s.default_group.len() > s.limits.max_group_len {
         return Err(bad(
             "the default group must be non-empty and within max_group_len",
+        ));
+    }
+    if s.scrape.history_max_bytes == 0 || s.scrape.max_body_bytes == 0 {
+        return Err(bad(
+            "history_max_bytes and scrape_max_body_bytes must be positive",
         ));
     }
     if s.limits.max_tags < 3 {

@@ -21,7 +21,7 @@ use std::{
 use axum::{Router, http::StatusCode, routing::post};
 use llama_server::{
     Settings,
-    history::History,
+    history::{History, HistoryLimits},
     metrics::Metrics,
     registry::{MemoryStore, Store},
     scraper::{Scraper, TargetSource},
@@ -37,6 +37,18 @@ fn influx_settings(url_port: u16, name: &str) -> InfluxSettings {
         port: url_port,
         name: name.into(),
     }
+}
+
+fn history() -> Arc<History> {
+    Arc::new(History::new(
+        &HistoryLimits {
+            window: Duration::from_secs(3600),
+            interval: Duration::from_secs(10),
+            max_bytes: 1 << 20,
+            max_paths: 100,
+        },
+        Default::default(),
+    ))
 }
 
 fn scrape_settings(port: u16, timeout: Duration) -> ScrapeSettings {
@@ -147,14 +159,31 @@ async fn server_scrapes_registered_agents_into_influxdb() {
     })
     .await;
     assert_eq!((stats[1].as_i64(), stats[2].as_i64()), (Some(4), Some(1)));
-    // History of a path, keyed by the agent's address (src_ip was "::").
-    let state = &server.state;
-    assert!(
-        !state
-            .history
-            .path(&agents.ips[0].to_string(), "10.9.0.1")
-            .is_empty()
+    // Both measurements are written.
+    let flows = eventually(30, "raw_stats_flow points", || async {
+        let rows = influx
+            .rows(
+                "llama_it",
+                r#"SELECT "src_port","sent" FROM raw_stats_flow WHERE "flow"='1' LIMIT 1"#,
+            )
+            .await;
+        rows.first().cloned()
+    })
+    .await;
+    assert_eq!(
+        (flows[1].as_f64(), flows[2].as_f64()),
+        (Some(40001.0), Some(20.0))
     );
+    // History of a path, keyed by the agent's address.
+    let state = &server.state;
+    let snapshot = state.history.read();
+    let series = snapshot
+        .agent(&agents.ips[0])
+        .and_then(|a| a.path(&"10.9.0.1".parse().unwrap()))
+        .expect("a recorded path");
+    assert_eq!(series.latest().map(|s| s.sent), Some(40));
+    assert_eq!(series.ports(), [40000, 40001]);
+    drop(snapshot);
     // The dead agent is counted as timed out once its 2 s are up.
     eventually(30, "a timed-out scrape in /metrics", || async {
         let m = reqwest::get(format!("{base}/metrics"))
@@ -195,14 +224,14 @@ async fn a_dead_agent_does_not_delay_the_others() {
     // not wait for it.
     let scraper = Scraper::new(
         TargetSource::Store(store.clone()),
-        &influx_settings(influx.http.port(), "dead_test"),
+        Some(&influx_settings(influx.http.port(), "dead_test")),
         scrape_settings(agents.port, Duration::from_secs(60)),
         Duration::from_secs(60),
         Arc::new(Metrics::new()),
-        Arc::new(History::last_hour(Duration::from_secs(10), 100)),
+        history(),
     )
     .unwrap();
-    scraper.influx().create_database().await.unwrap();
+    scraper.influx().unwrap().create_database().await.unwrap();
     let scraper = Arc::new(scraper);
     let round = {
         let s = scraper.clone();
@@ -214,6 +243,14 @@ async fn a_dead_agent_does_not_delay_the_others() {
     })
     .await;
     assert_eq!(rows.len(), 6, "3 live agents x 2 paths");
+    let flows = eventually(50, "the live agents' flow points", || async {
+        let rows = influx
+            .rows("dead_test", "SELECT * FROM raw_stats_flow")
+            .await;
+        (rows.len() >= 12).then_some(rows)
+    })
+    .await;
+    assert_eq!(flows.len(), 12, "3 live agents x 2 paths x 2 flows");
     assert!(
         !round.is_finished(),
         "the round still waits for the dead agent"
@@ -236,21 +273,21 @@ async fn scrape_mode_follows_the_server_list() {
     register_all(&base, &agents.ips[..2]).await;
     let scraper = Scraper::new(
         TargetSource::server(&base).unwrap(),
-        &influx_settings(influx.http.port(), "list_test"),
+        Some(&influx_settings(influx.http.port(), "list_test")),
         scrape_settings(agents.port, Duration::from_secs(10)),
         Duration::from_secs(10),
         Arc::new(Metrics::new()),
-        Arc::new(History::last_hour(Duration::from_secs(10), 100)),
+        history(),
     )
     .unwrap();
-    scraper.influx().create_database().await.unwrap();
+    scraper.influx().unwrap().create_database().await.unwrap();
     let r = scraper
         .round(Instant::now() + Duration::from_secs(30))
         .await;
     assert_eq!(
         (r.agents, r.answered, r.points, r.written, r.dropped),
-        (2, 2, 4, 4, 0),
-        "{r:?}"
+        (2, 2, 12, 12, 0),
+        "{r:?} (2 agents x 2 paths x (1 path + 2 flow points))"
     );
     // A new agent registers: the next round scrapes it, no restart. (The
     // next second: points with equal tags and time would overwrite.)
@@ -259,7 +296,7 @@ async fn scrape_mode_follows_the_server_list() {
     let r = scraper
         .round(Instant::now() + Duration::from_secs(30))
         .await;
-    assert_eq!((r.agents, r.answered, r.written), (3, 3, 6), "{r:?}");
+    assert_eq!((r.agents, r.answered, r.written), (3, 3, 18), "{r:?}");
     let rows = influx
         .rows("list_test", r#"SELECT count("loss") FROM raw_stats"#)
         .await;
@@ -319,17 +356,17 @@ async fn failed_writes_are_retried_within_the_interval_and_counted() {
     let metrics = Arc::new(Metrics::new());
     let scraper = Scraper::new(
         TargetSource::Store(store_with(&agents.ips).await),
-        &influx_settings(port, "x"),
+        Some(&influx_settings(port, "x")),
         scrape_settings(agents.port, Duration::from_secs(10)),
         Duration::from_secs(10),
         metrics.clone(),
-        Arc::new(History::last_hour(Duration::from_secs(10), 100)),
+        history(),
     )
     .unwrap();
     let r = scraper
         .round(Instant::now() + Duration::from_secs(30))
         .await;
-    assert_eq!((r.points, r.written, r.dropped), (4, 4, 0), "{r:?}");
+    assert_eq!((r.points, r.written, r.dropped), (12, 12, 0), "{r:?}");
     assert!(calls.load(Ordering::SeqCst) >= 3);
     let lines: Vec<String> = bodies
         .lock()
@@ -337,11 +374,18 @@ async fn failed_writes_are_retried_within_the_interval_and_counted() {
         .iter()
         .flat_map(|b| b.lines().map(str::to_owned).collect::<Vec<_>>())
         .collect();
-    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines.len(), 12, "{lines:?}");
+    let paths: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("raw_stats,"))
+        .collect();
+    assert_eq!(paths.len(), 4, "{lines:?}");
+    assert!(paths.iter().all(|l| l.contains("rtt=0.25")), "{lines:?}");
     assert!(
         lines
             .iter()
-            .all(|l| l.starts_with("raw_stats,") && l.contains("rtt=0.25")),
+            .filter(|l| l.starts_with("raw_stats_flow,"))
+            .all(|l| l.contains(",flow=") && l.contains("src_port=4000")),
         "{lines:?}"
     );
     let text = metrics.prometheus(Default::default());
@@ -349,7 +393,7 @@ async fn failed_writes_are_retried_within_the_interval_and_counted() {
         text.contains("llama_influx_writes_total{result=\"retry\"} 2"),
         "{text}"
     );
-    assert!(text.contains("llama_points_written_total 4"), "{text}");
+    assert!(text.contains("llama_points_written_total 12"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,16 +408,16 @@ async fn writes_to_a_dead_influxdb_are_dropped_at_the_deadline() {
     let metrics = Arc::new(Metrics::new());
     let scraper = Scraper::new(
         TargetSource::Store(store_with(&agents.ips).await),
-        &influx_settings(port, "x"),
+        Some(&influx_settings(port, "x")),
         scrape_settings(agents.port, Duration::from_secs(10)),
         Duration::from_secs(1),
         metrics.clone(),
-        Arc::new(History::last_hour(Duration::from_secs(10), 100)),
+        history(),
     )
     .unwrap();
     let started = Instant::now();
     let r = scraper.round(Instant::now() + Duration::from_secs(1)).await;
-    assert_eq!((r.points, r.written, r.dropped), (2, 0, 2), "{r:?}");
+    assert_eq!((r.points, r.written, r.dropped), (6, 0, 6), "{r:?}");
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "gave up near the deadline"
@@ -383,5 +427,93 @@ async fn writes_to_a_dead_influxdb_are_dropped_at_the_deadline() {
         text.contains("llama_influx_writes_total{result=\"failed\"} 1"),
         "{text}"
     );
-    assert!(text.contains("llama_points_dropped_total 2"), "{text}");
+    assert!(text.contains("llama_points_dropped_total 6"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_collects_without_influxdb_and_marks_dead_agents() {
+    let agents = agents::start(80, 2, true).await;
+    let settings = Settings {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        interval: 1,
+        influx: None,
+        scrape: scrape_settings(agents.port, Duration::from_secs(1)),
+        ..Settings::default()
+    };
+    let server = Server::start(AppState::new(settings)).await.unwrap();
+    let base = format!("http://{}", server.addrs[0]);
+    register_all(&base, &agents.ips).await;
+    let history = server.state.history.clone();
+    let (live, dead) = (agents.ips[0], agents.ips[2]);
+    eventually(
+        60,
+        "both live agents' paths, and the dead one failed",
+        || async {
+            let snap = history.read();
+            let recorded = agents.ips[..2].iter().all(|ip| {
+                snap.agent(ip)
+                    .and_then(|a| a.path(&"10.9.0.2".parse().unwrap()))
+                    .is_some()
+            });
+            let dead_failed = snap
+                .agent(&dead)
+                .is_some_and(|a| a.failure == Some("timeout"));
+            (recorded && dead_failed).then_some(())
+        },
+    )
+    .await;
+    let snap = history.read();
+    let agent = snap.agent(&live).unwrap();
+    assert_eq!((agent.path_count(), agent.failure), (2, None));
+    assert!(snap.agent(&dead).unwrap().last_ok.is_none());
+    drop(snap);
+    let m = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "llama_history_paths 4",
+        "llama_history_budget_bytes ",
+        "llama_scrapes_total{result=\"timeout\"}",
+        "llama_scrape_round_seconds_count ",
+    ] {
+        assert!(m.contains(needle), "{needle} in {m}");
+    }
+    assert!(
+        !m.contains("llama_influx_writes_total{"),
+        "no InfluxDB: {m}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_answer_is_refused_and_counted() {
+    let agents = agents::start(90, 1, false).await;
+    let metrics = Arc::new(Metrics::new());
+    let history = history();
+    let mut cfg = scrape_settings(agents.port, Duration::from_secs(10));
+    cfg.max_body_bytes = 100;
+    let scraper = Scraper::new(
+        TargetSource::Store(store_with(&agents.ips).await),
+        None,
+        cfg,
+        Duration::from_secs(10),
+        metrics.clone(),
+        history.clone(),
+    )
+    .unwrap();
+    let r = scraper
+        .round(Instant::now() + Duration::from_secs(30))
+        .await;
+    assert_eq!((r.agents, r.answered, r.failed), (1, 0, 1), "{r:?}");
+    let text = metrics.prometheus(Default::default());
+    assert!(
+        text.contains("llama_scrapes_total{result=\"too_large\"} 1"),
+        "{text}"
+    );
+    let snap = history.read();
+    let agent = snap.agent(&agents.ips[0]).expect("the agent is known");
+    assert_eq!((agent.failure, agent.path_count()), (Some("too large"), 0));
 }

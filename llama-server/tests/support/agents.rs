@@ -10,9 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use axum::{Router, routing::get};
 use tokio::net::TcpListener;
 
-/// The A3 payload of an agent `src` probing `dsts`.
+/// The `/influxdata` payload of an agent `src` probing `dsts`: one
+/// `raw_stats` point per path, then two `raw_stats_flow` points per path.
 pub fn payload(src: &str, dsts: &[&str]) -> String {
-    let points: Vec<serde_json::Value> = dsts
+    let mut points: Vec<serde_json::Value> = dsts
         .iter()
         .map(|dst| {
             serde_json::json!({
@@ -23,6 +24,16 @@ pub fn payload(src: &str, dsts: &[&str]) -> String {
             })
         })
         .collect();
+    for dst in dsts {
+        for flow in 0..2 {
+            points.push(serde_json::json!({
+                "fields": {"loss": 0.0, "lost": 0.0, "sent": 20.0, "src_port": 40000 + flow},
+                "tags": {"dst_ip": dst, "src_ip": "::", "src_name": src, "flow": flow.to_string()},
+                "time": "0001-01-01T00:00:00Z",
+                "measurement": "raw_stats_flow"
+            }));
+        }
+    }
     serde_json::to_string(&points).unwrap()
 }
 
