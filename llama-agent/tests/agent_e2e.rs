@@ -316,7 +316,11 @@ fn registration_and_membership_changes_reach_collectors_without_restart() {
     });
     let ports_before = c.flows_to(1, host_ip(2));
     let flow_tags: Vec<&str> = ports_before.iter().map(|(f, _)| f.as_str()).collect();
-    assert_eq!(flow_tags, ["0", "1"], "two flows per target: {ports_before:?}");
+    assert_eq!(
+        flow_tags,
+        ["0", "1"],
+        "two flows per target: {ports_before:?}"
+    );
     assert!(ports_before.iter().all(|(_, port)| *port > 0));
     assert_fixed_field_names(&c.points(1, "raw_stats"));
     assert_fixed_field_names(&c.points(1, "raw_stats_flow"));

@@ -169,7 +169,10 @@ async fn a_target_tag_named_flow_does_not_replace_the_flow_index() {
     });
     let (_, _, body) = get(&state, "/influxdata").await;
     let v: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
-    assert_eq!(v[0]["tags"]["flow"], "mine", "a path point keeps target tags");
+    assert_eq!(
+        v[0]["tags"]["flow"], "mine",
+        "a path point keeps target tags"
+    );
     assert_eq!(v[1]["tags"]["flow"], "0");
     assert_eq!(v[2]["tags"]["flow"], "1");
 }

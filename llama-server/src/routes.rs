@@ -1,8 +1,10 @@
-//! The HTTP API of A4: routes, and the small read-only handlers. `/list`
-//! answers are assembled from each entry's pre-serialized JSON.
+//! The HTTP API: the original server's routes and the small read-only
+//! handlers, the live matrix API ([`matrix`]) and the page at `/` (`ui`).
+//! `/list` answers are assembled from each entry's pre-serialized JSON.
 
 mod client;
 mod config;
+mod matrix;
 mod register;
 
 use std::collections::HashSet;
@@ -11,7 +13,7 @@ use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Path, State},
     http::{Method, StatusCode, Uri, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 
@@ -23,7 +25,11 @@ use crate::{error::ApiError, registry::Members, state::AppState};
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.limits.max_body_bytes;
     Router::new()
-        .route("/", get(home))
+        .route("/", get(crate::ui::index))
+        .route("/ui/{asset}", get(crate::ui::asset))
+        .route("/api/v1/groups", get(matrix::groups))
+        .route("/api/v1/matrix", get(matrix::matrix))
+        .route("/api/v1/path", get(matrix::path))
         .route("/api/v1/register", post(register::register))
         .route("/api/v1/list", get(list_all))
         .route("/api/v1/list/{group}", get(list_group))
@@ -123,20 +129,6 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 async fn metrics_json(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.counts().await?;
     Ok(Json(state.metrics.original_json(counts)).into_response())
-}
-
-async fn home(State(state): State<AppState>) -> Result<Html<String>, ApiError> {
-    let counts = state.store.counts().await?;
-    Ok(Html(format!(
-        "<!doctype html><html><head><title>llama</title></head><body>\
-         <h1>llama service discovery</h1>\
-         <p>{} probes in {} groups. Interval {} s.</p>\
-         <ul><li><a href=\"/api/v1/list\">/api/v1/list</a></li>\
-         <li><a href=\"/api/v1/scraper\">/api/v1/scraper</a></li>\
-         <li><a href=\"/metrics\">/metrics</a></li>\
-         <li><a href=\"/metrics.json\">/metrics.json</a></li></ul></body></html>",
-        counts.probes, counts.groups, state.settings.interval
-    )))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -143,7 +143,12 @@ pub fn render(p: &Published) -> String {
         for (port, flow) in s.ports.iter().zip(&flows) {
             tags.insert("flow", flow);
             sep(&mut out);
-            point(&mut out, flow_fields(port).into_iter(), &tags, FLOW_MEASUREMENT);
+            point(
+                &mut out,
+                flow_fields(port).into_iter(),
+                &tags,
+                FLOW_MEASUREMENT,
+            );
         }
     }
     out.push(']');
