@@ -253,7 +253,7 @@ function draw() {
   $("heatmap").hidden = false;
   // Fit the matrix into the view: 50 members stay readable (≥ 12 px cells).
   const room = Math.max(300, $("view").clientWidth - 260);
-  const size = Math.max(4, Math.min(28, Math.floor(room / n)));
+  const size = Math.max(4, Math.min(56, Math.floor(room / n)));
   const font = Math.max(7, Math.min(12, size - 2));
   const dpr = window.devicePixelRatio || 1;
   const cv = $("cells");
@@ -263,7 +263,7 @@ function draw() {
   cv.style.height = `${n * size}px`;
   const ctx = cv.getContext("2d");
   ctx.scale(dpr, dpr);
-  ctx.font = `${Math.max(7, size / 2.4)}px sans-serif`;
+  ctx.font = `${Math.max(7, Math.min(14, size / 3.2))}px sans-serif`;
   ctx.textAlign = "center";
   ctx.textBaseline = "middle";
   const rowBad = new Array(n).fill(0), rowSeen = new Array(n).fill(0);
@@ -276,6 +276,7 @@ function draw() {
         const stale = isStale(m, r, c, cell);
         fill = stale ? STALE : colour(m.metric, cell.value);
         if (stale && size >= 16) text = fmtAge(cell.age + Date.now() / 1000 - state.receivedAt);
+        else if (size >= 40) text = fmt(m.metric, cell.value);
         const self = !m.by && r === c;
         if (!stale && !self && cell.sent > 0) {
           rowSeen[r]++;
@@ -289,8 +290,10 @@ function draw() {
       ctx.fillStyle = rgb(fill);
       ctx.fillRect(c * size, r * size, size - (size > 6 ? 1 : 0), size - (size > 6 ? 1 : 0));
       if (text) {
-        ctx.fillStyle = "#424242";
-        ctx.fillText(text, c * size + size / 2, r * size + size / 2);
+        // Below the middle: the cell's colour stays readable at its centre.
+        const light = fill[0] * 0.3 + fill[1] * 0.6 + fill[2] * 0.1 > 140;
+        ctx.fillStyle = light ? "#263238" : "#ffffff";
+        ctx.fillText(text, c * size + size / 2, r * size + size * 0.72);
       }
     }
   }
@@ -472,11 +475,13 @@ function renderPath(p) {
   $("path").hidden = false;
   $("path").dataset.samples = String(s.time.length);
   $("path-title").textContent = `${p.src.name} → ${p.dst.name}`;
-  const t1 = p.now, t0 = p.now - p.window;
+  // The time axis spans the samples there are (up to the window) until now.
+  const t1 = p.now;
+  const t0 = s.time.length ? Math.min(s.time[0] - s.span[0], t1 - 10 * p.interval) : t1 - p.window;
   const facts = document.createElement("p");
   facts.className = "facts";
   const sent = s.sent.reduce((a, b) => a + b, 0), lost = s.lost.reduce((a, b) => a + b, 0);
-  facts.textContent = `${s.time.length} samples over the last ${fmtAge(p.window)}: ` +
+  facts.textContent = `${s.time.length} samples over the last ${fmtAge(t1 - t0)}: ` +
     `${sent} probes, ${lost} lost (${fmt("loss", sent ? (100 * lost) / sent : null)}). ` +
     `${p.src.ip} → ${p.dst.ip}` + (p.src.stale ? ` · source stale (${p.src.error || fmtAge(p.src.age)})` : "");
   const parts = [

@@ -21,12 +21,13 @@
 //! namespace and link. A run killed with SIGKILL leaves them behind; the next
 //! run removes them first, and the agents die with the demo (PDEATHSIG).
 
+mod forward;
 mod matrix;
 mod topology;
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -60,9 +61,34 @@ pub struct Options {
     #[arg(long)]
     pub intervals: Option<u32>,
     /// With --intervals: fail unless every cell is present and loss shows on
-    /// exactly the cells of the hosts given with --loss.
+    /// exactly the cells of the hosts given with --loss, in the agents'
+    /// summaries and in the server's live matrix alike.
     #[arg(long)]
     pub check: bool,
+    /// Where the live matrix page is served on this machine (relayed to the
+    /// server in the hub namespace); another free port if this one is taken.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub ui: std::net::SocketAddr,
+    /// Probe cycles per second (each cycle: one probe from each of 4 source
+    /// ports to every host). Default: 10, lowered for many hosts so that the
+    /// whole demo sends at most 10,000 probes/s (1.0 with --hosts 50).
+    #[arg(long)]
+    pub cps: Option<f64>,
+}
+
+/// Total probe rate the default `--cps` keeps the demo under: every host
+/// probes every host from 4 ports, so hosts² × 4 × cps probes/s.
+const MAX_DEMO_PROBES_PER_S: f64 = 10_000.0;
+
+impl Options {
+    /// The probe rate the demo's server hands out.
+    pub fn cycles_per_second(&self) -> f64 {
+        self.cps.unwrap_or_else(|| {
+            let n = self.hosts.max(1) as f64;
+            let cps = MAX_DEMO_PROBES_PER_S / (n * n * 4.0);
+            (cps * 10.0).floor().clamp(1.0, 100.0) / 10.0
+        })
+    }
 }
 
 fn parse_loss(s: &str) -> Result<(String, u8), String> {
@@ -85,6 +111,9 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     if opts.check && opts.intervals.is_none() {
         bail!("--check needs --intervals");
+    }
+    if opts.cps.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+        bail!("--cps must be a positive number");
     }
     if !cmd::is_root() {
         bail!("the demo creates network namespaces: run it as root");
@@ -115,10 +144,42 @@ pub fn run(opts: &Options) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
 
     let mut topo = Topology::create(opts)?;
-    let result = observe(opts, &mut topo, &stop);
+    // Before observe() moves this thread into the hub namespace.
+    let ui = forward::start(
+        opts.ui,
+        topology::HUB,
+        SocketAddr::from((hub_address(), 5000)),
+    )?;
+    println!(
+        "live matrix: http://{}/?group=demo  (from another machine: ssh -L {}:{} this-host)",
+        ui.local,
+        ui.local.port(),
+        ui.local
+    );
+    let result = check_page(ui.local).and_then(|()| observe(opts, &mut topo, &stop));
+    drop(ui);
     eprintln!("stopping: agents, server, namespaces");
     drop(topo);
     result
+}
+
+/// The printed URL must answer with the page (from the host's namespace).
+fn check_page(at: SocketAddr) -> Result<()> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let page = client
+        .get(format!("http://{at}/"))
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.text())
+        .map_err(|e| {
+            anyhow::anyhow!("the live matrix page at http://{at}/ does not answer: {e}")
+        })?;
+    if !page.contains("/ui/matrix.js") {
+        bail!("http://{at}/ is not the live matrix page");
+    }
+    Ok(())
 }
 
 /// Prints the matrix every interval until Ctrl-C or `--intervals`.
@@ -170,8 +231,21 @@ fn observe(opts: &Options, topo: &mut Topology, stop: &AtomicBool) -> Result<()>
         }
         complete += 1;
         if opts.check {
-            match matrix.check(&names, &lossy) {
-                Ok(()) => println!("demo check: interval {complete}: ok"),
+            // The same verdict from the server's own collection, which the
+            // page shows (it scrapes shortly after each boundary).
+            let served = Matrix::fetch_server(&client, &names);
+            let verdict = matrix
+                .check(&names, &lossy)
+                .map_err(|e| format!("agents' summaries: {e}"))
+                .and_then(|()| {
+                    served
+                        .check(&names, &lossy)
+                        .map_err(|e| format!("server's /api/v1/matrix: {e}"))
+                });
+            match verdict {
+                Ok(()) => println!(
+                    "demo check: interval {complete}: ok (agents and server's live matrix)"
+                ),
                 Err(e) => {
                     println!("demo check: interval {complete}: FAILED: {e}");
                     failures.push(e);

@@ -14,6 +14,9 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("bpftool", "bpftool"),
     ("influxdb", "influxd"),
+    // The live matrix page's browser test.
+    ("chromium", "chromium"),
+    ("chromium-driver", "chromedriver"),
 ];
 
 /// What the demo needs.

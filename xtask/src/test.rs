@@ -74,6 +74,9 @@ pub fn run(opts: &Options) -> Result<()> {
             mode: "auto".to_owned(),
             intervals: Some(2),
             check: true,
+            // Any free port: the check fetches the page through it.
+            ui: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            cps: None,
         })?;
     } else {
         assert_demo_can_be_skipped()?;

@@ -16,7 +16,7 @@ use super::{Options, host_address, hub_address};
 use crate::cmd;
 
 const PREFIX: &str = "llama-demo-";
-const HUB: &str = "llama-demo-hub";
+pub const HUB: &str = "llama-demo-hub";
 
 pub struct Host {
     pub name: String,
@@ -169,13 +169,22 @@ impl Topology {
     fn start_processes(&mut self, opts: &Options) -> Result<()> {
         let bin = cmd::target_dir().join("debug");
         let server_url = format!("http://{}:5000", hub_address());
-        // Denser probing than the original template (1 port, 1 cycle/s), so
-        // that a few seconds per interval measure loss to a few percent.
+        // Denser probing than the original template (4 ports, 2 cycles/s)
+        // for a few hosts, so that a few seconds per interval measure loss to
+        // a few percent; lighter for many hosts (see Options::cycles_per_second).
+        let cps = opts.cycles_per_second();
         let server_config = self.log_dir.join("server.yaml");
         fs::write(
             &server_config,
-            "# written by cargo xtask demo\nreap_interval: 1\ncollector:\n  port_count: 4\n  cps: 10.0\n  timeout_ms: 1000\n",
+            format!(
+                "# written by cargo xtask demo\nreap_interval: 1\ncollector:\n  port_count: 4\n  cps: {cps:?}\n  timeout_ms: 1000\n"
+            ),
         )?;
+        let n = self.hosts.len() as f64;
+        eprintln!(
+            "probe rate: 4 ports x {cps} cycles/s to each of {n} hosts from each: {:.0} probes/s in total",
+            n * n * 4.0 * cps
+        );
         let mut server = Command::new(bin.join("llama-server"));
         server.arg("--config").arg(&server_config);
         server.args([
