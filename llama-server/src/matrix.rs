@@ -12,7 +12,7 @@
 pub mod json;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     sync::Arc,
 };
@@ -240,30 +240,34 @@ pub fn build(
     };
     let n = axes.len();
     let mut cells = vec![None; n * n];
-    // Which axis each member is on, for the destination lookups.
-    let dst_axis: Vec<(IpAddr, usize)> = axes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, a)| a.members.iter().map(move |m| (m.probe.ip(), i)))
-        .collect();
+    // Which columns each destination address is on (a member's address is
+    // usually unique; two members may share one).
+    let mut columns: HashMap<IpAddr, Vec<usize>> = HashMap::with_capacity(n);
+    for (i, a) in axes.iter().enumerate() {
+        for m in &a.members {
+            columns.entry(m.probe.ip()).or_default().push(i);
+        }
+    }
     for (row, src_axis) in axes.iter().enumerate() {
         for src in &src_axis.members {
             let src_ip = src.probe.ip();
             let Some(agent) = history.agent(&src_ip) else {
                 continue;
             };
-            for &(dst_ip, col) in &dst_axis {
+            for (dst_ip, sample) in agent.latest() {
                 // Grouped cells measure the network between members, not
                 // each member's loopback.
-                if by.is_some() && dst_ip == src_ip {
+                if by.is_some() && *dst_ip == src_ip {
                     continue;
                 }
-                let Some(sample) = agent.path(&dst_ip).and_then(|s| s.latest()) else {
+                let Some(cols) = columns.get(dst_ip) else {
                     continue;
                 };
-                cells[row * n + col]
-                    .get_or_insert_with(Cell::default)
-                    .add(sample, metric, now);
+                for &col in cols {
+                    cells[row * n + col]
+                        .get_or_insert_with(Cell::default)
+                        .add(sample, metric, now);
+                }
             }
         }
     }

@@ -4,7 +4,9 @@
 //! injected on one host's link. What a person would check: the lossy
 //! host's row and column are coloured as lossy and the other cells are not;
 //! switching the metric recolours the cells; clicking a cell opens that
-//! path's view with a non-empty series; the selection is in the URL. A
+//! path's view with a non-empty series; the selection is in the URL; an
+//! agent that dies turns its row grey; 50 members stay readable and a
+//! group of more than 200 opens grouped by location. A
 //! screenshot of the page goes to `target/ui-browser/live-matrix.png` (and,
 //! with `LLAMA_UPDATE_SCREENSHOT=1`, to `docs/images/live-matrix.png`).
 //!
@@ -92,7 +94,7 @@ struct Lab {
     hub: NetNs,
     _hosts: Vec<(NetNs, Veth)>,
     _server: ChildGuard,
-    _agents: Vec<ChildGuard>,
+    agents: Vec<Option<ChildGuard>>,
     _state: tempfile::TempDir,
 }
 
@@ -172,7 +174,7 @@ impl Lab {
             .arg(state.path().join(&name))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-            agents.push(ns.spawn(cmd).expect("start llama-agent"));
+            agents.push(Some(ns.spawn(cmd).expect("start llama-agent")));
             hosts.push((ns, veth));
         }
         rules.push_str("  }\n}\n");
@@ -193,7 +195,7 @@ impl Lab {
             hub,
             _hosts: hosts,
             _server: server,
-            _agents: agents,
+            agents,
             _state: state,
         }
     }
@@ -365,7 +367,114 @@ async fn click_cell(c: &Client, p: &Painted, src: &str, dst: &str) {
     c.perform_actions(mouse).await.expect("click");
 }
 
-async fn drive(chromedriver: u16, screenshot: &Path) {
+/// The grey of stale cells.
+const STALE: [i64; 3] = [189, 189, 189];
+
+/// Registers `n` members without agents in `group`, over HTTP from the
+/// hub namespace (locations l0, l1, l2 in turn).
+fn register_members(group: &str, n: usize) {
+    for i in 0..n {
+        let body = json!({
+            "port": 8100,
+            "ip": format!("10.99.{}.{}", i / 250, i % 250 + 1),
+            "group": group,
+            "tags": {"version": "0.1.0", "probe_shortname": format!("m{i}"),
+                     "probe_name": format!("m{i}.example.com"), "location": format!("l{}", i % 3)}
+        })
+        .to_string();
+        let mut s = TcpStream::connect(SocketAddr::from((HUB_IP, 5000))).expect("connect");
+        write!(
+            s,
+            "POST /api/v1/register HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("register");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "{answer}"
+        );
+    }
+}
+
+/// The layout the page chose: (grouping select value, rows, cell size px).
+async fn layout(c: &Client) -> Option<(String, usize, f64)> {
+    let v = c
+        .execute(
+            "const rows = document.querySelectorAll('#row-labels .lbl').length;
+             const cv = document.getElementById('cells');
+             return [document.getElementById('by').value, rows, rows ? cv.clientWidth / rows : 0];",
+            vec![],
+        )
+        .await
+        .ok()?;
+    Some((
+        v[0].as_str()?.to_owned(),
+        v[1].as_u64()? as usize,
+        v[2].as_f64()?,
+    ))
+}
+
+/// An agent stops: its row turns grey with its age; then the bigger groups.
+async fn stale_and_big_groups(c: &Client, kill_h3: impl FnOnce()) {
+    c.goto(&format!("http://{HUB_IP}:5000/?group={GROUP}"))
+        .await
+        .expect("open the page");
+    poll("the page", UI, || async {
+        painted(c).await.filter(|p| p.rows.len() == 3)
+    })
+    .await;
+    kill_h3();
+    let grey = poll("h3's row to turn grey", UI, || async {
+        let p = painted(c).await?;
+        let h3 = p.rows.iter().position(|n| n == "h3")?;
+        p.px[h3].iter().all(|px| *px == STALE).then_some(p)
+    })
+    .await;
+    let h1 = grey.rows.iter().position(|n| n == "h1").expect("h1");
+    assert!(
+        grey.px[h1].iter().all(|px| *px != STALE),
+        "only the dead agent's row is stale"
+    );
+    let label = c
+        .find(Locator::Css("#row-labels .lbl.stale"))
+        .await
+        .expect("a stale row label");
+    assert!(
+        label.text().await.expect("text").starts_with("h3 ("),
+        "h3's label shows its age"
+    );
+    // 50 members in the member view: cells of at least 12 px.
+    let (by, rows, size) = poll("the 50-member group", UI, || async {
+        c.goto(&format!("http://{HUB_IP}:5000/?group=fifty"))
+            .await
+            .ok()?;
+        layout(c).await.filter(|l| l.1 == 50)
+    })
+    .await;
+    assert_eq!(by, "", "50 members: the member view");
+    assert!(
+        size >= 12.0,
+        "readable cells at 50 x 50: {size} px ({rows} rows)"
+    );
+    // More than 200: grouped by location by default.
+    let (by, rows, _) = poll("the 201-member group", UI, || async {
+        c.goto(&format!("http://{HUB_IP}:5000/?group=wide"))
+            .await
+            .ok()?;
+        layout(c).await.filter(|l| l.0 == "location" && l.1 == 3)
+    })
+    .await;
+    assert_eq!((by.as_str(), rows), ("location", 3));
+    let url = c.current_url().await.expect("url");
+    assert!(
+        url.query_pairs().any(|(k, v)| k == "by" && v == "location"),
+        "{url}"
+    );
+}
+
+async fn drive(chromedriver: u16, screenshot: &Path, kill_h3: impl FnOnce()) {
     let profile = tempfile::tempdir().expect("browser profile");
     let caps = json!({
         "goog:chromeOptions": {
@@ -536,6 +645,7 @@ async fn drive(chromedriver: u16, screenshot: &Path) {
         std::fs::write(screenshot, &png).expect("write screenshot");
     }
     .await;
+    stale_and_big_groups(&c, kill_h3).await;
     let _ = c.close().await;
     result
 }
@@ -546,7 +656,7 @@ fn the_page_shows_the_lossy_host_and_opens_its_paths() {
         return;
     }
     let started = Instant::now();
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     // The server must see the whole matrix before the browser looks.
     lab.hub.run(|| {
         let deadline = Instant::now() + SETTLE;
@@ -572,11 +682,16 @@ fn the_page_shows_the_lossy_host_and_opens_its_paths() {
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let shot = target.join("ui-browser/live-matrix.png");
     lab.hub.run(|| {
+        register_members("fifty", 50);
+        register_members("wide", 201);
+    });
+    let mut h3 = lab.agents[2].take();
+    lab.hub.run(|| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(drive(port, &shot));
+            .block_on(drive(port, &shot, move || drop(h3.take())));
     });
     if std::env::var_os("LLAMA_UPDATE_SCREENSHOT").is_some() {
         let docs = root.join("docs/images/live-matrix.png");
