@@ -292,3 +292,27 @@ pub(crate) fn hub_address() -> Ipv4Addr {
 pub(crate) fn host_address(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 201, 0, 10 + index as u8)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: Options,
+    }
+
+    #[test]
+    fn the_default_rate_keeps_the_demo_under_its_probe_budget() {
+        let rate = |args: &[&str]| {
+            let cli = Cli::parse_from(std::iter::once("demo").chain(args.iter().copied()));
+            cli.demo.cycles_per_second()
+        };
+        assert_eq!(rate(&[]), 10.0, "4 hosts: the dense rate");
+        assert_eq!(rate(&["--hosts", "50"]), 1.0, "50 x 50 x 4 x 1.0 = 10,000 probes/s");
+        assert_eq!(rate(&["--hosts", "20"]), 6.2);
+        assert_eq!(rate(&["--hosts", "50", "--cps", "0.5"]), 0.5);
+    }
+}
