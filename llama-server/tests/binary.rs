@@ -78,6 +78,8 @@ fn command(args: &[&str]) -> Command {
         "INFLUXDB_NAME",
         "LLAMA_SERVER",
         "LLAMA_AGENT_PORT",
+        "LLAMA_HISTORY_MAX_BYTES",
+        "LLAMA_SCRAPE_MAX_BODY_BYTES",
     ] {
         c.env_remove(var);
     }
@@ -126,6 +128,20 @@ async fn probe_rate(base: &str, group: &str) -> (u64, f64) {
     )
 }
 
+/// The history's byte budget, as `/metrics` reports it.
+async fn history_budget(base: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("llama_history_budget_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no budget in {text}"))
+}
+
 #[tokio::test]
 async fn environment_and_config_file_set_the_defaults() {
     let port = free_port();
@@ -137,7 +153,7 @@ async fn environment_and_config_file_set_the_defaults() {
     // configs.
     std::fs::write(
         &cfg,
-        "group: filegroup\ninterval: 30\nkeepalive: 120\ncollector:\n  port_count: 2\n  cps: 0.5\n",
+        "group: filegroup\ninterval: 30\nkeepalive: 120\nhistory_max_bytes: 123456\ncollector:\n  port_count: 2\n  cps: 0.5\n",
     )
     .unwrap();
     let mut server = spawn(
@@ -164,6 +180,7 @@ async fn environment_and_config_file_set_the_defaults() {
         (Some("filegroup"), Some(120))
     );
     assert_eq!(probe_rate(&base, "filegroup").await, (2, 0.5));
+    assert_eq!(history_budget(&base).await, 123_456);
     assert!(server.terminate().success(), "clean exit on SIGTERM");
     std::fs::remove_dir_all(&dir).unwrap();
 
@@ -171,7 +188,8 @@ async fn environment_and_config_file_set_the_defaults() {
     let port = free_port();
     let mut server = spawn(
         command(&["-p", &port.to_string(), "-g", "flaggroup", "-k", "60"])
-            .env("APP_GROUP", "envgroup"),
+            .env("APP_GROUP", "envgroup")
+            .env("LLAMA_HISTORY_MAX_BYTES", "2000000"),
     );
     let base = format!("http://127.0.0.1:{port}");
     wait_up(&base).await;
@@ -182,6 +200,7 @@ async fn environment_and_config_file_set_the_defaults() {
     );
     // The original template's rate: 4 source ports, 2 cycles/s.
     assert_eq!(probe_rate(&base, "flaggroup").await, (4, 2.0));
+    assert_eq!(history_budget(&base).await, 2_000_000);
     assert_eq!(
         reqwest::get(format!("{base}/api/v1/interval"))
             .await

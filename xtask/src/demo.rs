@@ -311,7 +311,11 @@ mod tests {
             cli.demo.cycles_per_second()
         };
         assert_eq!(rate(&[]), 10.0, "4 hosts: the dense rate");
-        assert_eq!(rate(&["--hosts", "50"]), 1.0, "50 x 50 x 4 x 1.0 = 10,000 probes/s");
+        assert_eq!(
+            rate(&["--hosts", "50"]),
+            1.0,
+            "50 x 50 x 4 x 1.0 = 10,000 probes/s"
+        );
         assert_eq!(rate(&["--hosts", "20"]), 6.2);
         assert_eq!(rate(&["--hosts", "50", "--cps", "0.5"]), 0.5);
     }
