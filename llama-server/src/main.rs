@@ -73,6 +73,11 @@ struct Cli {
     /// Largest `/influxdata` answer, bytes, read from one agent.
     #[arg(long, env = "LLAMA_SCRAPE_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     scrape_max_body_bytes: usize,
+    /// Collect the registered agents' summaries every interval (the live
+    /// matrix; InfluxDB too when configured). `false` keeps only the
+    /// registry and the configs.
+    #[arg(long, env = "LLAMA_COLLECT", default_value_t = true, action = clap::ArgAction::Set)]
+    collect: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -180,6 +185,9 @@ fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool)> {
         collector: file.collector.clone().unwrap_or_default(),
         influx,
         scrape,
+        collect: explicit(m, "collect", cli.collect)
+            .or(file.collect)
+            .unwrap_or(cli.collect),
     };
     let verbose = explicit(m, "verbose", cli.verbose)
         .or(file.verbose)

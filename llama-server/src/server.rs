@@ -82,9 +82,18 @@ impl Server {
             tracing::info!(%addr, "listening");
         }
         tasks.spawn(reaper::run(state.clone(), stopped.clone()));
-        // Collection always runs: it feeds the live matrix. InfluxDB is an
-        // optional second output.
+        // Collection feeds the live matrix; InfluxDB is an optional second
+        // output.
         let influx = state.settings.influx.as_ref();
+        if !state.settings.collect {
+            tracing::info!("collection off (--collect false): no agent is scraped");
+            return Ok(Server {
+                addrs,
+                state,
+                stop,
+                tasks,
+            });
+        }
         let scraper = Scraper::new(
             TargetSource::Store(state.store.clone()),
             influx,

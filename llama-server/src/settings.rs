@@ -149,6 +149,10 @@ pub struct Settings {
     pub collector: CollectorDefaults,
     pub influx: Option<InfluxSettings>,
     pub scrape: ScrapeSettings,
+    /// Fetch the registered agents' summaries every interval (the live
+    /// matrix, and InfluxDB when configured). Off, the server only keeps
+    /// the registry and issues configs.
+    pub collect: bool,
 }
 
 impl Default for Settings {
@@ -164,6 +168,7 @@ impl Default for Settings {
             collector: CollectorDefaults::default(),
             influx: None,
             scrape: ScrapeSettings::default(),
+            collect: true,
         }
     }
 }
@@ -220,6 +225,7 @@ pub struct FileConfig {
     pub history_max_paths: Option<usize>,
     pub history_max_bytes: Option<usize>,
     pub scrape_max_body_bytes: Option<usize>,
+    pub collect: Option<bool>,
     pub limits: Option<Limits>,
     pub collector: Option<CollectorDefaults>,
 }

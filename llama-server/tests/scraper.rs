@@ -517,3 +517,29 @@ async fn an_oversized_answer_is_refused_and_counted() {
     let agent = snap.agent(&agents.ips[0]).expect("the agent is known");
     assert_eq!((agent.failure, agent.path_count()), (Some("too large"), 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_can_be_turned_off() {
+    let agents = agents::start(100, 1, false).await;
+    let settings = Settings {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        interval: 1,
+        scrape: scrape_settings(agents.port, Duration::from_secs(1)),
+        collect: false,
+        ..Settings::default()
+    };
+    let server = Server::start(AppState::new(settings)).await.unwrap();
+    let base = format!("http://{}", server.addrs[0]);
+    register_all(&base, &agents.ips).await;
+    // Three intervals: a collecting server would have scraped by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(server.state.history.stats().agents, 0);
+    let m = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!m.contains("llama_scrapes_total{"), "{m}");
+    server.shutdown().await;
+}
