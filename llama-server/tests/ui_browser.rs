@@ -41,21 +41,21 @@ fn host_ip(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 203, 0, 10 + i)
 }
 
-/// `target/<profile>/<name>`, built first (a no-op when up to date) so that
-/// a single test run never uses a stale agent.
-fn binary(package: &str) -> PathBuf {
+/// The `llama-agent` binary next to this test's target directory (the
+/// workspace's test run builds it), built on demand when missing.
+fn agent_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--package", package, "--bin", package])
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "building {package} failed");
-    dir.join(package)
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = dir.join("llama-agent");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "--package", "llama-agent"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building llama-agent failed");
+    }
+    bin
 }
 
 /// Whether chromium and chromedriver are installed (`cargo xtask test`
@@ -114,7 +114,7 @@ impl Lab {
             "reap_interval: 1\ncollector:\n  port_count: 4\n  cps: 10.0\n  timeout_ms: 500\n",
         )
         .expect("server config");
-        let mut cmd = Command::new(binary("llama-server"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llama-server"));
         cmd.arg("--config").arg(&config);
         cmd.args([
             "--host",
@@ -126,7 +126,7 @@ impl Lab {
         ]);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let server = hub.spawn(cmd).expect("start llama-server");
-        let agent_bin = binary("llama-agent");
+        let agent_bin = agent_binary();
         let mut hosts = Vec::new();
         let mut agents = Vec::new();
         let mut rules = String::from(

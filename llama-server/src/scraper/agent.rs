@@ -20,7 +20,7 @@ mod lenient;
 
 use lenient::{Num, Text};
 
-/// The measurement of agents' path points (A6).
+/// The measurement of agents' path points.
 pub const MEASUREMENT: &str = "raw_stats";
 /// The measurement of agents' per-flow points.
 pub const FLOW_MEASUREMENT: &str = "raw_stats_flow";
