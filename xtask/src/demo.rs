@@ -5,17 +5,24 @@
 //! so they are easy to inspect with `ip netns exec`):
 //!
 //! ```text
-//!   llama-demo-hub:  br0 10.201.0.1/24, llama-server on 10.201.0.1:5000
-//!     ├── h1 ── eth0 in llama-demo-h1 (10.201.0.11), llama-agent
-//!     ├── h2 ── eth0 in llama-demo-h2 (10.201.0.12), llama-agent
+//!   llama-demo-hub:  br0 10.201.0.1/24, routing; llama-server on 10.201.0.1:5000
+//!     ├── h1 ── eth0 in llama-demo-h1 (10.201.0.11/32, via 10.201.0.1), llama-agent
+//!     ├── h2 ── eth0 in llama-demo-h2 (10.201.0.12/32, via 10.201.0.1), llama-agent
 //!     └── …
 //! ```
 //!
-//! `--loss h2=30` drops 30 % of the UDP packets that enter the bridge from
-//! h2's port (nftables, bridge family, in the hub). Dropping on the bridge
-//! rather than on h2's own input hook matters: a probe that the XDP reflector
-//! answers never reaches netfilter on h2. So every cell in h2's row (h2's
-//! probes) and column (h2's replies) shows about 30 % loss, and no other.
+//! The hosts reach each other through the hub, which routes (each host has
+//! a /32 address and the hub as its gateway), not over the bridge directly:
+//! the kernel's neighbour table is shared by all namespaces (1,024 entries
+//! by default), and 50 hosts that each resolve 49 peers would overflow it
+//! and silently cut some hosts off. Routed, each host resolves only the hub.
+//!
+//! `--loss h2=30` drops 30 % of the UDP packets from h2's address that the
+//! hub forwards (nftables, inet family, forward hook, in the hub). Dropping
+//! in the hub rather than on h2's own input hook matters: a probe that the
+//! XDP reflector answers never reaches netfilter on h2. So every cell in
+//! h2's row (h2's probes) and column (h2's replies) shows about 30 % loss,
+//! and no other.
 //!
 //! Ctrl-C (or the end of `--intervals`) stops the processes and removes every
 //! namespace and link. A run killed with SIGKILL leaves them behind; the next

@@ -46,6 +46,24 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Sets a sysctl inside namespace `ns` (through /proc/sys, which shows the
+/// writer's own namespace's values).
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c", &format!("echo {value} > {path}")])
+        .stdin(Stdio::null())
+        .output()
+        .context("run sysctl")?;
+    if !out.status.success() {
+        bail!(
+            "sysctl {key}={value} in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Removes what an earlier demo left (killed with SIGKILL, say).
 fn remove_stale() {
     let Some(list) = cmd::output(Command::new("ip").args(["netns", "list"])) else {
@@ -93,6 +111,16 @@ impl Topology {
             "br0",
         ])?;
         ip(&["-n", HUB, "link", "set", "br0", "up"])?;
+        // The hub routes between the hosts, and must not tell them to talk
+        // directly (ICMP redirects): see the module documentation.
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.send_redirects", "0"),
+            ("net.ipv4.conf.default.send_redirects", "0"),
+            ("net.ipv4.conf.br0.send_redirects", "0"),
+        ] {
+            sysctl(HUB, key, value)?;
+        }
 
         for i in 1..=opts.hosts {
             let name = format!("h{i}");
@@ -111,20 +139,14 @@ impl Topology {
                 &ns,
                 "addr",
                 "add",
-                &format!("{addr}/24"),
+                &format!("{addr}/32"),
                 "dev",
                 "eth0",
             ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &hub_address().to_string(),
-            ])?;
+            let hub = hub_address().to_string();
+            ip(&["-n", &ns, "route", "add", &hub, "dev", "eth0"])?;
+            ip(&["-n", &ns, "route", "add", "default", "via", &hub])?;
             ip(&["-n", HUB, "link", "set", &name, "master", "br0"])?;
             ip(&["-n", HUB, "link", "set", &name, "up"])?;
             topo.hosts.push(Host { name, ns, ip: addr });
@@ -139,12 +161,16 @@ impl Topology {
             return Ok(());
         }
         let mut rules = String::from(
-            "table bridge llama_demo {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n",
+            "table inet llama_demo {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n",
         );
         for (host, pct) in loss {
+            let Some(h) = self.hosts.iter().find(|h| h.name == *host) else {
+                bail!("no host {host}");
+            };
             // Only UDP: probes and replies. Registration (TCP) stays reliable.
             rules.push_str(&format!(
-                "    iifname \"{host}\" meta l4proto udp numgen random mod 100 < {pct} drop\n"
+                "    ip saddr {} meta l4proto udp numgen random mod 100 < {pct} drop\n",
+                h.ip
             ));
             eprintln!("injecting {pct}% random UDP loss on {host}'s link");
         }
