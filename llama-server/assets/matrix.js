@@ -347,7 +347,10 @@ function summarize(m, rowBad, rowSeen, colBad, colSeen) {
   });
   const stale = m.sources.filter((a) => a.stale === true);
   items.sort((a, b) => b[0] - a[0]);
-  const list = items.slice(0, 12).map(([, t]) => Object.assign(document.createElement("li"), { textContent: t, className: "bad" }));
+  // The hosts most paths agree on; one bad path each (the other end's
+  // fault, usually) is left to the row and column counts.
+  const strong = items.filter(([share]) => share >= 0.25);
+  const list = (strong.length ? strong : items.slice(0, 5)).slice(0, 12).map(([, t]) => Object.assign(document.createElement("li"), { textContent: t, className: "bad" }));
   stale.slice(0, 8).forEach((a) => list.push(Object.assign(document.createElement("li"), {
     textContent: `${a.name} is stale: last scraped ${fmtAge(a.age)} ago${a.error ? ` (${a.error})` : ""}`,
   })));

@@ -163,10 +163,41 @@ pub fn tag_keys(members: &[Arc<Entry>]) -> Vec<String> {
     keys.into_iter().map(str::to_owned).collect()
 }
 
-/// Members sorted for display: by `probe_shortname`, then id.
+/// Orders names the way people number hosts: `h2` before `h10`.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        let (Some(ca), Some(cb)) = (a.chars().next(), b.chars().next()) else {
+            return a.len().cmp(&b.len());
+        };
+        if ca.is_ascii_digit() && cb.is_ascii_digit() {
+            let da = a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len());
+            let db = b.find(|c: char| !c.is_ascii_digit()).unwrap_or(b.len());
+            let (na, nb) = (
+                a[..da].trim_start_matches('0'),
+                b[..db].trim_start_matches('0'),
+            );
+            let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if o.is_ne() {
+                return o;
+            }
+            (a, b) = (&a[da..], &b[db..]);
+        } else {
+            let o = ca.cmp(&cb);
+            if o.is_ne() {
+                return o;
+            }
+            (a, b) = (&a[ca.len_utf8()..], &b[cb.len_utf8()..]);
+        }
+    }
+}
+
+/// Members sorted for display: by `probe_shortname` (naturally), then id.
 pub fn sorted(members: &[Arc<Entry>]) -> Vec<Arc<Entry>> {
     let mut m = members.to_vec();
-    m.sort_by(|a, b| (a.probe.shortname(), a.probe.id).cmp(&(b.probe.shortname(), b.probe.id)));
+    m.sort_by(|a, b| {
+        natural_cmp(a.probe.shortname(), b.probe.shortname()).then(a.probe.id.cmp(&b.probe.id))
+    });
     m
 }
 
@@ -232,6 +263,8 @@ pub fn build(
                 let value = m.probe.tags.get(tag).unwrap_or_default().to_owned();
                 groups.entry(value).or_default().push(m);
             }
+            let mut groups: Vec<_> = groups.into_iter().collect();
+            groups.sort_by(|a, b| natural_cmp(&a.0, &b.0));
             groups
                 .into_iter()
                 .map(|(value, ms)| axis(ms, value.clone(), value, history, now, interval))
@@ -500,4 +533,23 @@ pub fn path_json(
     });
     out.push('}');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_of_host_names() {
+        let mut names = vec![
+            "h10", "h2", "h1", "web-03", "web-3a", "h", "h02", "b", "web-20",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            [
+                "b", "h", "h1", "h2", "h02", "h10", "web-03", "web-3a", "web-20"
+            ]
+        );
+    }
 }

@@ -51,7 +51,14 @@ fn ip(args: &[&str]) -> Result<()> {
 fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sh", "-c", &format!("echo {value} > {path}")])
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "sh",
+            "-c",
+            &format!("echo {value} > {path}"),
+        ])
         .stdin(Stdio::null())
         .output()
         .context("run sysctl")?;
