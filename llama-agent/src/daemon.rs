@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::{
     control::{self, ControlConfig, ControlMetrics},
-    reflector::{self, AllowSpec, IpCidr, Reflector, ReflectorSetup},
+    reflector::{self, AllowSpec, Reflector, ReflectorSetup},
     settings::{Allow, ReflectorMode, Settings},
 };
 
@@ -59,11 +59,7 @@ pub fn reflector_setup(settings: &Settings) -> ReflectorSetup {
         allow: match &settings.allow {
             Allow::Any => AllowSpec::Anyone,
             Allow::Peers => AllowSpec::Peers,
-            Allow::Cidrs(nets) => AllowSpec::Static(
-                nets.iter()
-                    .filter_map(|n| IpCidr::new(n.addr(), n.prefix_len()))
-                    .collect(),
-            ),
+            Allow::Cidrs(nets) => AllowSpec::Static(nets.clone()),
         },
     }
 }

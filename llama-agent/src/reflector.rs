@@ -17,6 +17,6 @@ pub mod interfaces;
 pub mod ratelimit;
 pub mod userspace;
 
-pub use allowlist::{AllowSpec, Allowlist, IpCidr};
+pub use allowlist::{AllowSpec, Allowlist};
 pub use attach::{Mode, Outcome, Reflector, ReflectorSetup};
 pub use userspace::{ReflectorHandle, ReflectorOptions, ReflectorStats, UserspaceReflector};

@@ -321,7 +321,7 @@ fn allowlist_blocks_and_admits_in_both_paths() {
         return;
     }
     let s = setup(false);
-    let other: llama_agent::reflector::IpCidr = "10.200.9.0/24".parse().expect("cidr");
+    let other: ipnet::IpNet = "10.200.9.0/24".parse().expect("cidr");
     let mut r = start(&s, Mode::XdpSkb, 0, AllowSpec::Static(vec![other]));
     assert_eq!(
         blast(&s, IpAddr::V4(s.hosts.left_v4), 20),
@@ -335,7 +335,7 @@ fn allowlist_blocks_and_admits_in_both_paths() {
         .left
         .add_addr(&s.hosts.veth.a, &format!("{admitted}/24"))
         .expect("addr");
-    let list: Vec<llama_agent::reflector::IpCidr> = vec!["10.200.0.77/32".parse().expect("cidr")];
+    let list: Vec<ipnet::IpNet> = vec!["10.200.0.77/32".parse().expect("cidr")];
     r.set_allowlist(Some(&list)).expect("update allowlist");
     assert_eq!(blast(&s, IpAddr::V4(admitted), 20), 20, "on the list");
     assert_eq!(

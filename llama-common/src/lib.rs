@@ -21,8 +21,6 @@ pub const COUNTERS_MAP: &str = "LLAMA_COUNTERS";
 pub const ALLOW_V4_MAP: &str = "LLAMA_ALLOW_V4";
 /// Name of the LPM trie of allowed IPv6 sources (key data: `[u8; 16]`).
 pub const ALLOW_V6_MAP: &str = "LLAMA_ALLOW_V6";
-/// Name of the single-entry array map holding the global [`RateState`].
-pub const RATE_MAP: &str = "LLAMA_RATE";
 
 /// Capacity of each allowlist trie (prefixes per address family).
 pub const ALLOWLIST_MAX_ENTRIES: u32 = 16384;

@@ -187,13 +187,6 @@ impl NetNs {
         }
     }
 
-    /// Adds a route, e.g. `add_route("default", "via 10.77.0.1")`.
-    pub fn add_route(&self, dest: &str, spec: &str) -> io::Result<()> {
-        let mut args = vec!["route", "add", dest];
-        args.extend(spec.split_whitespace());
-        self.ip(&args)
-    }
-
     /// A `Command` that runs `program` inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("ip");
@@ -254,21 +247,6 @@ impl NetNs {
                 Ok(r) => r,
                 Err(panic) => std::panic::resume_unwind(panic),
             }
-        })
-    }
-
-    /// Spawns a long-lived thread inside the namespace (e.g. a server); join
-    /// the handle to get its result.
-    pub fn spawn_thread<F, R>(&self, f: F) -> thread::JoinHandle<R>
-    where
-        F: FnOnce() -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        let file = self.file().expect("open netns file");
-        thread::spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns into test namespace");
-            drop(file);
-            f()
         })
     }
 }

@@ -5,7 +5,7 @@
 
 use std::{
     io, mem,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket},
     os::fd::AsRawFd,
     time::{Duration, Instant},
 };
@@ -172,9 +172,4 @@ fn to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
         }
         _ => None,
     }
-}
-
-/// Unspecified address of the family of `ip`, port 0.
-pub fn any_port(ip: IpAddr) -> SocketAddr {
-    SocketAddr::new(ip, 0)
 }

@@ -115,11 +115,6 @@ impl TestServer {
         self.inner.lock().unwrap().require_registration = on;
     }
 
-    /// Forget every registration (as after a reap), without a restart.
-    pub fn forget_registrations(&self) {
-        self.inner.lock().unwrap().registrations.clear();
-    }
-
     pub fn registrations(&self) -> Vec<(Instant, Value)> {
         self.inner.lock().unwrap().registrations.clone()
     }
