@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    control::{self, ControlConfig, ControlMetrics},
-    reflector::{self, AllowSpec, Reflector, ReflectorSetup},
-    settings::{Allow, ReflectorMode, Settings},
+    control::{self, ControlMetrics},
+    reflector::{self, AllowSpec, Reflector},
+    settings::Settings,
 };
 
 pub use api::AgentState;
@@ -44,26 +44,6 @@ pub enum Error {
     NoConfig,
 }
 
-/// The reflector setup the settings ask for.
-pub fn reflector_setup(settings: &Settings) -> ReflectorSetup {
-    ReflectorSetup {
-        mode: match settings.mode {
-            ReflectorMode::Auto => reflector::Mode::Auto,
-            ReflectorMode::Xdp => reflector::Mode::Xdp,
-            ReflectorMode::XdpSkb => reflector::Mode::XdpSkb,
-            ReflectorMode::Userspace => reflector::Mode::Userspace,
-        },
-        interfaces: settings.interfaces.clone(),
-        port: settings.port,
-        max_pps: settings.max_pps.unwrap_or(0),
-        allow: match &settings.allow {
-            Allow::Any => AllowSpec::Anyone,
-            Allow::Peers => AllowSpec::Peers,
-            Allow::Cidrs(nets) => AllowSpec::Static(nets.clone()),
-        },
-    }
-}
-
 /// Runs the agent until `shutdown` is cancelled: reflector first (so peers
 /// are answered even before this agent has targets), then the API, then the
 /// control loop (or the standalone config file).
@@ -73,7 +53,7 @@ pub async fn run(
     metrics: ControlMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let setup = reflector_setup(&settings);
+    let setup = settings.reflector.clone();
     let reflector = tokio::task::spawn_blocking(move || Reflector::start(&setup))
         .await
         .map_err(|e| Error::Api(std::io::Error::other(e)))??;
@@ -81,7 +61,7 @@ pub async fn run(
 
     let sink = Arc::new(CollectorSink::new(
         settings.port,
-        matches!(settings.allow, Allow::Peers),
+        settings.reflector.allow == AllowSpec::Peers,
         Arc::clone(&reflector),
     ));
     let state = AgentState::new(Arc::clone(&sink), Arc::clone(&reflector), &metrics);
@@ -101,7 +81,7 @@ pub async fn run(
         api_stop.cancelled().await
     }));
 
-    let result = match ControlConfig::from_settings(&settings, state_dir) {
+    let result = match settings.control_config(state_dir) {
         Some(config) => control::run(config, sink.clone(), metrics, shutdown.clone())
             .await
             .map_err(Error::from),

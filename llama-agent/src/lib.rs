@@ -7,6 +7,7 @@ pub mod collector;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod duration;
 pub mod reflector;
 pub mod settings;
 pub mod tags;

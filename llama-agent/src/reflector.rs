@@ -7,12 +7,14 @@
 //! - [`allowlist`], [`ratelimit`]: who is answered and how often.
 //! - [`attach`]: the `auto | xdp | xdp-skb | userspace` attach logic.
 //! - [`interfaces`]: which interfaces carry the default routes.
+//! - [`flags`]: the reflector's flags, shared by `run` and `reflect`.
 //! - [`cli`]: the `llama-agent reflect` subcommand.
 
 pub mod allowlist;
 pub mod attach;
 pub mod cli;
 pub mod decide;
+pub mod flags;
 pub mod interfaces;
 pub mod ratelimit;
 pub mod userspace;

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
-use llama_agent::settings::{Allow, ReflectorMode, RunArgs, Settings, SettingsError};
+use llama_agent::reflector::{AllowSpec, Mode};
+use llama_agent::settings::{RunArgs, Settings, SettingsError};
 
 #[derive(Parser, Debug)]
 struct Cli {
@@ -87,16 +88,17 @@ fn a_full_command_line_becomes_typed_settings() {
         s.state_dir.as_deref(),
         Some(std::path::Path::new("/tmp/llama-state"))
     );
-    assert_eq!(s.mode, ReflectorMode::XdpSkb);
-    assert_eq!(s.interfaces, ["eth0", "eth1"]);
+    assert_eq!(s.reflector.mode, Mode::XdpSkb);
+    assert_eq!(s.reflector.interfaces, ["eth0", "eth1"]);
+    assert_eq!(s.reflector.port, 8200);
     assert_eq!(
-        s.allow,
-        Allow::Cidrs(vec![
+        s.reflector.allow,
+        AllowSpec::Static(vec![
             "10.0.0.0/8".parse().unwrap(),
             "192.0.2.1/32".parse().unwrap()
         ])
     );
-    assert_eq!(s.max_pps, Some(10000));
+    assert_eq!(s.reflector.max_pps, 10000);
     assert_eq!(s.api_bind, "127.0.0.1:9100".parse::<SocketAddr>().unwrap());
     assert!(s.verbose);
 }
@@ -109,8 +111,9 @@ fn defaults_follow_the_original() {
     assert_eq!(s.keepalive, Duration::from_secs(300));
     assert_eq!(s.register_interval, Duration::from_secs(60));
     assert_eq!(s.poll_interval, Duration::from_secs(30));
-    assert_eq!(s.mode, ReflectorMode::Auto);
-    assert_eq!(s.allow, Allow::Any);
+    assert_eq!(s.reflector.mode, Mode::Auto);
+    assert_eq!(s.reflector.allow, AllowSpec::Anyone);
+    assert_eq!(s.reflector.max_pps, 0, "unlimited");
     assert!(s.tags.is_empty());
     assert_eq!(s.api_bind, "0.0.0.0:8100".parse::<SocketAddr>().unwrap());
     let host = llama_agent::settings::hostname().unwrap();
@@ -133,7 +136,7 @@ fn json_tags_and_allow_peers() {
     .unwrap();
     let tags: Vec<_> = s.tags.iter().collect();
     assert_eq!(tags, vec![("location", "Las Vegas, NV"), ("rack", "4")]);
-    assert_eq!(s.allow, Allow::Peers);
+    assert_eq!(s.reflector.allow, AllowSpec::Peers);
 }
 
 #[test]

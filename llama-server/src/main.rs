@@ -84,11 +84,13 @@ enum Command {
     },
 }
 
-/// The value of `id` unless it is clap's default (so the file may set it).
-fn explicit<T>(m: &ArgMatches, id: &str, v: T) -> Option<T> {
+/// One setting from its three layers: the flag (or its environment
+/// variable) when given, else the config file's value, else the flag's
+/// default.
+fn layered<T: Clone>(m: &ArgMatches, id: &str, flag: &T, file: Option<T>) -> T {
     match m.value_source(id) {
-        Some(ValueSource::DefaultValue) | None => None,
-        Some(_) => Some(v),
+        Some(ValueSource::DefaultValue) | None => file.unwrap_or_else(|| flag.clone()),
+        Some(_) => flag.clone(),
     }
 }
 
@@ -105,38 +107,45 @@ fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool)> {
         path => FileConfig::load(&PathBuf::from(path))?,
     };
     let d = Settings::default();
-    let hosts = explicit(m, "host", cli.host.clone())
-        .or_else(|| file.host.clone().map(cfg::Hosts::into_vec))
-        .unwrap_or_else(|| cli.host.clone());
-    let port = explicit(m, "port", cli.port)
-        .or(file.port)
-        .unwrap_or(cli.port);
-    let influx_host = explicit(m, "influxdb_host", cli.influxdb_host.clone())
-        .or(file.influxdb_host.clone())
-        .unwrap_or_default();
+    let hosts = layered(
+        m,
+        "host",
+        &cli.host,
+        file.host.clone().map(cfg::Hosts::into_vec),
+    );
+    let port = layered(m, "port", &cli.port, file.port);
+    let influx_host = layered(
+        m,
+        "influxdb_host",
+        &cli.influxdb_host,
+        file.influxdb_host.clone(),
+    );
     let influx = (!influx_host.is_empty()).then(|| InfluxSettings {
         host: influx_host,
-        port: explicit(m, "influxdb_port", cli.influxdb_port)
-            .or(file.influxdb_port)
-            .unwrap_or(cli.influxdb_port),
-        name: explicit(m, "influxdb_name", cli.influxdb_name.clone())
-            .or(file.influxdb_name.clone())
-            .unwrap_or_else(|| cli.influxdb_name.clone()),
+        port: layered(m, "influxdb_port", &cli.influxdb_port, file.influxdb_port),
+        name: layered(
+            m,
+            "influxdb_name",
+            &cli.influxdb_name,
+            file.influxdb_name.clone(),
+        ),
     });
     let mut limits = file.limits.clone().unwrap_or_default();
-    if let Some(max) = explicit(m, "max_entries", cli.max_entries) {
-        limits.max_entries = max;
-    } else if file.limits.is_none() {
-        limits.max_entries = cli.max_entries;
-    }
+    limits.max_entries = layered(
+        m,
+        "max_entries",
+        &cli.max_entries,
+        file.limits.as_ref().map(|l| l.max_entries),
+    );
     let scrape = ScrapeSettings {
-        agent_port: explicit(m, "agent_port", cli.agent_port)
-            .or(file.agent_port)
-            .unwrap_or(cli.agent_port),
+        agent_port: layered(m, "agent_port", &cli.agent_port, file.agent_port),
         agent_timeout: secs(
-            explicit(m, "scrape_timeout", cli.scrape_timeout)
-                .or(file.scrape_timeout)
-                .unwrap_or(cli.scrape_timeout),
+            layered(
+                m,
+                "scrape_timeout",
+                &cli.scrape_timeout,
+                file.scrape_timeout,
+            ),
             "scrape timeout",
         )?,
         history_max_paths: file.history_max_paths.unwrap_or(d.scrape.history_max_paths),
@@ -144,32 +153,25 @@ fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool)> {
     };
     let s = Settings {
         listen: cfg::listen_addrs(&hosts, port)?,
-        default_group: explicit(m, "group", cli.group.clone())
-            .or(file.group.clone())
-            .unwrap_or_else(|| cli.group.clone()),
-        keepalive: explicit(m, "keepalive", cli.keepalive)
-            .or(file.keepalive)
-            .unwrap_or(cli.keepalive),
-        interval: explicit(m, "interval", cli.interval)
-            .or(file.interval)
-            .unwrap_or(cli.interval),
+        default_group: layered(m, "group", &cli.group, file.group.clone()),
+        keepalive: layered(m, "keepalive", &cli.keepalive, file.keepalive),
+        interval: layered(m, "interval", &cli.interval, file.interval),
         reap_interval: secs(
-            explicit(m, "reap_interval", cli.reap_interval)
-                .or(file.reap_interval)
-                .unwrap_or(cli.reap_interval),
+            layered(m, "reap_interval", &cli.reap_interval, file.reap_interval),
             "reap interval",
         )?,
-        trust_forwarded_for: explicit(m, "trust_forwarded_for", cli.trust_forwarded_for)
-            .or(file.trust_forwarded_for)
-            .unwrap_or(cli.trust_forwarded_for),
+        trust_forwarded_for: layered(
+            m,
+            "trust_forwarded_for",
+            &cli.trust_forwarded_for,
+            file.trust_forwarded_for,
+        ),
         limits,
         collector: file.collector.clone().unwrap_or_default(),
         influx,
         scrape,
     };
-    let verbose = explicit(m, "verbose", cli.verbose)
-        .or(file.verbose)
-        .unwrap_or(cli.verbose);
+    let verbose = layered(m, "verbose", &cli.verbose, file.verbose);
     Ok((s, verbose))
 }
 

@@ -17,7 +17,7 @@ use super::health::{Health, Transition};
 use super::metrics::Loop;
 use super::state::StateFile;
 use super::{Shared, apply_blocking, finish_or_abandon, wait_or_stop};
-use crate::settings::duration;
+use crate::duration;
 
 /// What one successful fetch led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

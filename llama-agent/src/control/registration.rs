@@ -14,7 +14,7 @@ use super::backoff::{Backoff, jittered};
 use super::health::{Health, Transition};
 use super::metrics::Loop;
 use super::{ControlConfig, Shared, finish_or_abandon, wait_or_stop};
-use crate::settings::duration;
+use crate::duration;
 
 /// The registration body (DESIGN A4), field for field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -88,19 +88,27 @@ pub enum AllowSpec {
 impl FromStr for AllowSpec {
     type Err = ParsePrefixError;
 
-    /// `""` or `any` = [`AllowSpec::Anyone`]; `peers`; or `CIDR,CIDR,...`
-    /// where a bare address is a host.
+    /// `any` = [`AllowSpec::Anyone`]; `peers`, both in any letter case; or
+    /// `CIDR,CIDR,...` with at least one prefix, where a bare address is a
+    /// host. The error names the item that is none of these.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "" | "any" => Ok(Self::Anyone),
-            "peers" => Ok(Self::Peers),
-            list => list
-                .split(',')
-                .filter(|p| !p.trim().is_empty())
-                .map(parse_prefix)
-                .collect::<Result<Vec<_>, _>>()
-                .map(Self::Static),
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("any") {
+            return Ok(Self::Anyone);
         }
+        if s.eq_ignore_ascii_case("peers") {
+            return Ok(Self::Peers);
+        }
+        let prefixes = s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(parse_prefix)
+            .collect::<Result<Vec<_>, _>>()?;
+        if prefixes.is_empty() {
+            return Err(ParsePrefixError(String::new()));
+        }
+        Ok(Self::Static(prefixes))
     }
 }
 
@@ -149,8 +157,9 @@ mod tests {
 
     #[test]
     fn allow_spec_forms() {
-        assert_eq!("".parse(), Ok(AllowSpec::Anyone));
+        assert_eq!("any".parse(), Ok(AllowSpec::Anyone));
         assert_eq!("peers".parse(), Ok(AllowSpec::Peers));
+        assert_eq!(" Peers ".parse(), Ok(AllowSpec::Peers));
         let spec: AllowSpec = "10.0.0.0/8, fd00::/16".parse().expect("valid");
         let AllowSpec::Static(list) = spec else {
             panic!("static list expected")
@@ -159,5 +168,6 @@ mod tests {
         assert!(allow.contains(ip("10.9.9.9")) && allow.contains(ip("fd00::9")));
         assert!(!allow.contains(ip("192.0.2.1")));
         assert!("10.0.0.0/8,garbage".parse::<AllowSpec>().is_err());
+        assert!(" , ".parse::<AllowSpec>().is_err(), "no prefix at all");
     }
 }

@@ -14,7 +14,7 @@
 //! that already has a link is refused (`InterfaceBusy`) instead of stacking
 //! a program: in `auto` it falls back to userspace and says so loudly.
 
-use std::{fmt, io};
+use std::{fmt, io, str::FromStr};
 
 use ipnet::IpNet;
 use llama_common::{Counter, ReflectorConfig};
@@ -28,27 +28,48 @@ use super::{
 use crate::xdp::{self, AttachMode, XdpReflector};
 
 /// How the reflector may run on the selected interfaces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// XDP native, else XDP generic, else userspace, per interface.
     Auto,
     /// XDP in native (driver) mode only; failing to attach is an error.
     Xdp,
     /// XDP in generic (skb) mode only; failing to attach is an error.
-    #[value(name = "xdp-skb")]
     XdpSkb,
     /// No XDP: the userspace reflector answers everything.
     Userspace,
 }
 
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Mode {
+    const ALL: [Mode; 4] = [Mode::Auto, Mode::Xdp, Mode::XdpSkb, Mode::Userspace];
+
+    /// The flag spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Mode::Auto => "auto",
             Mode::Xdp => "xdp",
             Mode::XdpSkb => "xdp-skb",
             Mode::Userspace => "userspace",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = ();
+
+    /// The flag spelling, in any letter case.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let s = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+            .ok_or(())
     }
 }
 
