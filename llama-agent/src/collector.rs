@@ -67,14 +67,6 @@ pub enum Error {
     Stopped,
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot serve the API on {addr}: {source}")]
-    ApiBind {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: io::Error,
-    },
-    #[error("API server failed: {0}")]
-    Api(#[source] io::Error),
 }
 
 /// State shared by the engine and the HTTP API.

@@ -8,21 +8,26 @@
 //! members. The API serves whatever collector is current, so `/status` and
 //! `/influxdata` (`[]`) answer from the first second, before any config.
 
-mod api;
 mod sink;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
+    api::{self, ApiState, CollectorView, MetricsSource},
+    collector::Shared,
     control::{self, ControlMetrics},
     reflector::{self, AllowSpec, Reflector},
     settings::Settings,
 };
 
-pub use api::AgentState;
 pub use sink::CollectorSink;
 
 /// Why the daemon could not start or stopped with an error.
@@ -30,18 +35,49 @@ pub use sink::CollectorSink;
 pub enum Error {
     #[error("reflector: {0}")]
     Reflector(#[from] reflector::attach::StartError),
-    #[error("agent API on {addr}: {source}")]
-    ApiBind {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("agent API: {0}")]
-    Api(#[source] std::io::Error),
+    #[error(transparent)]
+    Api(#[from] api::Error),
     #[error("control loop: {0}")]
     Control(#[from] control::Error),
     #[error("standalone mode needs --config / APP_CONFIG")]
     NoConfig,
+    /// A blocking task panicked or was cancelled: a bug, not bad input.
+    #[error("{what} task ended abnormally: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// The API serves whichever collector the sink runs now.
+impl CollectorView for CollectorSink {
+    fn current(&self) -> Arc<Shared> {
+        self.shared()
+    }
+}
+
+/// The reflector's counters, while it runs.
+impl MetricsSource for Mutex<Option<Reflector>> {
+    fn visit(&self, f: &mut dyn FnMut(&Registry)) {
+        let registry = self
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(reflector::metrics::registry));
+        if let Some(registry) = &registry {
+            f(registry);
+        }
+    }
+}
+
+/// `spawn_blocking(f)`, with a panic in `f` reported as [`Error::Task`].
+async fn blocking<R: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| Error::Task { what, source })
 }
 
 /// Runs the agent until `shutdown` is cancelled: reflector first (so peers
@@ -54,24 +90,21 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let setup = settings.reflector.clone();
-    let reflector = tokio::task::spawn_blocking(move || Reflector::start(&setup))
-        .await
-        .map_err(|e| Error::Api(std::io::Error::other(e)))??;
-    let reflector = Arc::new(std::sync::Mutex::new(Some(reflector)));
+    let reflector = blocking("reflector start", move || Reflector::start(&setup)).await??;
+    let reflector = Arc::new(Mutex::new(Some(reflector)));
 
     let sink = Arc::new(CollectorSink::new(
         settings.port,
         settings.reflector.allow == AllowSpec::Peers,
         Arc::clone(&reflector),
     ));
-    let state = AgentState::new(Arc::clone(&sink), Arc::clone(&reflector), &metrics);
+    let mut control_registry = Registry::default();
+    metrics.register(&mut control_registry);
+    let state = ApiState::new(Arc::clone(&sink) as Arc<dyn CollectorView>)
+        .with_metrics(Arc::new(control_registry))
+        .with_metrics(Arc::clone(&reflector) as Arc<dyn MetricsSource>);
 
-    let listener = tokio::net::TcpListener::bind(settings.api_bind)
-        .await
-        .map_err(|source| Error::ApiBind {
-            addr: settings.api_bind,
-            source,
-        })?;
+    let listener = api::bind(settings.api_bind).await?;
     info!(
         "agent API (/status, /influxdata, /metrics) on {}",
         settings.api_bind
@@ -88,10 +121,10 @@ pub async fn run(
         None => {
             let path = settings.config.clone().ok_or(Error::NoConfig)?;
             let file_sink = Arc::clone(&sink);
-            let applied =
-                tokio::task::spawn_blocking(move || control::apply_file(&path, file_sink.as_ref()))
-                    .await
-                    .map_err(|e| Error::Api(std::io::Error::other(e)))?;
+            let applied = blocking("config file", move || {
+                control::apply_file(&path, file_sink.as_ref())
+            })
+            .await?;
             match applied {
                 Ok(()) => {
                     shutdown.cancelled().await;
@@ -119,8 +152,8 @@ pub async fn run(
     }
     match api.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!("agent API: {e}"),
-        Err(e) => warn!("agent API task: {e}"),
+        Ok(Err(e)) => warn!("{e}"),
+        Err(e) => warn!("agent API task ended abnormally: {e}"),
     }
     result
 }

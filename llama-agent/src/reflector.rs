@@ -7,6 +7,7 @@
 //! - [`allowlist`], [`ratelimit`]: who is answered and how often.
 //! - [`attach`]: the `auto | xdp | xdp-skb | userspace` attach logic.
 //! - [`interfaces`]: which interfaces carry the default routes.
+//! - [`metrics`]: the counters of both paths for `/metrics`.
 //! - [`flags`]: the reflector's flags, shared by `run` and `reflect`.
 //! - [`cli`]: the `llama-agent reflect` subcommand.
 
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod decide;
 pub mod flags;
 pub mod interfaces;
+pub mod metrics;
 pub mod ratelimit;
 pub mod userspace;
 

@@ -16,7 +16,7 @@ use llama_agent::{
 use tower::ServiceExt;
 
 async fn get(state: &Arc<Shared>, path: &str) -> (u16, String, String) {
-    let resp = api::router(state.clone())
+    let resp = api::router(state.clone().into())
         .oneshot(Request::get(path).body(Body::empty()).expect("request"))
         .await
         .expect("router never fails");

@@ -133,7 +133,7 @@ targets: {t: [{ip: 'fd00:11a:a::2', port: 8100, tags: {dst_name: right}}]}
         .build()
         .expect("runtime");
     let body = rt.block_on(async {
-        let resp = api::router(c.shared())
+        let resp = api::router(c.shared().into())
             .oneshot(
                 Request::get("/influxdata")
                     .body(Body::empty())

@@ -9,6 +9,10 @@ pub mod ratelimit;
 /// Default UDP port of LLAMA probes (DESIGN.md A1).
 pub const DEFAULT_PROBE_PORT: u16 = 8100;
 
+/// `Content-Type` of every `/metrics` answer, agent and server alike.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Name of the XDP program inside the object, as the loader looks it up.
 pub const XDP_PROGRAM_NAME: &str = "llama_reflect";
 

@@ -16,6 +16,7 @@ use axum::{
 };
 
 pub use client::{ClientIp, forwarded_for};
+use llama_common::OPENMETRICS_CONTENT_TYPE;
 
 use crate::{error::ApiError, registry::Members, state::AppState};
 
@@ -115,8 +116,7 @@ async fn my_ip_address(ClientIp(ip): ClientIp) -> Json<serde_json::Value> {
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.counts().await?;
     let body = state.metrics.prometheus(counts);
-    let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    Ok(([(header::CONTENT_TYPE, ct)], body).into_response())
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response())
 }
 
 async fn metrics_json(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -93,15 +93,11 @@ fn log_counters(reflector: &Reflector) {
             .collect();
         info!("xdp counters: {}", text.join(" "));
     }
-    let s = reflector.userspace_stats();
-    info!(
-        "userspace counters: received={} reflected={} not_probe={} not_unicast={} dropped_allowlist={} dropped_rate_limit={} send_errors={}",
-        s.received,
-        s.reflected,
-        s.not_probe,
-        s.not_unicast,
-        s.dropped_allowlist,
-        s.dropped_rate_limit,
-        s.send_errors
-    );
+    let text: Vec<String> = reflector
+        .userspace_stats()
+        .named()
+        .iter()
+        .map(|(name, n)| format!("{name}={n}"))
+        .collect();
+    info!("userspace counters: {}", text.join(" "));
 }

@@ -98,6 +98,22 @@ pub struct ReflectorStats {
     pub truncated: u64,
 }
 
+impl ReflectorStats {
+    /// The counters an operator reads (`truncated` cannot happen with the
+    /// buffers used), by their metric label.
+    pub fn named(&self) -> [(&'static str, u64); 7] {
+        [
+            ("received", self.received),
+            ("reflected", self.reflected),
+            ("not_probe", self.not_probe),
+            ("not_unicast", self.not_unicast),
+            ("dropped_allowlist", self.dropped_allowlist),
+            ("dropped_rate_limit", self.dropped_rate_limit),
+            ("send_errors", self.send_errors),
+        ]
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     received: AtomicU64,
