@@ -4,7 +4,7 @@
 //!
 //! One blocking thread per socket (per bound address, times
 //! `threads_per_socket` with SO_REUSEPORT), each moving up to
-//! [`mmsg::BATCH`] datagrams per `recvmmsg` and `sendmmsg`. A reply is the
+//! [`crate::net::mmsg::BATCH`] datagrams per `recvmmsg` and `sendmmsg`. A reply is the
 //! received buffer itself, sent back from the probed address (IP_PKTINFO /
 //! IPV6_PKTINFO) with the probe's TOS and TTL 64 as per-message control
 //! messages.
@@ -397,7 +397,7 @@ fn serve(socket: &socket2::Socket, shared: &Shared) {
                 SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
                 SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
             });
-            let tos = match decide(batch.payload(i, info.len), info.src, judged_dst) {
+            let tos = match decide(batch.payload(i), info.src, judged_dst) {
                 Decision::Reflect { tos } => tos,
                 Decision::Ignore(Ignore::NotProbe(_)) => {
                     tally.not_probe += 1;

@@ -4,10 +4,18 @@
 #![allow(dead_code)]
 
 use std::{
-    io, mem,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket},
+    io::{self, IoSliceMut},
+    net::{SocketAddr, UdpSocket},
     os::fd::AsRawFd,
     time::{Duration, Instant},
+};
+
+use nix::{
+    cmsg_space,
+    sys::socket::{
+        ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt,
+        sockopt::{IpRecvTos, Ipv4RecvTtl, Ipv6RecvHopLimit, Ipv6RecvTClass},
+    },
 };
 
 /// One received reply.
@@ -23,37 +31,20 @@ pub struct Client {
     pub socket: UdpSocket,
 }
 
-fn setsockopt(fd: i32, level: i32, name: i32, value: i32) {
-    // SAFETY: valid fd and a c_int option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&raw const value).cast(),
-            mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt {level}/{name}: {}",
-        io::Error::last_os_error()
-    );
-}
-
 impl Client {
     /// Binds `addr` (port 0 for any) and asks for TOS/TTL of arriving datagrams.
     pub fn bind(addr: SocketAddr) -> Self {
         let socket = UdpSocket::bind(addr).expect("bind client");
-        let fd = socket.as_raw_fd();
-        if addr.is_ipv4() {
-            setsockopt(fd, libc::IPPROTO_IP, libc::IP_RECVTOS, 1);
-            setsockopt(fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1);
+        let set = if addr.is_ipv4() {
+            setsockopt(&socket, IpRecvTos, &true).and(setsockopt(&socket, Ipv4RecvTtl, &true))
         } else {
-            setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1);
-            setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1);
-        }
+            setsockopt(&socket, Ipv6RecvTClass, &true).and(setsockopt(
+                &socket,
+                Ipv6RecvHopLimit,
+                &true,
+            ))
+        };
+        set.expect("ask for the TOS and TTL of replies");
         Self { socket }
     }
 
@@ -96,80 +87,35 @@ impl Client {
 
     fn recv_once(&self) -> io::Result<Reply> {
         let mut buf = vec![0u8; 65536];
-        let mut ctrl = [0u64; 32];
-        // SAFETY: zeroed sockaddr_storage is valid.
-        let mut name: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: zeroed msghdr is valid; fields set below.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_name = (&raw mut name).cast();
-        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctrl.as_mut_ptr().cast();
-        msg.msg_controllen = mem::size_of_val(&ctrl) as _;
-        // SAFETY: all pointers are valid for the call.
-        let n = unsafe { libc::recvmsg(self.socket.as_raw_fd(), &raw mut msg, 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        buf.truncate(n as usize);
+        let mut ctrl = cmsg_space!(libc::c_int, libc::c_int);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<SockaddrStorage>(
+            self.socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut ctrl),
+            MsgFlags::empty(),
+        )?;
         let (mut tos, mut ttl) = (None, None);
-        // SAFETY: walking the kernel-filled control buffer with the CMSG macros.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
-            while !c.is_null() {
-                let data = libc::CMSG_DATA(c);
-                let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let value = if len >= 4 {
-                    std::ptr::read_unaligned(data.cast::<i32>()) as u8
-                } else {
-                    *data
-                };
-                match ((*c).cmsg_level, (*c).cmsg_type) {
-                    (libc::IPPROTO_IP, libc::IP_TOS) => tos = Some(value),
-                    (libc::IPPROTO_IP, libc::IP_TTL) => ttl = Some(value),
-                    (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => tos = Some(value),
-                    (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => ttl = Some(value),
-                    _ => {}
-                }
-                c = libc::CMSG_NXTHDR(&raw const msg, c);
+        for c in msg.cmsgs()? {
+            match c {
+                ControlMessageOwned::Ipv4Tos(t) => tos = Some(t),
+                ControlMessageOwned::Ipv6TClass(t) => tos = Some(t as u8),
+                ControlMessageOwned::Ipv4Ttl(t) => ttl = Some(t as u8),
+                ControlMessageOwned::Ipv6HopLimit(t) => ttl = Some(t as u8),
+                _ => {}
             }
         }
+        let from = msg
+            .address
+            .and_then(|a| llama_agent::net::std_addr(&a))
+            .expect("source address");
+        let n = msg.bytes;
+        buf.truncate(n);
         Ok(Reply {
             payload: buf,
-            from: to_std(&name).expect("source address"),
+            from,
             tos,
             ttl,
         })
-    }
-}
-
-fn to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(s.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: family checked.
-            let a: libc::sockaddr_in =
-                unsafe { std::ptr::read((s as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: family checked.
-            let a: libc::sockaddr_in6 =
-                unsafe { std::ptr::read((s as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                0,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
     }
 }
