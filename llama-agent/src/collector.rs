@@ -1,5 +1,5 @@
 //! The collector: sends probes to every target, matches the reflections and
-//! publishes per-path summaries (issue 4; DESIGN A2/A3).
+//! publishes per-path summaries (docs/collector-config.md, docs/agent-api.md).
 //!
 //! One engine thread does all the work in an epoll loop, so probe state needs
 //! no locks: it sends the probes that are due (paced by absolute deadlines,

@@ -1,5 +1,6 @@
-//! The control loop: keeps the agent registered with the server (DESIGN A4)
-//! and its collector fed with the group's config, through server outages.
+//! The control loop: keeps the agent registered with the server
+//! (docs/server-api.md) and its collector fed with the group's config,
+//! through server outages.
 //!
 //! Two independent tasks share one HTTP client: [`registration`] (POST every
 //! 60 s) and [`poller`] (GET every 30 s). Each backs off on its own with

@@ -30,6 +30,22 @@ use crate::{
 
 pub use sink::CollectorSink;
 
+/// The agent stops within this long after SIGINT/SIGTERM; the binary exits
+/// then at the latest (docs/agent.md, "Stopping"). The daemon's own stages
+/// below fit inside it, in order.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
+
+/// Stage 2 of stopping, after the control loop's
+/// [`control::SHUTDOWN_GRACE`]: the collector stops (no more probes), then
+/// the reflector detaches XDP and stops. What is left of
+/// [`SHUTDOWN_BOUND`] lets the HTTP API close.
+pub const STOP_BUDGET: Duration = Duration::from_secs(2);
+
+const _: () = assert!(
+    control::SHUTDOWN_GRACE.as_millis() + STOP_BUDGET.as_millis() < SHUTDOWN_BOUND.as_millis(),
+    "the daemon's shutdown stages must fit inside the binary's bound"
+);
+
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -144,11 +160,8 @@ pub async fn run(
             info!(?xdp, ?user, "reflector stopped (XDP detached)");
         }
     });
-    if tokio::time::timeout(Duration::from_secs(4), stop)
-        .await
-        .is_err()
-    {
-        warn!("collector/reflector did not stop within 4 s");
+    if tokio::time::timeout(STOP_BUDGET, stop).await.is_err() {
+        warn!("collector/reflector did not stop within {STOP_BUDGET:?}");
     }
     match api.await {
         Ok(Ok(())) => {}

@@ -1,10 +1,9 @@
 //! Thin entry point of `llama-agent`: parse flags, set up logging, run.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use llama_agent::control::ControlMetrics;
+use llama_agent::daemon::SHUTDOWN_BOUND;
 use llama_agent::duration;
 use llama_agent::settings::{RunArgs, Settings, state_dir};
 use tokio_util::sync::CancellationToken;
@@ -33,9 +32,6 @@ enum Command {
     /// collector binary (SIGHUP reloads the file).
     Collect(llama_agent::collector::cli::CollectArgs),
 }
-
-/// Everything must be stopped this long after SIGINT/SIGTERM.
-const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -1,4 +1,4 @@
-//! The reflector: answers LLAMA probes (DESIGN.md A1) on every interface,
+//! The reflector: answers LLAMA probes (docs/probe.md) on every interface,
 //! in the kernel with the XDP program where it can attach and in userspace
 //! everywhere else — loopback, unusual encodings and whatever XDP passes up.
 //!

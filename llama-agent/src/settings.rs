@@ -1,4 +1,4 @@
-//! Flags and environment of `llama-agent run` (DESIGN A5) and their
+//! Flags and environment of `llama-agent run` (docs/agent.md) and their
 //! validation into a typed [`Settings`].
 //!
 //! Parsing is split in two on purpose: clap reads the raw values (so flags and
@@ -10,11 +10,12 @@
 
 pub mod state_dir;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use llama_common::DEFAULT_PROBE_PORT;
 use reqwest::Url;
 
 use crate::{
@@ -27,8 +28,14 @@ use crate::{
     tags::{self, Tags},
 };
 
+/// Where the agent's HTTP API listens by default: every IPv4 address, on the
+/// probe port (the port the server's scraper and issued configs assume).
+pub const DEFAULT_API_BIND: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DEFAULT_PROBE_PORT));
+
 /// Flags and environment of `llama-agent run` (also used when no subcommand
-/// is given). Every flag has an environment variable; A5 names are kept.
+/// is given). Every flag has an environment variable; the original client's
+/// and probe's names are kept.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// URL of the llama server, e.g. `http://llama.example.com:5000`.
@@ -64,7 +71,7 @@ pub struct RunArgs {
     #[arg(short = 't', long, env = "LLAMA_TAGS", default_value = "")]
     pub tags: String,
 
-    /// Collector config file (DESIGN A2). Without `--server`: a standalone
+    /// Collector config file (docs/collector-config.md). Without `--server`: a standalone
     /// collector as the original ran. With `--server`: the config used at
     /// start-up when no persisted config exists yet.
     #[arg(short = 'c', long, env = "APP_CONFIG", value_name = "FILE")]
@@ -76,7 +83,7 @@ pub struct RunArgs {
 
     /// UDP probe port and TCP API port this agent registers (the server's
     /// configs send peers' probes here).
-    #[arg(long, env = "LLAMA_PORT", default_value_t = 8100)]
+    #[arg(long, env = "LLAMA_PORT", default_value_t = DEFAULT_PROBE_PORT)]
     pub port: u16,
 
     /// Descriptive name of this probe (tag `probe_name`; peers see it as
@@ -121,7 +128,7 @@ pub struct RunArgs {
         long,
         env = "LLAMA_API_BIND",
         value_name = "ADDR",
-        default_value = "0.0.0.0:8100"
+        default_value_t = DEFAULT_API_BIND
     )]
     pub api_bind: SocketAddr,
 }

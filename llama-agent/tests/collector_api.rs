@@ -1,4 +1,4 @@
-//! The collector's HTTP API (DESIGN A3) on a known summary: `/status`,
+//! The collector's HTTP API (docs/agent-api.md) on a known summary: `/status`,
 //! `/influxdata` byte for byte (names, units, six-decimal formatting, tag
 //! merging, `[]` before the first interval) and `/metrics`.
 

@@ -1,4 +1,4 @@
-//! Both A2 formats load unchanged, including the original project's two
+//! Both formats of docs/collector-config.md load unchanged, including the original project's two
 //! example files, and resolve to the expected tests, sockets and targets.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};

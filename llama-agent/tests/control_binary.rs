@@ -103,7 +103,7 @@ async fn registers_polls_persists_and_stops_on_sigterm() {
         if let Some(status) = agent.0.try_wait().unwrap() {
             break status;
         }
-        // DESIGN: exit within 5 s of SIGTERM.
+        // docs/agent.md: exit within 5 s of SIGTERM.
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "still running 5 s after SIGTERM"

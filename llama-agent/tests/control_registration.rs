@@ -14,7 +14,7 @@ use serde_json::json;
 use server::{Mode, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payload_has_the_exact_shape_of_design_a4() {
+async fn payload_has_the_exact_shape_the_server_api_defines() {
     let server = TestServer::start().await;
     let mut cfg = config(server.url(), None);
     cfg.ip = Some("192.0.2.7".parse().unwrap());

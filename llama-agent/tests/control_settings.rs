@@ -1,4 +1,4 @@
-//! `llama-agent run` flags and environment (DESIGN A5): parsing through clap
+//! `llama-agent run` flags and environment (docs/agent.md): parsing through clap
 //! and validation, plus the real binary refusing bad environment values.
 
 use std::net::SocketAddr;

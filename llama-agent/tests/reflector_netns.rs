@@ -56,8 +56,8 @@ fn ethtool_tx_off(ns: &NetNs, dev: &str) {
 }
 
 /// Two hosts prepared for every mode: full checksums from both stacks (so
-/// captured frames can be verified; machine.md: native XDP on veth needs it
-/// on the sender), and, for native mode, an XDP program on the peer end
+/// captured frames can be verified; native XDP on veth needs it
+/// on the sender, docs/development.md), and, for native mode, an XDP program on the peer end
 /// (pass-everything: port 0) without which veth drops XDP_TX frames.
 struct Setup {
     hosts: TwoHosts,

@@ -6,7 +6,8 @@
 pub mod probe;
 pub mod ratelimit;
 
-/// Default UDP port of LLAMA probes (DESIGN.md A1).
+/// Default UDP port of LLAMA probes (docs/probe.md), and the agent's default
+/// TCP port for its HTTP API (docs/agent-api.md).
 pub const DEFAULT_PROBE_PORT: u16 = 8100;
 
 /// `Content-Type` of every `/metrics` answer, agent and server alike.

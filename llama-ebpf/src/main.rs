@@ -53,7 +53,7 @@ static ALLOW_V6: LpmTrie<[u8; 16], AllowValue> =
 #[map(name = "LLAMA_RATE")]
 static RATE: Array<RateState> = Array::with_max_entries(1, 0);
 
-/// TTL / hop limit of every reply (DESIGN.md A1).
+/// TTL / hop limit of every reply (docs/probe.md).
 const REPLY_TTL: u8 = 64;
 const ETH_HLEN: usize = mem::size_of::<EthHdr>();
 const UDP_HLEN: usize = mem::size_of::<UdpHdr>();

@@ -1,4 +1,4 @@
-//! `llama-server`: parses flags and environment (DESIGN A4), sets up
+//! `llama-server`: parses flags and environment (docs/server-api.md), sets up
 //! logging, and runs the server (or, with `scrape`, the scraper alone).
 
 use std::{path::PathBuf, time::Duration};
@@ -7,7 +7,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, parse
 use llama_server::{
     Settings,
     server::{self, ScrapeOnly},
-    settings::{self as cfg, FileConfig, InfluxSettings, ScrapeSettings},
+    settings::{self as cfg, FileConfig, InfluxSettings, ScrapeSettings, defaults},
 };
 
 /// llama service-discovery server: registry, collector configs, scraper.
@@ -18,52 +18,52 @@ struct Cli {
     #[arg(short = 'c', long, env = "APP_CONFIG", default_value = "")]
     config: String,
     /// Group of registrations that name none.
-    #[arg(short = 'g', long, env = "APP_GROUP", default_value = "default")]
+    #[arg(short = 'g', long, env = "APP_GROUP", default_value = defaults::GROUP)]
     group: String,
     /// Address to listen on; repeat (or comma-separate) for several, e.g. `-i 0.0.0.0 -i ::`.
     #[arg(
         short = 'i',
         long = "host",
         env = "APP_HOST",
-        default_value = "127.0.0.1",
+        default_value = defaults::HOST,
         value_delimiter = ','
     )]
     host: Vec<String>,
     /// Keepalive, seconds, of registrations that give none.
-    #[arg(short = 'k', long, env = "APP_KEEPALIVE", default_value_t = 86400.0)]
+    #[arg(short = 'k', long, env = "APP_KEEPALIVE", default_value_t = defaults::KEEPALIVE_S)]
     keepalive: f64,
     /// TCP port to listen on.
-    #[arg(short = 'p', long, env = "APP_PORT", default_value_t = 5000)]
+    #[arg(short = 'p', long, env = "APP_PORT", default_value_t = defaults::PORT)]
     port: u16,
     /// Debug logging.
     #[arg(short = 'v', long, env = "APP_VERBOSE", default_value_t = false)]
     verbose: bool,
     /// Summarization and scrape interval, seconds.
-    #[arg(long, env = "LLAMA_INTERVAL", default_value_t = 10)]
+    #[arg(long, env = "LLAMA_INTERVAL", default_value_t = defaults::INTERVAL_S)]
     interval: u64,
     /// Seconds between reaps of expired and duplicate entries.
-    #[arg(long, env = "APP_REAP_INTERVAL", default_value_t = 5.0)]
+    #[arg(long, env = "APP_REAP_INTERVAL", default_value_t = defaults::REAP_INTERVAL_S)]
     reap_interval: f64,
     /// Trust the first X-Forwarded-For address (only behind a known proxy).
     #[arg(long, env = "APP_TRUST_FORWARDED_FOR", default_value_t = false)]
     trust_forwarded_for: bool,
     /// Most entries the registry holds.
-    #[arg(long, env = "APP_MAX_ENTRIES", default_value_t = 200_000)]
+    #[arg(long, env = "APP_MAX_ENTRIES", default_value_t = defaults::MAX_ENTRIES)]
     max_entries: usize,
     /// InfluxDB host; the scraper runs when set.
     #[arg(long, env = "INFLUXDB_HOST", default_value = "")]
     influxdb_host: String,
     /// InfluxDB HTTP port.
-    #[arg(long, env = "INFLUXDB_PORT", default_value_t = 8086)]
+    #[arg(long, env = "INFLUXDB_PORT", default_value_t = defaults::INFLUXDB_PORT)]
     influxdb_port: u16,
     /// InfluxDB database.
-    #[arg(long, env = "INFLUXDB_NAME", default_value = "llama")]
+    #[arg(long, env = "INFLUXDB_NAME", default_value = defaults::INFLUXDB_NAME)]
     influxdb_name: String,
     /// TCP port of the agents' API, where the scraper fetches /influxdata.
-    #[arg(long, env = "LLAMA_AGENT_PORT", default_value_t = 8100)]
+    #[arg(long, env = "LLAMA_AGENT_PORT", default_value_t = defaults::AGENT_PORT)]
     agent_port: u16,
     /// Seconds one agent may take to answer the scraper.
-    #[arg(long, env = "LLAMA_SCRAPE_TIMEOUT", default_value_t = 5.0)]
+    #[arg(long, env = "LLAMA_SCRAPE_TIMEOUT", default_value_t = defaults::SCRAPE_TIMEOUT_S)]
     scrape_timeout: f64,
     #[command(subcommand)]
     command: Option<Command>,
@@ -78,7 +78,7 @@ enum Command {
             short = 's',
             long,
             env = "LLAMA_SERVER",
-            default_value = "http://127.0.0.1:5000"
+            default_value = defaults::SERVER_URL
         )]
         server: String,
     },

@@ -1,4 +1,4 @@
-//! The HTTP API of A4: routes, and the small read-only handlers. `/list`
+//! The HTTP API (docs/server-api.md): routes, and the small read-only handlers. `/list`
 //! answers are assembled from each entry's pre-serialized JSON.
 
 mod client;

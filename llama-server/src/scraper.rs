@@ -1,4 +1,4 @@
-//! The scraper (A6): every interval, fetch `/influxdata` from every agent at
+//! The scraper (docs/scraper.md): every interval, fetch `/influxdata` from every agent at
 //! once (each with its own timeout), and write the points to InfluxDB in
 //! batches as they arrive. A batch is written when full or when its first
 //! point has waited `linger`, so a dead or slow agent delays nobody else's

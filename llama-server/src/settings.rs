@@ -9,6 +9,35 @@ use serde::Deserialize;
 
 use crate::error::Error;
 
+/// The defaults of the server's settings (the original server's where it
+/// had one), shared by the flags and [`Settings::default`].
+pub mod defaults {
+    /// Listen address.
+    pub const HOST: &str = "127.0.0.1";
+    /// Listen port.
+    pub const PORT: u16 = 5000;
+    /// The server's base URL for `llama-server scrape`: `http://HOST:PORT`.
+    pub const SERVER_URL: &str = "http://127.0.0.1:5000";
+    /// Group of registrations that name none.
+    pub const GROUP: &str = "default";
+    /// Keepalive of registrations that give none, seconds (a day).
+    pub const KEEPALIVE_S: f64 = 86_400.0;
+    /// Summarization and scrape interval, seconds.
+    pub const INTERVAL_S: u64 = 10;
+    /// Seconds between reaps.
+    pub const REAP_INTERVAL_S: f64 = 5.0;
+    /// Most entries the registry holds.
+    pub const MAX_ENTRIES: usize = 200_000;
+    /// InfluxDB's HTTP port.
+    pub const INFLUXDB_PORT: u16 = 8086;
+    /// InfluxDB database.
+    pub const INFLUXDB_NAME: &str = "llama";
+    /// The agents' API port (the agents' probe port too).
+    pub const AGENT_PORT: u16 = llama_common::DEFAULT_PROBE_PORT;
+    /// How long one agent may take to answer the scraper, seconds.
+    pub const SCRAPE_TIMEOUT_S: f64 = 5.0;
+}
+
 /// Limits on what a registration may contain and how much the registry holds.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,12 +64,12 @@ impl Default for Limits {
             max_tag_key_len: 64,
             max_tag_value_len: 256,
             max_group_len: 64,
-            max_entries: 200_000,
+            max_entries: defaults::MAX_ENTRIES,
         }
     }
 }
 
-/// The collector settings every rendered config carries (A2). The defaults
+/// The collector settings every rendered config carries (docs/collector-config.md). The defaults
 /// are the original server's template: 2 handlers, one port, 1 cycle/s.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -55,7 +84,7 @@ pub struct CollectorDefaults {
     pub port_count: u32,
     /// Cycles per second of the default rate limit.
     pub cps: f64,
-    /// The agents' API address in issued configs (A4: `0.0.0.0:8100`).
+    /// The agents' API address in issued configs (`0.0.0.0:8100` by default).
     pub api_bind: String,
 }
 
@@ -68,7 +97,7 @@ impl Default for CollectorDefaults {
             tos: 0,
             port_count: 1,
             cps: 1.0,
-            api_bind: "0.0.0.0:8100".into(),
+            api_bind: format!("0.0.0.0:{}", defaults::AGENT_PORT),
         }
     }
 }
@@ -90,7 +119,7 @@ impl InfluxSettings {
     }
 }
 
-/// Scraper tuning (A6).
+/// Scraper tuning (docs/scraper.md).
 #[derive(Debug, Clone)]
 pub struct ScrapeSettings {
     /// TCP port of the agents' API (`/influxdata`).
@@ -111,8 +140,8 @@ pub struct ScrapeSettings {
 impl Default for ScrapeSettings {
     fn default() -> Self {
         ScrapeSettings {
-            agent_port: 8100,
-            agent_timeout: Duration::from_secs(5),
+            agent_port: defaults::AGENT_PORT,
+            agent_timeout: Duration::from_secs_f64(defaults::SCRAPE_TIMEOUT_S),
             concurrency: 256,
             batch_points: 5000,
             linger: Duration::from_millis(200),
@@ -143,11 +172,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5000))],
-            default_group: "default".into(),
-            keepalive: 86_400.0,
-            interval: 10,
-            reap_interval: Duration::from_secs(5),
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], defaults::PORT))],
+            default_group: defaults::GROUP.into(),
+            keepalive: defaults::KEEPALIVE_S,
+            interval: defaults::INTERVAL_S,
+            reap_interval: Duration::from_secs_f64(defaults::REAP_INTERVAL_S),
             trust_forwarded_for: false,
             limits: Limits::default(),
             collector: CollectorDefaults::default(),
@@ -261,4 +290,24 @@ pub fn validate(s: &Settings) -> Result<(), Error> {
         return Err(bad("limits.max_tags must allow the 3 required tags"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_server_url_is_the_default_listen_address() {
+        assert_eq!(
+            defaults::SERVER_URL,
+            format!("http://{}:{}", defaults::HOST, defaults::PORT)
+        );
+        let s = Settings::default();
+        assert_eq!(
+            s.listen[0].to_string(),
+            format!("{}:{}", defaults::HOST, defaults::PORT)
+        );
+        assert_eq!(s.collector.api_bind, "0.0.0.0:8100");
+        assert_eq!(s.scrape.agent_port, 8100);
+    }
 }

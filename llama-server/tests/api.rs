@@ -1,4 +1,4 @@
-//! Router tests: every endpoint of A4, every refusal, and the original's
+//! Router tests: every endpoint of docs/server-api.md, every refusal, and the original's
 //! response shapes.
 
 #[path = "support/app.rs"]

@@ -1,4 +1,4 @@
-//! The `llama-server` binary: flags and environment of A4, the config file,
+//! The `llama-server` binary: flags and environment (docs/server-api.md), the config file,
 //! graceful exit on SIGTERM, and `llama-server scrape` driven only by the
 //! original scraper's environment.
 

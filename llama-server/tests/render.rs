@@ -1,4 +1,4 @@
-//! Collector config rendering: structure (A2), the requester's rewrite,
+//! Collector config rendering: structure (docs/collector-config.md), the requester's rewrite,
 //! injection attempts through tags and group names, and the cached fast path
 //! producing exactly the bytes of a whole-document library rendering.
 

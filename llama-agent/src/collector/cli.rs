@@ -33,7 +33,8 @@ pub enum Error {
 /// Flags of `llama-agent collect`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct CollectArgs {
-    /// Collector configuration file (DESIGN A2, full or legacy format).
+    /// Collector configuration file (docs/collector-config.md, full or legacy
+    /// format).
     /// Without one, the original collector's built-in default runs.
     #[arg(short = 'c', long, env = "APP_CONFIG", default_value = None)]
     pub config: Option<PathBuf>,

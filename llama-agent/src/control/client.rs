@@ -1,4 +1,4 @@
-//! HTTP client for the server API (DESIGN A4): the three calls the agent makes.
+//! HTTP client for the server API (docs/server-api.md): the three calls the agent makes.
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -16,7 +16,7 @@ use super::metrics::Loop;
 use super::{ControlConfig, Shared, finish_or_abandon, wait_or_stop};
 use crate::duration;
 
-/// The registration body (DESIGN A4), field for field.
+/// The registration body (docs/server-api.md), field for field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RegisterBody {
     pub port: u16,

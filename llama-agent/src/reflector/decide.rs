@@ -18,7 +18,7 @@ pub enum Decision {
 /// Why a datagram is not answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ignore {
-    /// The payload is not a `llama.Probe` (DESIGN.md A1).
+    /// The payload is not a `llama.Probe` (docs/probe.md).
     NotProbe(ProbeError),
     /// Sent from or to an address we must not answer for: unspecified,
     /// multicast, broadcast, or from port 0. Answering would send from a

@@ -1,4 +1,4 @@
-//! A minimal in-test llama server (DESIGN A4 subset) on 127.0.0.1 that tests
+//! A minimal in-test llama server (a subset of docs/server-api.md) on 127.0.0.1 that tests
 //! can make fail, hang, forget its registry, stop and restart on the same port.
 
 #![allow(dead_code)] // each test file uses a different subset
@@ -169,7 +169,7 @@ async fn register(State(inner): State<Shared>, Json(body): Json<Value>) -> Respo
     if let Some(r) = misbehave(&inner).await {
         return r;
     }
-    // The schema checks of DESIGN A4 that matter to the agent.
+    // The schema checks of docs/server-api.md that matter to the agent.
     let ok = body["port"].is_u64()
         && ["version", "probe_shortname", "probe_name"]
             .iter()

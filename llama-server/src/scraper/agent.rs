@@ -1,4 +1,4 @@
-//! One agent's `/influxdata` (A3): fetching it and turning its objects into
+//! One agent's `/influxdata` (docs/agent-api.md): fetching it and turning its objects into
 //! InfluxDB points and history samples.
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
@@ -11,7 +11,7 @@ use crate::{
     influx::{FieldValue, Point},
 };
 
-/// The measurement of agents' points (A6).
+/// The measurement of agents' points (docs/scraper.md).
 pub const MEASUREMENT: &str = "raw_stats";
 
 /// One object of an agent's `/influxdata` array.

@@ -1,6 +1,6 @@
 //! Stand-in agents for scraper tests: HTTP servers on distinct loopback
 //! addresses (127.0.0.x) sharing one port, serving `/influxdata` like the
-//! collector API (A3); and a "dead" agent that accepts connections and
+//! collector API (docs/agent-api.md); and a "dead" agent that accepts connections and
 //! never answers.
 
 #![allow(dead_code)]
@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::{Router, routing::get};
 use tokio::net::TcpListener;
 
-/// The A3 payload of an agent `src` probing `dsts`.
+/// The `/influxdata` payload of an agent `src` probing `dsts`.
 pub fn payload(src: &str, dsts: &[&str]) -> String {
     let points: Vec<serde_json::Value> = dsts
         .iter()

@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use llama_agent::xdp::{AttachMode, XdpReflector};
-use llama_common::ReflectorConfig;
+use llama_common::{DEFAULT_PROBE_PORT, ReflectorConfig};
 use llama_testkit::{NetNs, TwoHosts};
 
 use crate::build_ebpf;
@@ -129,11 +129,11 @@ fn measure(agent: &Path, rate: u32, warmup: Duration, window: Duration) -> anyho
     for t in &targets {
         hosts.right.add_addr(&hosts.veth.b, &format!("{t}/24"))?;
     }
-    let _reflector = start_reflector(&hosts.right, &hosts.veth.b, 8100)?;
+    let _reflector = start_reflector(&hosts.right, &hosts.veth.b, DEFAULT_PROBE_PORT)?;
     let cps = f64::from(rate) / f64::from(TARGETS * PORTS);
     let list: Vec<String> = targets
         .iter()
-        .map(|t| format!("{{ip: {t}, port: 8100}}"))
+        .map(|t| format!("{{ip: {t}, port: {DEFAULT_PROBE_PORT}}}"))
         .collect();
     let yaml = format!(
         "summarization: {{interval: 10}}\napi: {{bind: '{API}'}}\n\

@@ -1,5 +1,5 @@
 //! The group's loss/latency matrix as the demo prints and checks it, built
-//! from every agent's `/influxdata` (DESIGN.md A3).
+//! from every agent's `/influxdata` (docs/agent-api.md).
 
 use std::{
     collections::BTreeMap,
@@ -7,6 +7,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
+use llama_common::DEFAULT_PROBE_PORT;
 use serde::Deserialize;
 
 /// One (source, destination) cell over the last interval.
@@ -49,7 +50,7 @@ impl Matrix {
     ) -> Self {
         let mut matrix = Matrix::default();
         for (name, ip) in hosts {
-            let url = format!("http://{ip}:8100/influxdata");
+            let url = format!("http://{ip}:{DEFAULT_PROBE_PORT}/influxdata");
             let Ok(body) = client
                 .get(&url)
                 .send()
