@@ -16,8 +16,7 @@
 //! two cores and the collector's figure is its own.
 
 use std::{
-    io::{Read, Write},
-    net::{Ipv4Addr, TcpStream},
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -26,7 +25,7 @@ use std::{
 use anyhow::{Context, bail};
 use llama_agent::xdp::{AttachMode, XdpReflector};
 use llama_common::{DEFAULT_PROBE_PORT, ReflectorConfig};
-use llama_testkit::{NetNs, TwoHosts};
+use llama_testkit::{NetNs, TwoHosts, http_get_ok};
 
 use crate::build_ebpf;
 
@@ -218,19 +217,8 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 
 /// The collector's counters from `/metrics` (name → value).
 fn metrics(ns: &NetNs) -> Option<std::collections::HashMap<String, f64>> {
-    let body = ns.run(|| {
-        let mut s = TcpStream::connect(API).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    })?;
-    let (_, body) = body.split_once("\r\n\r\n")?;
+    let api: SocketAddr = API.parse().ok()?;
+    let body = ns.run(|| http_get_ok(api, "/metrics"))?;
     Some(
         body.lines()
             .filter(|l| !l.starts_with('#'))

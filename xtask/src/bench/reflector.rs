@@ -34,6 +34,7 @@ use anyhow::{Context, Result, bail};
 use llama_agent::xdp::{AttachMode, XdpReflector};
 use llama_common::{ReflectorConfig, probe};
 use llama_testkit::{NetNs, TwoHosts};
+use nix::sys::socket::{setsockopt, sockopt::RcvBufForce};
 
 use crate::{build_ebpf, cmd};
 
@@ -404,17 +405,8 @@ fn generate(from: SocketAddr, to: SocketAddr, duration: Duration) -> Result<(u64
     let socket = UdpSocket::bind(from)?;
     socket.connect(to)?;
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let size: libc::c_int = 32 << 20;
-    // SAFETY: int socket option on a valid fd (FORCE: we are root).
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&raw const size).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // FORCE: we are root; a failure only means a smaller buffer.
+    let _ = setsockopt(&socket, RcvBufForce, &(32 << 20));
     let socket = Arc::new(socket);
     let stop_send = Arc::new(AtomicBool::new(false));
     let stop_recv = Arc::new(AtomicBool::new(false));
