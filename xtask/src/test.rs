@@ -45,6 +45,7 @@ pub fn run(opts: &Options) -> Result<()> {
                 "warnings",
             ]),
     )?;
+    build_ebpf::clippy()?;
 
     let mut test = Command::new("cargo");
     test.current_dir(cmd::workspace_root()).args([
