@@ -87,6 +87,11 @@ pub fn clippy() -> Result<()> {
     cmd::run(&mut cargo)
 }
 
+/// Installs the nightly toolchain (with rust-src) unless it is there.
+pub fn ensure_nightly() -> Result<()> {
+    Toolchain::ensure().map(drop)
+}
+
 /// Installs the nightly toolchain's component `name` unless it is there.
 pub fn ensure_nightly_component(name: &str) -> Result<()> {
     let installed = cmd::output(Command::new("rustup").args([
@@ -106,7 +111,7 @@ pub fn ensure_nightly_component(name: &str) -> Result<()> {
 
 /// `cargo +nightly` with the outer (stable) cargo's variables removed, so the
 /// nested build picks its own compiler.
-fn nightly_cargo() -> Command {
+pub fn nightly_cargo() -> Command {
     let mut c = Command::new("cargo");
     c.arg("+nightly");
     for var in [

@@ -36,11 +36,10 @@ use std::{
 
 use anyhow::{Result, bail};
 use clap::Args;
-
-use crate::{build_ebpf, cmd, prereqs};
-
 pub use matrix::Matrix;
 use topology::Topology;
+
+use crate::{build_ebpf, cmd, prereqs};
 
 #[derive(Args, Debug, Clone)]
 pub struct Options {
