@@ -39,11 +39,12 @@ use std::{
     thread,
 };
 
-use crate::config::{CollectorConfig, ConfigError};
 use engine::{Command, Engine};
 use metrics::Metrics;
 use socket::RxClock;
 use summary::Published;
+
+use crate::config::{CollectorConfig, ConfigError};
 
 /// How send times are taken (a software TX timestamp from the error queue
 /// would remove the few hundred ns between the clock read and the kernel;

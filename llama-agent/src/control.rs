@@ -20,24 +20,24 @@ pub mod registration;
 pub mod sink;
 pub mod state;
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use reqwest::Url;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use self::client::ServerClient;
-pub use self::error::Error;
-pub use self::metrics::ControlMetrics;
-pub use self::registration::RegisterBody;
-pub use self::sink::ConfigSink;
-pub use self::state::StateFile;
+pub use self::{
+    client::ServerClient, error::Error, metrics::ControlMetrics, registration::RegisterBody,
+    sink::ConfigSink, state::StateFile,
+};
 /// Bound on every request to the server (connect + answer).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// First backoff ceiling after a failure.

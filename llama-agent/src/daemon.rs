@@ -17,6 +17,7 @@ use std::{
 };
 
 use prometheus_client::registry::Registry;
+pub use sink::CollectorSink;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -27,8 +28,6 @@ use crate::{
     reflector::{self, AllowSpec, Reflector},
     settings::Settings,
 };
-
-pub use sink::CollectorSink;
 
 /// The agent stops within this long after SIGINT/SIGTERM; the binary exits
 /// then at the latest (docs/agent.md, "Stopping"). The daemon's own stages

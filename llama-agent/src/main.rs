@@ -2,10 +2,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use llama_agent::control::ControlMetrics;
-use llama_agent::daemon::SHUTDOWN_BOUND;
-use llama_agent::duration;
-use llama_agent::settings::{RunArgs, Settings, state_dir};
+use llama_agent::{
+    control::ControlMetrics,
+    daemon::SHUTDOWN_BOUND,
+    duration,
+    settings::{RunArgs, Settings, state_dir},
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 

@@ -10,9 +10,11 @@
 
 pub mod state_dir;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::Args;
 use llama_common::DEFAULT_PROBE_PORT;

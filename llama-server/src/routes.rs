@@ -14,7 +14,6 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
-
 pub use client::{ClientIp, forwarded_for};
 use llama_common::OPENMETRICS_CONTENT_TYPE;
 

@@ -15,9 +15,8 @@ use std::{
 };
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
-
 pub use targets::TargetSource;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     clock,

@@ -4,9 +4,9 @@
 
 use std::{io, net::SocketAddr, os::fd::RawFd};
 
-use crate::net::mmsg;
-
 pub use mmsg::BATCH;
+
+use crate::net::mmsg;
 
 /// Bytes per datagram buffer: a canonical probe is 1028 bytes; anything
 /// that does not fit is flagged truncated and is not ours.

@@ -33,6 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mmsg::Batch;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -40,7 +41,6 @@ use super::{
     decide::{Decision, Ignore, decide},
     ratelimit::RateLimiter,
 };
-use mmsg::Batch;
 
 /// What to start.
 #[derive(Clone, Debug)]

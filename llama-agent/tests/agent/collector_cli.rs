@@ -8,9 +8,10 @@ use std::{
     time::Duration,
 };
 
-use crate::support::reflector::{Mode, start_reflector};
 use llama_testkit::{NetNs, WAIT, http_get_ok, privileged, wait_for, wait_until};
 use nix::sys::signal::Signal;
+
+use crate::support::reflector::{Mode, start_reflector};
 
 const API: &str = "127.0.0.1:5001";
 

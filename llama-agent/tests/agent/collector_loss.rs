@@ -3,17 +3,19 @@
 //! ±3 percentage points over thousands of probes, and is 0 % again once the
 //! rule is gone; a drop on one source port shows up in that port's loss only.
 
-use crate::support::reflector;
-
 use std::time::{Duration, Instant};
 
-use crate::support::publications::{next_publication, path};
-use crate::support::reflector::{Mode, start_reflector};
 use llama_agent::{
     collector::{Collector, summary::Published},
     config::{CollectorConfig, LoadOptions},
 };
 use llama_testkit::{NetNs, TwoHosts, privileged};
+
+use crate::support::{
+    publications::{next_publication, path},
+    reflector,
+    reflector::{Mode, start_reflector},
+};
 
 const DST: &str = "10.200.0.2";
 

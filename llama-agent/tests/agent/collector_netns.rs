@@ -5,8 +5,6 @@
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
-use crate::support::publications::{next_publication, path};
-use crate::support::reflector::{Mode, start_reflector};
 use axum::{body::Body, http::Request};
 use http_body_util::BodyExt;
 use llama_agent::{
@@ -16,6 +14,11 @@ use llama_agent::{
 };
 use llama_testkit::{NetNs, TwoHosts, privileged};
 use tower::ServiceExt;
+
+use crate::support::{
+    publications::{next_publication, path},
+    reflector::{Mode, start_reflector},
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -8,11 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::publications::{next_publication, path};
-use crate::support::reflector::start_local_echo;
 use llama_agent::{
     collector::{Collector, Error},
     config::{CollectorConfig, LoadOptions},
+};
+
+use crate::support::{
+    publications::{next_publication, path},
+    reflector::start_local_echo,
 };
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -1,8 +1,10 @@
 //! The real `llama-agent run` binary against an in-test server: it registers
 //! with the flags it was given, polls, persists, and exits 0 soon after SIGTERM.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use llama_testkit::{ChildGuard, WAIT, until};
 use nix::sys::signal::Signal;

@@ -3,10 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::control_agent::{Agent, config, dead_server_url};
-use crate::support::control_server::{Mode, TestServer};
 use llama_agent::control::StateFile;
 use llama_testkit::{WAIT, until};
+
+use crate::support::{
+    control_agent::{Agent, config, dead_server_url},
+    control_server::{Mode, TestServer},
+};
 
 const A: &str = "targets:\n  lab: [{ip: 10.0.0.1, port: 8100}]\n";
 const B: &str = "targets:\n  lab: [{ip: 10.0.0.1, port: 8100}, {ip: 10.0.0.2, port: 8100}]\n";

@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
-use crate::support::control_agent::{Agent, config};
-use crate::support::control_server::{Mode, TestServer};
 use llama_agent::control::metrics::Loop;
 use llama_testkit::{WAIT, until};
 use serde_json::json;
+
+use crate::support::{
+    control_agent::{Agent, config},
+    control_server::{Mode, TestServer},
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_has_the_exact_shape_the_server_api_defines() {

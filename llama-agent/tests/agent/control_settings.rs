@@ -1,13 +1,13 @@
 //! `llama-agent run` flags and environment (docs/agent.md): parsing through clap
 //! and validation, plus the real binary refusing bad environment values.
 
-use std::net::SocketAddr;
-use std::process::Command;
-use std::time::Duration;
+use std::{net::SocketAddr, process::Command, time::Duration};
 
 use clap::Parser;
-use llama_agent::reflector::{AllowSpec, Mode};
-use llama_agent::settings::{RunArgs, Settings, SettingsError};
+use llama_agent::{
+    reflector::{AllowSpec, Mode},
+    settings::{RunArgs, Settings, SettingsError},
+};
 
 #[derive(Parser, Debug)]
 struct Cli {

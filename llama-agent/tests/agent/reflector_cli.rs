@@ -2,8 +2,6 @@
 //! away with the process), restart, a second agent on the same interface
 //! (refused; `auto` falls back to userspace, loudly), SIGTERM (detaches).
 
-use crate::support::packets;
-
 use std::{
     io::{BufRead, BufReader},
     net::{IpAddr, SocketAddr},
@@ -12,11 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{client::Client, xdp_ready};
 use llama_agent::xdp::{AttachMode, XdpReflector};
 use llama_common::ReflectorConfig;
 use llama_testkit::{ChildGuard, NetNs, TwoHosts, WAIT, wait_until};
 use nix::sys::signal::Signal;
+
+use crate::support::{client::Client, packets, xdp_ready};
 
 struct Agent {
     guard: ChildGuard,

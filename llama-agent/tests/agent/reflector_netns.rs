@@ -9,15 +9,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::client::Client;
-use crate::support::packets::{canonical_probe, parse_frame};
-use crate::support::{capture::Capture, xdp_ready};
 use llama_agent::{
     reflector::{AllowSpec, Mode, Outcome, Reflector, ReflectorSetup},
     xdp::{AttachMode, XdpReflector},
 };
 use llama_common::{Counter, ReflectorConfig};
 use llama_testkit::{NetNs, TwoHosts};
+
+use crate::support::{
+    capture::Capture,
+    client::Client,
+    packets::{canonical_probe, parse_frame},
+    xdp_ready,
+};
 
 const PORT: u16 = 8100;
 const WAIT: Duration = Duration::from_secs(5);

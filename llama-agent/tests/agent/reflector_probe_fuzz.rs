@@ -3,14 +3,14 @@
 //! probes never panic, and every verdict agrees with an independent decoder
 //! (prost) on what the bytes mean.
 
-use crate::support::packets;
-
 use std::net::{IpAddr, SocketAddr};
 
 use llama_agent::reflector::decide::{Decision, Ignore, decide};
 use llama_common::probe::{self, ProbeError};
 use proptest::prelude::*;
 use prost::Message;
+
+use crate::support::packets;
 
 /// `llama.Probe` as prost decodes it: the reference definition.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -7,10 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::client::Client;
-use crate::support::packets::canonical_probe;
 use llama_agent::reflector::{Allowlist, ReflectorOptions, UserspaceReflector};
 use llama_testkit::{TwoHosts, privileged, wait_for_within};
+
+use crate::support::{client::Client, packets::canonical_probe};
 
 const WAIT: Duration = Duration::from_secs(5);
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -5,13 +5,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
+use llama_agent::xdp::XdpReflector;
+use llama_common::{Counter, ReflectorConfig};
+
 use crate::support::{
     packets::{self, Frame, UdpCsum, canonical_probe, parse_frame},
     xdp_ready,
 };
-use ipnet::IpNet;
-use llama_agent::xdp::XdpReflector;
-use llama_common::{Counter, ReflectorConfig};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

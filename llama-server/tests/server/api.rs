@@ -1,8 +1,6 @@
 //! Router tests: every endpoint of docs/server-api.md, every refusal, and the original's
 //! response shapes.
 
-use crate::support::app as support;
-
 use axum::{
     body::Body,
     http::{Request, StatusCode},
@@ -10,6 +8,8 @@ use axum::{
 use llama_server::{Settings, settings::Limits};
 use serde_json::{Value, json};
 use support::*;
+
+use crate::support::app as support;
 
 const V4: &str = "192.0.2.10:40000";
 const V6: &str = "[2001:db8::7]:40000";

@@ -2,8 +2,6 @@
 //! graceful exit on SIGTERM, and `llama-server scrape` driven only by the
 //! original scraper's environment.
 
-use crate::support::{agents, app, influxd};
-
 use std::{
     process::{Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -11,6 +9,8 @@ use std::{
 
 use llama_testkit::{ChildGuard, Signal, WAIT, eventually, free_port};
 use serde_json::json;
+
+use crate::support::{agents, app, influxd};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llama-server");
 

@@ -2,8 +2,6 @@
 //! one port, peers seen as they are, graceful shutdown; and the original's
 //! config file.
 
-use crate::support::app as support;
-
 use std::{net::SocketAddr, time::Duration};
 
 use llama_server::{
@@ -13,6 +11,8 @@ use llama_server::{
     state::AppState,
 };
 use serde_json::json;
+
+use crate::support::app as support;
 
 async fn my_ip(addr: SocketAddr) -> String {
     let v: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/my_ip_address"))

@@ -2,8 +2,6 @@
 //! groups, the reaper task with short keepalives, and registrations staying
 //! responsive while a reap of 100,000 entries runs.
 
-use crate::support::app as support;
-
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -19,6 +17,8 @@ use llama_server::{
 };
 use llama_testkit::{WAIT, eventually};
 use serde_json::json;
+
+use crate::support::app as support;
 
 fn probe(addr: &str, group: &str, short: &str, keepalive: f64) -> Probe {
     let id: SocketAddr = addr.parse().unwrap();

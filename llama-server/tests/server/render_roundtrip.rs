@@ -6,8 +6,6 @@
 //! requester on loopback), every tag byte for byte, the server's interval and
 //! collector defaults, and nothing a hostile tag or group name tried to add.
 
-use crate::support::app as support;
-
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -26,6 +24,8 @@ use llama_server::{
 use proptest::prelude::*;
 use serde_json::json;
 use support::*;
+
+use crate::support::app as support;
 
 /// The address the injection attempts try to add as a target.
 const INJECTED: IpAddr = IpAddr::V4(Ipv4Addr::new(6, 6, 6, 6));

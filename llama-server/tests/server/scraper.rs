@@ -2,8 +2,6 @@
 //! stand-in agents serving `/influxdata`; write retries against a fake
 //! InfluxDB that fails on purpose.
 
-use crate::support::{agents, app, influxd};
-
 use std::{
     net::IpAddr,
     sync::{
@@ -26,6 +24,8 @@ use llama_server::{
 };
 use llama_testkit::{eventually, free_port};
 use serde_json::json;
+
+use crate::support::{agents, app, influxd};
 
 fn influx_settings(url_port: u16, name: &str) -> InfluxSettings {
     InfluxSettings {

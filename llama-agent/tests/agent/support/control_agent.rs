@@ -1,9 +1,11 @@
 //! Helpers to run the control loop in tests: a recording sink, a config with
 //! short intervals, polling for conditions.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use llama_agent::control::{self, ConfigSink, ControlConfig, ControlMetrics};
 use tokio_util::sync::CancellationToken;
