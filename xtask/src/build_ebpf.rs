@@ -35,18 +35,8 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
     let toolchain = Toolchain::ensure()?;
     let linker_bin = toolchain.ensure_bpf_linker()?;
 
-    let mut cargo = nightly_cargo();
+    let mut cargo = ebpf_cargo("build");
     cargo
-        .current_dir(cmd::workspace_root())
-        .args([
-            "build",
-            "--package",
-            "llama-ebpf",
-            "--target",
-            TARGET,
-            "-Z",
-            "build-std=core",
-        ])
         .env("PATH", prepend_path(&linker_bin))
         .env("LD_LIBRARY_PATH", toolchain.sysroot.join("lib"));
     if opts.release {
@@ -70,21 +60,22 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
 pub fn clippy() -> Result<()> {
     Toolchain::ensure()?;
     ensure_nightly_component("clippy")?;
+    cmd::run(ebpf_cargo("clippy").args(["--release", "--", "-D", "warnings"]))
+}
+
+/// `cargo +nightly <subcommand>` for the XDP crate and its target.
+fn ebpf_cargo(subcommand: &str) -> Command {
     let mut cargo = nightly_cargo();
     cargo.current_dir(cmd::workspace_root()).args([
-        "clippy",
+        subcommand,
         "--package",
         "llama-ebpf",
         "--target",
         TARGET,
         "-Z",
         "build-std=core",
-        "--release",
-        "--",
-        "-D",
-        "warnings",
     ]);
-    cmd::run(&mut cargo)
+    cargo
 }
 
 /// Installs the nightly toolchain (with rust-src) unless it is there.

@@ -187,19 +187,7 @@ async fn a_dead_agent_does_not_delay_the_others() {
         return;
     };
     let agents = agents::start(30, 3, true).await;
-    let store = Arc::new(MemoryStore::new(100));
-    for (i, ip) in agents.ips.iter().enumerate() {
-        let p = llama_server::registration::Registration::parse(
-            app::reg(8100, &format!("a{i}"), json!({"ip": ip.to_string()})).as_bytes(),
-            &Default::default(),
-        )
-        .unwrap()
-        .into_probe(*ip, "default", 600.0);
-        store
-            .register(p, std::time::SystemTime::now())
-            .await
-            .unwrap();
-    }
+    let store = store_with(&agents.ips).await;
     // The dead agent may hold the round for 60 s; the others' points must
     // not wait for it.
     let scraper = scraper(
@@ -321,18 +309,29 @@ async fn store_with(ips: &[IpAddr]) -> Arc<MemoryStore> {
     store
 }
 
+/// A scraper of `agents` (registered in a store) into database `x` on
+/// `influx_port`, every `interval`.
+async fn scraper_of(
+    agents: &agents::Agents,
+    influx_port: u16,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+) -> Scraper {
+    scraper(
+        TargetSource::Store(store_with(&agents.ips).await),
+        (influx_port, "x"),
+        (agents.port, Duration::from_secs(10)),
+        interval,
+        metrics,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_writes_are_retried_within_the_interval_and_counted() {
     let agents = agents::start(50, 2, false).await;
     let (port, calls, bodies) = flaky_influx(2).await;
     let metrics = Arc::new(Metrics::new());
-    let scraper = scraper(
-        TargetSource::Store(store_with(&agents.ips).await),
-        (port, "x"),
-        (agents.port, Duration::from_secs(10)),
-        Duration::from_secs(10),
-        metrics.clone(),
-    );
+    let scraper = scraper_of(&agents, port, Duration::from_secs(10), metrics.clone()).await;
     let r = scraper
         .round(Instant::now() + Duration::from_secs(30))
         .await;
@@ -366,13 +365,7 @@ async fn writes_to_a_dead_influxdb_are_dropped_at_the_deadline() {
     // A port with nothing listening.
     let port = free_port();
     let metrics = Arc::new(Metrics::new());
-    let scraper = scraper(
-        TargetSource::Store(store_with(&agents.ips).await),
-        (port, "x"),
-        (agents.port, Duration::from_secs(10)),
-        Duration::from_secs(1),
-        metrics.clone(),
-    );
+    let scraper = scraper_of(&agents, port, Duration::from_secs(1), metrics.clone()).await;
     let started = Instant::now();
     let r = scraper.round(Instant::now() + Duration::from_secs(1)).await;
     assert_eq!((r.points, r.written, r.dropped), (2, 0, 2), "{r:?}");
