@@ -28,7 +28,6 @@ use std::{
 };
 
 use prometheus_client::metrics::{counter::Counter, family::Family};
-
 pub use sample::{FlowReport, FlowSample, PathReport, Sample};
 
 use crate::metrics::ReasonLabel;

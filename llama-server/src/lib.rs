@@ -1,5 +1,5 @@
-//! llama-server: the service-discovery server of llama (DESIGN A4) and its
-//! scraper into InfluxDB (A6).
+//! llama-server: the service-discovery server of llama (docs/server-api.md)
+//! and its scraper into InfluxDB (docs/scraper.md).
 //!
 //! Agents register (`POST /api/v1/register`) into a [`registry::Store`],
 //! fetch collector configs rendered per group ([`render`]), and are scraped

@@ -1,6 +1,7 @@
-//! The HTTP API: the original server's routes and the small read-only
-//! handlers, the live matrix API ([`matrix`]) and the page at `/` (`ui`).
-//! `/list` answers are assembled from each entry's pre-serialized JSON.
+//! The HTTP API (docs/server-api.md, docs/api.md): the original server's
+//! routes and the small read-only handlers, the live matrix API ([`matrix`])
+//! and the page at `/` (`ui`). `/list` answers are assembled from each
+//! entry's pre-serialized JSON.
 
 mod client;
 mod config;
@@ -16,8 +17,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-
 pub use client::{ClientIp, forwarded_for};
+use llama_common::OPENMETRICS_CONTENT_TYPE;
 
 use crate::{error::ApiError, registry::Members, state::AppState};
 
@@ -122,8 +123,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.counts().await?;
     state.metrics.set_history(&state.history.stats());
     let body = state.metrics.prometheus(counts);
-    let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    Ok(([(header::CONTENT_TYPE, ct)], body).into_response())
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response())
 }
 
 async fn metrics_json(State(state): State<AppState>) -> Result<Response, ApiError> {

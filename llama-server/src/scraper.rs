@@ -1,11 +1,11 @@
-//! The scraper: every interval, fetch `/influxdata` from every agent at once
-//! (each with its own timeout and size limit), record the path reports in
-//! the in-memory [`History`] (always: it feeds the live matrix), and, when
-//! an InfluxDB is configured, write the points there in batches as they
-//! arrive. A batch is written when full or when its first point has waited
-//! `linger`, so a dead or slow agent delays nobody else's points. Failed
-//! writes are retried until the interval ends, then counted as dropped. The
-//! server's own statistics go to measurement `llama_server`.
+//! The scraper (docs/scraper.md): every interval, fetch `/influxdata` from
+//! every agent at once (each with its own timeout and size limit), record
+//! the path reports in the in-memory [`History`] (always: it feeds the live
+//! matrix), and, when an InfluxDB is configured, write the points there in
+//! batches as they arrive. A batch is written when full or when its first
+//! point has waited `linger`, so a dead or slow agent delays nobody else's
+//! points. Failed writes are retried until the interval ends, then counted
+//! as dropped. The server's own statistics go to measurement `llama_server`.
 //!
 //! Rounds start a little after each wall-clock multiple of the interval,
 //! when the agents (whose summaries are aligned to the same boundaries) have
@@ -21,9 +21,8 @@ use std::{
 };
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
-
 pub use targets::TargetSource;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     clock,

@@ -9,6 +9,35 @@ use serde::Deserialize;
 
 use crate::error::Error;
 
+/// The defaults of the server's settings (the original server's where it
+/// had one), shared by the flags and [`Settings::default`].
+pub mod defaults {
+    /// Listen address.
+    pub const HOST: &str = "127.0.0.1";
+    /// Listen port.
+    pub const PORT: u16 = 5000;
+    /// The server's base URL for `llama-server scrape`: `http://HOST:PORT`.
+    pub const SERVER_URL: &str = "http://127.0.0.1:5000";
+    /// Group of registrations that name none.
+    pub const GROUP: &str = "default";
+    /// Keepalive of registrations that give none, seconds (a day).
+    pub const KEEPALIVE_S: f64 = 86_400.0;
+    /// Summarization and scrape interval, seconds.
+    pub const INTERVAL_S: u64 = 10;
+    /// Seconds between reaps.
+    pub const REAP_INTERVAL_S: f64 = 5.0;
+    /// Most entries the registry holds.
+    pub const MAX_ENTRIES: usize = 200_000;
+    /// InfluxDB's HTTP port.
+    pub const INFLUXDB_PORT: u16 = 8086;
+    /// InfluxDB database.
+    pub const INFLUXDB_NAME: &str = "llama";
+    /// The agents' API port (the agents' probe port too).
+    pub const AGENT_PORT: u16 = llama_common::DEFAULT_PROBE_PORT;
+    /// How long one agent may take to answer the scraper, seconds.
+    pub const SCRAPE_TIMEOUT_S: f64 = 5.0;
+}
+
 /// Limits on what a registration may contain and how much the registry holds.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,17 +64,18 @@ impl Default for Limits {
             max_tag_key_len: 64,
             max_tag_value_len: 256,
             max_group_len: 64,
-            max_entries: 200_000,
+            max_entries: defaults::MAX_ENTRIES,
         }
     }
 }
 
-/// The collector settings every rendered config carries. The defaults are
-/// the original llama-sd template: 2 handlers, a port group of 4 source
-/// ports, 2.0 cycles per second (8 probes/s to each target), timeout
-/// 1000 ms, tos 0. Every member probes every member, so a group of `n`
-/// members sends `n² × port_count × cps` probes/s in total (n² × 8 with the
-/// defaults: 80,000 probes/s for 100 members).
+/// The collector settings every rendered config carries
+/// (docs/collector-config.md). The defaults are the original llama-sd
+/// template: 2 handlers, a port group of 4 source ports, 2.0 cycles per
+/// second (8 probes/s to each target), timeout 1000 ms, tos 0. Every member
+/// probes every member, so a group of `n` members sends
+/// `n² × port_count × cps` probes/s in total (n² × 8 with the defaults:
+/// 80,000 probes/s for 100 members).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorDefaults {
@@ -59,7 +89,7 @@ pub struct CollectorDefaults {
     pub port_count: u32,
     /// Cycles per second of the default rate limit.
     pub cps: f64,
-    /// The agents' API address in issued configs (A4: `0.0.0.0:8100`).
+    /// The agents' API address in issued configs (`0.0.0.0:8100` by default).
     pub api_bind: String,
 }
 
@@ -72,7 +102,7 @@ impl Default for CollectorDefaults {
             tos: 0,
             port_count: 4,
             cps: 2.0,
-            api_bind: "0.0.0.0:8100".into(),
+            api_bind: format!("0.0.0.0:{}", defaults::AGENT_PORT),
         }
     }
 }
@@ -94,7 +124,7 @@ impl InfluxSettings {
     }
 }
 
-/// Scraper tuning (A6).
+/// Scraper tuning (docs/scraper.md).
 #[derive(Debug, Clone)]
 pub struct ScrapeSettings {
     /// TCP port of the agents' API (`/influxdata`).
@@ -120,8 +150,8 @@ pub struct ScrapeSettings {
 impl Default for ScrapeSettings {
     fn default() -> Self {
         ScrapeSettings {
-            agent_port: 8100,
-            agent_timeout: Duration::from_secs(5),
+            agent_port: defaults::AGENT_PORT,
+            agent_timeout: Duration::from_secs_f64(defaults::SCRAPE_TIMEOUT_S),
             concurrency: 256,
             batch_points: 5000,
             linger: Duration::from_millis(200),
@@ -158,11 +188,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5000))],
-            default_group: "default".into(),
-            keepalive: 86_400.0,
-            interval: 10,
-            reap_interval: Duration::from_secs(5),
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], defaults::PORT))],
+            default_group: defaults::GROUP.into(),
+            keepalive: defaults::KEEPALIVE_S,
+            interval: defaults::INTERVAL_S,
+            reap_interval: Duration::from_secs_f64(defaults::REAP_INTERVAL_S),
             trust_forwarded_for: false,
             limits: Limits::default(),
             collector: CollectorDefaults::default(),
@@ -300,4 +330,24 @@ pub fn validate(s: &Settings) -> Result<(), Error> {
         return Err(bad("limits.max_tags must allow the 3 required tags"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_server_url_is_the_default_listen_address() {
+        assert_eq!(
+            defaults::SERVER_URL,
+            format!("http://{}:{}", defaults::HOST, defaults::PORT)
+        );
+        let s = Settings::default();
+        assert_eq!(
+            s.listen[0].to_string(),
+            format!("{}:{}", defaults::HOST, defaults::PORT)
+        );
+        assert_eq!(s.collector.api_bind, "0.0.0.0:8100");
+        assert_eq!(s.scrape.agent_port, 8100);
+    }
 }

@@ -44,11 +44,10 @@ use std::{
 
 use anyhow::{Result, bail};
 use clap::Args;
-
-use crate::{build_ebpf, cmd, prereqs};
-
 pub use matrix::Matrix;
 use topology::Topology;
+
+use crate::{build_ebpf, cmd, prereqs};
 
 #[derive(Args, Debug, Clone)]
 pub struct Options {
@@ -302,8 +301,9 @@ pub(crate) fn host_address(index: usize) -> Ipv4Addr {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use clap::Parser;
+
+    use super::*;
 
     #[derive(Parser)]
     struct Cli {

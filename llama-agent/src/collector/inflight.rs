@@ -300,13 +300,6 @@ impl InFlight {
         }
         pending
     }
-
-    /// The path of the in-flight probe `sig`, if any (for tests and tools).
-    pub fn path_of(&self, sig: &[u8]) -> Option<u32> {
-        let idx = *self.index.get(&sig_key(sig)?)?;
-        let rec = &self.records[idx as usize];
-        (rec.sig == sig).then_some(rec.path)
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! One agent's `/influxdata`: fetching it within a size bound, reading the
-//! path reports the history keeps (`raw_stats` and `raw_stats_flow`), and
-//! turning its objects into InfluxDB points.
+//! One agent's `/influxdata` (docs/agent-api.md): fetching it within a size
+//! bound, reading the path reports the history keeps (`raw_stats` and
+//! `raw_stats_flow`), and turning its objects into InfluxDB points.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,7 +20,7 @@ mod lenient;
 
 use lenient::{Num, Text};
 
-/// The measurement of agents' path points.
+/// The measurement of agents' path points (docs/scraper.md).
 pub const MEASUREMENT: &str = "raw_stats";
 /// The measurement of agents' per-flow points.
 pub const FLOW_MEASUREMENT: &str = "raw_stats_flow";

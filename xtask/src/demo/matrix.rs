@@ -1,6 +1,6 @@
 //! The group's loss/latency matrix as the demo prints and checks it, built
-//! from every agent's `/influxdata`, or from the server's `/api/v1/matrix`
-//! (what the live page shows).
+//! from every agent's `/influxdata` (docs/agent-api.md), or from the
+//! server's `/api/v1/matrix` (docs/api.md; what the live page shows).
 
 use std::{
     collections::BTreeMap,
@@ -8,6 +8,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
+use llama_common::DEFAULT_PROBE_PORT;
 use serde::Deserialize;
 
 /// One (source, destination) cell over the last interval.
@@ -52,7 +53,7 @@ impl Matrix {
     ) -> Self {
         let mut matrix = Matrix::default();
         for (name, ip) in hosts {
-            let url = format!("http://{ip}:8100/influxdata");
+            let url = format!("http://{ip}:{DEFAULT_PROBE_PORT}/influxdata");
             let Ok(body) = client
                 .get(&url)
                 .send()
