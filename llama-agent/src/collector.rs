@@ -1,5 +1,5 @@
 //! The collector: sends probes to every target, matches the reflections and
-//! publishes per-path summaries (issue 4; DESIGN A2/A3).
+//! publishes per-path summaries (docs/collector-config.md, docs/agent-api.md).
 //!
 //! One engine thread does all the work in an epoll loop, so probe state needs
 //! no locks: it sends the probes that are due (paced by absolute deadlines,
@@ -39,11 +39,12 @@ use std::{
     thread,
 };
 
-use crate::config::{CollectorConfig, ConfigError};
 use engine::{Command, Engine};
 use metrics::Metrics;
 use socket::RxClock;
 use summary::Published;
+
+use crate::config::{CollectorConfig, ConfigError};
 
 /// How send times are taken (a software TX timestamp from the error queue
 /// would remove the few hundred ns between the clock read and the kernel;
@@ -67,14 +68,6 @@ pub enum Error {
     Stopped,
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot serve the API on {addr}: {source}")]
-    ApiBind {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: io::Error,
-    },
-    #[error("API server failed: {0}")]
-    Api(#[source] io::Error),
 }
 
 /// State shared by the engine and the HTTP API.

@@ -1,7 +1,7 @@
-//! Collector configuration (DESIGN A2): the original LLAMA collector's YAML,
-//! in both its full and its legacy (`<ip>: {tag: value}`) form, loaded
-//! unchanged, validated and resolved into the typed [`CollectorConfig`] the
-//! collector runs from.
+//! Collector configuration (docs/collector-config.md): the original LLAMA
+//! collector's YAML, in both its full and its legacy (`<ip>: {tag: value}`)
+//! form, loaded unchanged, validated and resolved into the typed
+//! [`CollectorConfig`] the collector runs from.
 //!
 //! Loading is two steps: [`raw`] mirrors the YAML (unknown keys are accepted
 //! and ignored, as the original's yaml.v2 did) and [`resolve`] checks every
@@ -20,7 +20,7 @@ use std::{
 
 /// The port legacy-format targets are probed on (the original's
 /// `-llama.dst-port` default).
-pub const DEFAULT_LEGACY_PORT: u16 = 8100;
+pub const DEFAULT_LEGACY_PORT: u16 = llama_common::DEFAULT_PROBE_PORT;
 
 /// The original collector's built-in default configuration
 /// (`defaultCollectorConfigYAML` in dropbox/llama `config.go`). Legacy files
@@ -140,7 +140,7 @@ impl Default for LoadOptions {
     }
 }
 
-/// Which of the two A2 formats a file was written in.
+/// Which of the two formats a file was written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Full,

@@ -1,5 +1,6 @@
-//! The control loop: keeps the agent registered with the server (DESIGN A4)
-//! and its collector fed with the group's config, through server outages.
+//! The control loop: keeps the agent registered with the server
+//! (docs/server-api.md) and its collector fed with the group's config,
+//! through server outages.
 //!
 //! Two independent tasks share one HTTP client: [`registration`] (POST every
 //! 60 s) and [`poller`] (GET every 30 s). Each backs off on its own with
@@ -19,28 +20,37 @@ pub mod registration;
 pub mod sink;
 pub mod state;
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use reqwest::Url;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use self::client::ServerClient;
-pub use self::error::Error;
-pub use self::metrics::ControlMetrics;
-pub use self::registration::RegisterBody;
-pub use self::sink::ConfigSink;
-pub use self::state::StateFile;
-use crate::settings::Settings;
+pub use self::{
+    client::ServerClient, error::Error, metrics::ControlMetrics, registration::RegisterBody,
+    sink::ConfigSink, state::StateFile,
+};
+/// Bound on every request to the server (connect + answer).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// First backoff ceiling after a failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest backoff when none is configured (and the loop's own interval is
+/// longer): a failing agent retries at least this often.
+pub const BACKOFF_CEILING: Duration = Duration::from_secs(300);
+/// How long an in-flight request may still finish after shutdown; part of
+/// the agent's shutdown bound (see `daemon`).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Everything the control loop needs; built from [`Settings`] by
-/// [`ControlConfig::from_settings`], or directly (tests, embedding).
+/// Everything the control loop needs; the agent builds it from its
+/// settings (`Settings::control_config`), tests and embedders directly.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
     /// Server base URL.
@@ -65,41 +75,19 @@ pub struct ControlConfig {
     pub request_timeout: Duration,
     /// First backoff ceiling after a failure.
     pub backoff_base: Duration,
-    /// Largest backoff; `None` = the loop's own interval, at most 5 minutes,
-    /// so a failing agent never retries less often than a healthy one asks.
+    /// Largest backoff; `None` = the loop's own interval, at most
+    /// [`BACKOFF_CEILING`], so a failing agent never retries less often
+    /// than a healthy one asks.
     pub backoff_max: Option<Duration>,
     /// How long an in-flight request may still finish after shutdown.
     pub shutdown_grace: Duration,
 }
 
 impl ControlConfig {
-    /// Defaults: 10 s request timeout, 1 s backoff base, 2 s shutdown grace.
-    /// `None` when the settings name no server (standalone collector).
-    pub fn from_settings(settings: &Settings, state_dir: Option<PathBuf>) -> Option<Self> {
-        Some(Self {
-            server: settings.server.clone()?,
-            group: settings.group.clone(),
-            port: settings.port,
-            ip: settings.ip,
-            keepalive: settings.keepalive,
-            probe_name: settings.probe_name.clone(),
-            probe_shortname: settings.probe_shortname.clone(),
-            tags: settings.tags.0.clone(),
-            register_interval: settings.register_interval,
-            poll_interval: settings.poll_interval,
-            state_dir,
-            bootstrap_config: settings.config.clone(),
-            request_timeout: Duration::from_secs(10),
-            backoff_base: Duration::from_secs(1),
-            backoff_max: None,
-            shutdown_grace: Duration::from_secs(2),
-        })
-    }
-
     /// The backoff cap of a loop running every `interval`.
     pub fn backoff_cap(&self, interval: Duration) -> Duration {
         self.backoff_max
-            .unwrap_or_else(|| interval.min(Duration::from_secs(300)))
+            .unwrap_or_else(|| interval.min(BACKOFF_CEILING))
     }
 
     /// The state file of this group, when persistence is on.

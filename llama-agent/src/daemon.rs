@@ -8,64 +8,91 @@
 //! members. The API serves whatever collector is current, so `/status` and
 //! `/influxdata` (`[]`) answer from the first second, before any config.
 
-mod api;
 mod sink;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use prometheus_client::registry::Registry;
+pub use sink::CollectorSink;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    control::{self, ControlConfig, ControlMetrics},
-    reflector::{self, AllowSpec, IpCidr, Reflector, ReflectorSetup},
-    settings::{Allow, ReflectorMode, Settings},
+    api::{self, ApiState, CollectorView, MetricsSource},
+    collector::Shared,
+    control::{self, ControlMetrics},
+    reflector::{self, AllowSpec, Reflector},
+    settings::Settings,
 };
 
-pub use api::AgentState;
-pub use sink::CollectorSink;
+/// The agent stops within this long after SIGINT/SIGTERM; the binary exits
+/// then at the latest (docs/agent.md, "Stopping"). The daemon's own stages
+/// below fit inside it, in order.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
+
+/// Stage 2 of stopping, after the control loop's
+/// [`control::SHUTDOWN_GRACE`]: the collector stops (no more probes), then
+/// the reflector detaches XDP and stops. What is left of
+/// [`SHUTDOWN_BOUND`] lets the HTTP API close.
+pub const STOP_BUDGET: Duration = Duration::from_secs(2);
+
+const _: () = assert!(
+    control::SHUTDOWN_GRACE.as_millis() + STOP_BUDGET.as_millis() < SHUTDOWN_BOUND.as_millis(),
+    "the daemon's shutdown stages must fit inside the binary's bound"
+);
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("reflector: {0}")]
     Reflector(#[from] reflector::attach::StartError),
-    #[error("agent API on {addr}: {source}")]
-    ApiBind {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("agent API: {0}")]
-    Api(#[source] std::io::Error),
+    #[error(transparent)]
+    Api(#[from] api::Error),
     #[error("control loop: {0}")]
     Control(#[from] control::Error),
     #[error("standalone mode needs --config / APP_CONFIG")]
     NoConfig,
+    /// A blocking task panicked or was cancelled: a bug, not bad input.
+    #[error("{what} task ended abnormally: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
-/// The reflector setup the settings ask for.
-pub fn reflector_setup(settings: &Settings) -> ReflectorSetup {
-    ReflectorSetup {
-        mode: match settings.mode {
-            ReflectorMode::Auto => reflector::Mode::Auto,
-            ReflectorMode::Xdp => reflector::Mode::Xdp,
-            ReflectorMode::XdpSkb => reflector::Mode::XdpSkb,
-            ReflectorMode::Userspace => reflector::Mode::Userspace,
-        },
-        interfaces: settings.interfaces.clone(),
-        port: settings.port,
-        max_pps: settings.max_pps.unwrap_or(0),
-        allow: match &settings.allow {
-            Allow::Any => AllowSpec::Anyone,
-            Allow::Peers => AllowSpec::Peers,
-            Allow::Cidrs(nets) => AllowSpec::Static(
-                nets.iter()
-                    .filter_map(|n| IpCidr::new(n.addr(), n.prefix_len()))
-                    .collect(),
-            ),
-        },
+/// The API serves whichever collector the sink runs now.
+impl CollectorView for CollectorSink {
+    fn current(&self) -> Arc<Shared> {
+        self.shared()
     }
+}
+
+/// The reflector's counters, while it runs.
+impl MetricsSource for Mutex<Option<Reflector>> {
+    fn visit(&self, f: &mut dyn FnMut(&Registry)) {
+        let registry = self
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(reflector::metrics::registry));
+        if let Some(registry) = &registry {
+            f(registry);
+        }
+    }
+}
+
+/// `spawn_blocking(f)`, with a panic in `f` reported as [`Error::Task`].
+async fn blocking<R: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| Error::Task { what, source })
 }
 
 /// Runs the agent until `shutdown` is cancelled: reflector first (so peers
@@ -77,25 +104,22 @@ pub async fn run(
     metrics: ControlMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let setup = reflector_setup(&settings);
-    let reflector = tokio::task::spawn_blocking(move || Reflector::start(&setup))
-        .await
-        .map_err(|e| Error::Api(std::io::Error::other(e)))??;
-    let reflector = Arc::new(std::sync::Mutex::new(Some(reflector)));
+    let setup = settings.reflector.clone();
+    let reflector = blocking("reflector start", move || Reflector::start(&setup)).await??;
+    let reflector = Arc::new(Mutex::new(Some(reflector)));
 
     let sink = Arc::new(CollectorSink::new(
         settings.port,
-        matches!(settings.allow, Allow::Peers),
+        settings.reflector.allow == AllowSpec::Peers,
         Arc::clone(&reflector),
     ));
-    let state = AgentState::new(Arc::clone(&sink), Arc::clone(&reflector), &metrics);
+    let mut control_registry = Registry::default();
+    metrics.register(&mut control_registry);
+    let state = ApiState::new(Arc::clone(&sink) as Arc<dyn CollectorView>)
+        .with_metrics(Arc::new(control_registry))
+        .with_metrics(Arc::clone(&reflector) as Arc<dyn MetricsSource>);
 
-    let listener = tokio::net::TcpListener::bind(settings.api_bind)
-        .await
-        .map_err(|source| Error::ApiBind {
-            addr: settings.api_bind,
-            source,
-        })?;
+    let listener = api::bind(settings.api_bind).await?;
     info!(
         "agent API (/status, /influxdata, /metrics) on {}",
         settings.api_bind
@@ -105,17 +129,17 @@ pub async fn run(
         api_stop.cancelled().await
     }));
 
-    let result = match ControlConfig::from_settings(&settings, state_dir) {
+    let result = match settings.control_config(state_dir) {
         Some(config) => control::run(config, sink.clone(), metrics, shutdown.clone())
             .await
             .map_err(Error::from),
         None => {
             let path = settings.config.clone().ok_or(Error::NoConfig)?;
             let file_sink = Arc::clone(&sink);
-            let applied =
-                tokio::task::spawn_blocking(move || control::apply_file(&path, file_sink.as_ref()))
-                    .await
-                    .map_err(|e| Error::Api(std::io::Error::other(e)))?;
+            let applied = blocking("config file", move || {
+                control::apply_file(&path, file_sink.as_ref())
+            })
+            .await?;
             match applied {
                 Ok(()) => {
                     shutdown.cancelled().await;
@@ -135,16 +159,13 @@ pub async fn run(
             info!(?xdp, ?user, "reflector stopped (XDP detached)");
         }
     });
-    if tokio::time::timeout(Duration::from_secs(4), stop)
-        .await
-        .is_err()
-    {
-        warn!("collector/reflector did not stop within 4 s");
+    if tokio::time::timeout(STOP_BUDGET, stop).await.is_err() {
+        warn!("collector/reflector did not stop within {STOP_BUDGET:?}");
     }
     match api.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!("agent API: {e}"),
-        Err(e) => warn!("agent API task: {e}"),
+        Ok(Err(e)) => warn!("{e}"),
+        Err(e) => warn!("agent API task ended abnormally: {e}"),
     }
     result
 }

@@ -7,6 +7,8 @@ pub mod collector;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod duration;
+pub mod net;
 pub mod reflector;
 pub mod settings;
 pub mod tags;

@@ -1,11 +1,13 @@
 //! Thin entry point of `llama-agent`: parse flags, set up logging, run.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use llama_agent::control::ControlMetrics;
-use llama_agent::settings::{RunArgs, Settings, duration, state_dir};
+use llama_agent::{
+    control::ControlMetrics,
+    daemon::SHUTDOWN_BOUND,
+    duration,
+    settings::{RunArgs, Settings, state_dir},
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -33,16 +35,14 @@ enum Command {
     Collect(llama_agent::collector::cli::CollectArgs),
 }
 
-/// Everything must be stopped this long after SIGINT/SIGTERM.
-const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Run(args)) => *args,
         Some(Command::Reflect(args)) => {
+            let setup = args.setup().unwrap_or_else(|e| usage_error(&e));
             init_tracing(args.verbose);
-            return llama_agent::reflector::cli::run(args);
+            return llama_agent::reflector::cli::run(&args, &setup);
         }
         Some(Command::Collect(args)) => {
             init_tracing(args.verbose);
@@ -51,15 +51,7 @@ fn main() -> anyhow::Result<()> {
         None => cli.run,
     };
     init_tracing(args.verbose);
-    let settings = match args.validate() {
-        Ok(settings) => settings,
-        Err(e) => {
-            // A bad flag is a usage error: one line and clap's exit code, no
-            // backtrace (RUST_BACKTRACE is often set in containers).
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let settings = args.validate().unwrap_or_else(|e| usage_error(&e));
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(run(settings))
 }
@@ -88,6 +80,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A bad flag is a usage error: one line and clap's exit code, no backtrace
+/// (RUST_BACKTRACE is often set in containers).
+fn usage_error(e: &dyn std::fmt::Display) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(2);
+}
+
 fn init_tracing(verbose: bool) {
     let level = if verbose { "debug" } else { "info" };
     tracing_subscriber::fmt()
@@ -112,8 +111,8 @@ fn log_startup(s: &Settings, state_dir: Option<&std::path::Path>) {
         port = s.port,
         probe_name = %s.probe_name,
         probe_shortname = %s.probe_shortname,
-        mode = %s.mode,
-        interfaces = %if s.interfaces.is_empty() { "all".into() } else { s.interfaces.join(",") },
+        mode = %s.reflector.mode,
+        interfaces = %if s.reflector.interfaces.is_empty() { "all".into() } else { s.reflector.interfaces.join(",") },
         xdp_object = %xdp,
         register_every = %duration::display(s.register_interval),
         poll_every = %duration::display(s.poll_interval),

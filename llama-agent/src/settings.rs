@@ -1,4 +1,4 @@
-//! Flags and environment of `llama-agent run` (DESIGN A5) and their
+//! Flags and environment of `llama-agent run` (docs/agent.md) and their
 //! validation into a typed [`Settings`].
 //!
 //! Parsing is split in two on purpose: clap reads the raw values (so flags and
@@ -8,20 +8,36 @@
 //! variable — a mistyped `LLAMA_TAGS` in a compose file must fail loudly at
 //! start-up, not register garbage every minute.
 
-pub mod duration;
 pub mod state_dir;
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::Args;
+use llama_common::DEFAULT_PROBE_PORT;
 use reqwest::Url;
 
-use crate::tags::{self, Tags};
+use crate::{
+    control::{self, ControlConfig},
+    duration,
+    reflector::{
+        ReflectorSetup,
+        flags::{FlagError, ReflectorArgs},
+    },
+    tags::{self, Tags},
+};
+
+/// Where the agent's HTTP API listens by default: every IPv4 address, on the
+/// probe port (the port the server's scraper and issued configs assume).
+pub const DEFAULT_API_BIND: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DEFAULT_PROBE_PORT));
 
 /// Flags and environment of `llama-agent run` (also used when no subcommand
-/// is given). Every flag has an environment variable; A5 names are kept.
+/// is given). Every flag has an environment variable; the original client's
+/// and probe's names are kept.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// URL of the llama server, e.g. `http://llama.example.com:5000`.
@@ -57,7 +73,7 @@ pub struct RunArgs {
     #[arg(short = 't', long, env = "LLAMA_TAGS", default_value = "")]
     pub tags: String,
 
-    /// Collector config file (DESIGN A2). Without `--server`: a standalone
+    /// Collector config file (docs/collector-config.md). Without `--server`: a standalone
     /// collector as the original ran. With `--server`: the config used at
     /// start-up when no persisted config exists yet.
     #[arg(short = 'c', long, env = "APP_CONFIG", value_name = "FILE")]
@@ -69,7 +85,7 @@ pub struct RunArgs {
 
     /// UDP probe port and TCP API port this agent registers (the server's
     /// configs send peers' probes here).
-    #[arg(long, env = "LLAMA_PORT", default_value_t = 8100)]
+    #[arg(long, env = "LLAMA_PORT", default_value_t = DEFAULT_PROBE_PORT)]
     pub port: u16,
 
     /// Descriptive name of this probe (tag `probe_name`; peers see it as
@@ -106,80 +122,17 @@ pub struct RunArgs {
     #[arg(long, env = "LLAMA_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Reflector mode: `auto` (XDP native, else generic, else userspace),
-    /// `xdp` (native only), `xdp-skb` (generic only) or `userspace`.
-    #[arg(long, env = "LLAMA_REFLECTOR_MODE", default_value = "auto")]
-    pub mode: String,
-
-    /// Interface to attach the XDP reflector to (repeatable; the variable is
-    /// comma-separated). Default: the interfaces that carry the default routes.
-    #[arg(
-        long = "interface",
-        env = "LLAMA_INTERFACES",
-        value_name = "IFACE",
-        value_delimiter = ','
-    )]
-    pub interfaces: Vec<String>,
-
-    /// Whom the reflector answers: `peers` (the members of this agent's
-    /// group, following the server), or comma-separated CIDRs. Default: anyone.
-    #[arg(long, env = "LLAMA_ALLOW", value_name = "peers|CIDR,...")]
-    pub allow: Option<String>,
-
-    /// Reflector rate limit in packets per second (default: unlimited).
-    #[arg(long, env = "LLAMA_MAX_PPS", value_name = "PPS")]
-    pub max_pps: Option<u32>,
+    #[command(flatten)]
+    pub reflector: ReflectorArgs,
 
     /// Address of the agent's HTTP API (`/status`, `/influxdata`, `/metrics`).
     #[arg(
         long,
         env = "LLAMA_API_BIND",
         value_name = "ADDR",
-        default_value = "0.0.0.0:8100"
+        default_value_t = DEFAULT_API_BIND
     )]
     pub api_bind: SocketAddr,
-}
-
-/// How the reflector is asked to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReflectorMode {
-    /// XDP native, else XDP generic, else userspace; the agent logs which and why.
-    Auto,
-    /// XDP in native (driver) mode only.
-    Xdp,
-    /// XDP in generic (skb) mode only.
-    XdpSkb,
-    /// The userspace reflector only.
-    Userspace,
-}
-
-impl ReflectorMode {
-    /// The flag spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Xdp => "xdp",
-            Self::XdpSkb => "xdp-skb",
-            Self::Userspace => "userspace",
-        }
-    }
-}
-
-impl std::fmt::Display for ReflectorMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Whom the reflector answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Allow {
-    /// Anyone (the original reflector's behaviour).
-    Any,
-    /// The members of the agent's group, as served in its config.
-    Peers,
-    /// Sources inside these networks.
-    Cidrs(Vec<ipnet::IpNet>),
 }
 
 /// The validated settings of `llama-agent run`.
@@ -202,10 +155,8 @@ pub struct Settings {
     /// The explicitly requested state directory; resolve it (with the
     /// documented fallbacks) through [`state_dir::resolve`].
     pub state_dir: Option<PathBuf>,
-    pub mode: ReflectorMode,
-    pub interfaces: Vec<String>,
-    pub allow: Allow,
-    pub max_pps: Option<u32>,
+    /// What the reflector answers, where and how often (port = `port`).
+    pub reflector: ReflectorSetup,
     pub api_bind: SocketAddr,
 }
 
@@ -239,18 +190,8 @@ pub enum SettingsError {
     KeepaliveShort { keepalive: u64, interval: String },
     #[error("{flag} {value:?} is not a duration greater than zero (e.g. 30, 30s, 500ms, 5m)")]
     Interval { flag: &'static str, value: String },
-    #[error(
-        "--mode / LLAMA_REFLECTOR_MODE {value:?} is not a mode: use auto, xdp, xdp-skb or userspace"
-    )]
-    Mode { value: String },
-    #[error(
-        "--interface / LLAMA_INTERFACES {value:?} is not an interface name (1-15 characters, no '/', ':' or spaces)"
-    )]
-    Interface { value: String },
-    #[error(
-        "--allow / LLAMA_ALLOW {value:?}: {item:?} is neither `peers` nor a CIDR like 10.0.0.0/8"
-    )]
-    Allow { value: String, item: String },
+    #[error(transparent)]
+    Reflector(#[from] FlagError),
     #[error("--group / LLAMA_GROUP must not be empty")]
     EmptyGroup,
     #[error("{flag} must not be empty")]
@@ -261,8 +202,6 @@ pub enum SettingsError {
     Hostname(String),
     #[error("--port / LLAMA_PORT must not be 0")]
     PortZero,
-    #[error("--max-pps / LLAMA_MAX_PPS must be at least 1 (omit it for no limit)")]
-    MaxPpsZero,
     #[error("--config / APP_CONFIG {path:?} is not a readable file")]
     ConfigFile { path: PathBuf },
 }
@@ -309,31 +248,7 @@ impl RunArgs {
             return Err(SettingsError::PortZero);
         }
         let (probe_name, probe_shortname) = self.probe_names()?;
-        let mode = parse_mode(&self.mode)?;
-        let interfaces = self
-            .interfaces
-            .iter()
-            .map(|i| i.trim())
-            .filter(|i| !i.is_empty())
-            .map(|i| {
-                if valid_ifname(i) {
-                    Ok(i.to_owned())
-                } else {
-                    Err(SettingsError::Interface {
-                        value: i.to_owned(),
-                    })
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let allow = self
-            .allow
-            .as_deref()
-            .map(parse_allow)
-            .transpose()?
-            .unwrap_or(Allow::Any);
-        if self.max_pps == Some(0) {
-            return Err(SettingsError::MaxPpsZero);
-        }
+        let reflector = self.reflector.setup(self.port)?;
         Ok(Settings {
             server,
             group,
@@ -348,10 +263,7 @@ impl RunArgs {
             register_interval,
             poll_interval,
             state_dir: self.state_dir.clone(),
-            mode,
-            interfaces,
-            allow,
-            max_pps: self.max_pps,
+            reflector,
             api_bind: self.api_bind,
         })
     }
@@ -370,6 +282,31 @@ impl RunArgs {
         }
         let host = hostname()?;
         Ok((name.unwrap_or_else(|| host.clone()), short.unwrap_or(host)))
+    }
+}
+
+impl Settings {
+    /// What the control loop needs, with its default timeouts; `None` when
+    /// no server is set (a standalone collector).
+    pub fn control_config(&self, state_dir: Option<PathBuf>) -> Option<ControlConfig> {
+        Some(ControlConfig {
+            server: self.server.clone()?,
+            group: self.group.clone(),
+            port: self.port,
+            ip: self.ip,
+            keepalive: self.keepalive,
+            probe_name: self.probe_name.clone(),
+            probe_shortname: self.probe_shortname.clone(),
+            tags: self.tags.0.clone(),
+            register_interval: self.register_interval,
+            poll_interval: self.poll_interval,
+            state_dir,
+            bootstrap_config: self.config.clone(),
+            request_timeout: control::REQUEST_TIMEOUT,
+            backoff_base: control::BACKOFF_BASE,
+            backoff_max: None,
+            shutdown_grace: control::SHUTDOWN_GRACE,
+        })
     }
 }
 
@@ -423,50 +360,4 @@ fn interval(flag: &'static str, value: &str) -> Result<Duration, SettingsError> 
             flag,
             value: value.to_owned(),
         })
-}
-
-fn parse_mode(value: &str) -> Result<ReflectorMode, SettingsError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "auto" => Ok(ReflectorMode::Auto),
-        "xdp" => Ok(ReflectorMode::Xdp),
-        "xdp-skb" => Ok(ReflectorMode::XdpSkb),
-        "userspace" => Ok(ReflectorMode::Userspace),
-        _ => Err(SettingsError::Mode {
-            value: value.to_owned(),
-        }),
-    }
-}
-
-/// Linux interface names: 1..=15 bytes (IFNAMSIZ - 1), none of `/`, `:`
-/// (alias syntax) or whitespace.
-fn valid_ifname(name: &str) -> bool {
-    (1..=15).contains(&name.len())
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace())
-}
-
-fn parse_allow(value: &str) -> Result<Allow, SettingsError> {
-    if value.trim().eq_ignore_ascii_case("peers") {
-        return Ok(Allow::Peers);
-    }
-    let mut nets = Vec::new();
-    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        // A bare address means just that host.
-        let net = item
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| SettingsError::Allow {
-                value: value.to_owned(),
-                item: item.to_owned(),
-            })?;
-        nets.push(net);
-    }
-    if nets.is_empty() {
-        return Err(SettingsError::Allow {
-            value: value.to_owned(),
-            item: String::new(),
-        });
-    }
-    Ok(Allow::Cidrs(nets))
 }

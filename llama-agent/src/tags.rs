@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-/// Tag keys the agent sets itself in every registration (DESIGN A4). A user
+/// Tag keys the agent sets itself in every registration (docs/server-api.md). A user
 /// tag with one of these names would silently fight the agent's own value, so
 /// it is refused with a pointer to the flag that sets it.
 pub const RESERVED: [(&str, &str); 3] = [

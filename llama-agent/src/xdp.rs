@@ -9,7 +9,7 @@
 //! on an interface that already has a link-attached program is refused with
 //! [`Error::InterfaceBusy`] instead of stacking programs.
 
-use std::{collections::BTreeSet, fmt, net::IpAddr, time::Duration};
+use std::{collections::BTreeSet, fmt, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -19,6 +19,7 @@ use aya::{
     },
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
+use ipnet::IpNet;
 use llama_common::{
     ALLOW_V4_MAP, ALLOW_V6_MAP, AllowValue, CONFIG_MAP, COUNTERS_MAP, Counter, ReflectorConfig,
     XDP_PROGRAM_NAME,
@@ -95,8 +96,6 @@ pub enum Error {
     },
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(#[source] ProgramError),
-    #[error("invalid allowlist prefix {addr}/{len}")]
-    InvalidPrefix { addr: IpAddr, len: u8 },
 }
 
 /// What one BPF_PROG_TEST_RUN of the program did with a frame.
@@ -204,24 +203,20 @@ impl XdpReflector {
         self.config
     }
 
-    /// Replaces the allowlist tries' contents with `prefixes` (address,
-    /// prefix length). Whether the list is enforced is the config's
+    /// Replaces the allowlist tries' contents with `prefixes`. Whether the list is enforced is the config's
     /// [`llama_common::FLAG_ALLOWLIST`]; fill the list before switching it on
     /// so no legitimate probe is dropped in between. Prefixes added before
     /// stale ones are removed, for the same reason.
-    pub fn set_allowlist(&mut self, prefixes: &[(IpAddr, u8)]) -> Result<(), Error> {
+    pub fn set_allowlist(&mut self, prefixes: &[IpNet]) -> Result<(), Error> {
         let mut v4 = BTreeSet::new();
         let mut v6 = BTreeSet::new();
-        for &(addr, len) in prefixes {
-            match addr {
-                IpAddr::V4(a) if len <= 32 => {
-                    v4.insert((len, mask(&a.octets(), len)));
-                }
-                IpAddr::V6(a) if len <= 128 => {
-                    v6.insert((len, mask(&a.octets(), len)));
-                }
-                _ => return Err(Error::InvalidPrefix { addr, len }),
-            }
+        // The LPM trie wants host bits cleared so that equal prefixes are
+        // equal keys.
+        for net in prefixes {
+            match net.trunc() {
+                IpNet::V4(n) => v4.insert((n.prefix_len(), n.network().octets())),
+                IpNet::V6(n) => v6.insert((n.prefix_len(), n.network().octets())),
+            };
         }
         self.sync_trie::<4>(ALLOW_V4_MAP, &v4)?;
         self.sync_trie::<16>(ALLOW_V6_MAP, &v6)
@@ -352,18 +347,6 @@ impl XdpReflector {
             .try_into()
             .map_err(Error::Verifier)
     }
-}
-
-/// `octets` with every bit past the first `len` cleared (the LPM trie wants
-/// canonical prefixes so that equal prefixes are equal keys).
-fn mask<const N: usize>(octets: &[u8; N], len: u8) -> [u8; N] {
-    let mut out = *octets;
-    for (i, byte) in out.iter_mut().enumerate() {
-        let bits_before = i * 8;
-        let keep = usize::from(len).saturating_sub(bits_before).min(8);
-        *byte &= if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
-    }
-    out
 }
 
 /// The netlink fallback reports an occupied interface as a wrapped EBUSY.

@@ -6,8 +6,13 @@
 pub mod probe;
 pub mod ratelimit;
 
-/// Default UDP port of LLAMA probes (DESIGN.md A1).
+/// Default UDP port of LLAMA probes (docs/probe.md), and the agent's default
+/// TCP port for its HTTP API (docs/agent-api.md).
 pub const DEFAULT_PROBE_PORT: u16 = 8100;
+
+/// `Content-Type` of every `/metrics` answer, agent and server alike.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Name of the XDP program inside the object, as the loader looks it up.
 pub const XDP_PROGRAM_NAME: &str = "llama_reflect";
@@ -21,8 +26,6 @@ pub const COUNTERS_MAP: &str = "LLAMA_COUNTERS";
 pub const ALLOW_V4_MAP: &str = "LLAMA_ALLOW_V4";
 /// Name of the LPM trie of allowed IPv6 sources (key data: `[u8; 16]`).
 pub const ALLOW_V6_MAP: &str = "LLAMA_ALLOW_V6";
-/// Name of the single-entry array map holding the global [`RateState`].
-pub const RATE_MAP: &str = "LLAMA_RATE";
 
 /// Capacity of each allowlist trie (prefixes per address family).
 pub const ALLOWLIST_MAX_ENTRIES: u32 = 16384;

@@ -1,4 +1,4 @@
-//! The LLAMA probe wire format (DESIGN.md A1): a protobuf `llama.Probe`
+//! The LLAMA probe wire format (docs/probe.md): a protobuf `llama.Probe`
 //! decoded and encoded by hand, without allocation, so the same code serves
 //! the userspace reflector's hot path, the collector and the fuzz target.
 //!

@@ -53,7 +53,7 @@ static ALLOW_V6: LpmTrie<[u8; 16], AllowValue> =
 #[map(name = "LLAMA_RATE")]
 static RATE: Array<RateState> = Array::with_max_entries(1, 0);
 
-/// TTL / hop limit of every reply (DESIGN.md A1).
+/// TTL / hop limit of every reply (docs/probe.md).
 const REPLY_TTL: u8 = 64;
 const ETH_HLEN: usize = mem::size_of::<EthHdr>();
 const UDP_HLEN: usize = mem::size_of::<UdpHdr>();
@@ -160,7 +160,8 @@ fn reflect_v4(
         return Ok(xdp_action::XDP_PASS);
     };
     let (saddr, daddr) = unsafe { ((*ip).saddr, (*ip).daddr) };
-    if !unicast_macs(eth) || !unicast_v4(saddr) || !unicast_v4(daddr) {
+    // SAFETY: `eth` came from ptr_at.
+    if !unsafe { unicast_macs(eth) } || !unicast_v4(saddr) || !unicast_v4(daddr) {
         count(Counter::PassNotUnicast);
         return Ok(xdp_action::XDP_PASS);
     }
@@ -230,7 +231,8 @@ fn reflect_v6(
         return Ok(xdp_action::XDP_PASS);
     };
     let (saddr, daddr) = unsafe { ((*ip).saddr, (*ip).daddr) };
-    if !unicast_macs(eth) || !unicast_v6(&saddr) || !unicast_v6(&daddr) {
+    // SAFETY: `eth` came from ptr_at.
+    if !unsafe { unicast_macs(eth) } || !unicast_v6(&saddr) || !unicast_v6(&daddr) {
         count(Counter::PassNotUnicast);
         return Ok(xdp_action::XDP_PASS);
     }
@@ -301,8 +303,14 @@ fn canonical_tos(
 
 /// Neither MAC is a group address (the I/G bit of the first octet): a probe
 /// to broadcast/multicast must not be answered with a group source.
+///
+/// # Safety
+///
+/// `eth` must point to a whole [`EthHdr`] inside the packet, as [`ptr_at`]
+/// returns it.
 #[inline(always)]
-fn unicast_macs(eth: *const EthHdr) -> bool {
+unsafe fn unicast_macs(eth: *const EthHdr) -> bool {
+    // SAFETY: the caller's guarantee.
     let (dst, src) = unsafe { ((*eth).dst[0], (*eth).src[0]) };
     (dst.to_ne_bytes()[0] | src.to_ne_bytes()[0]) & 0x01 == 0
 }
@@ -321,7 +329,17 @@ fn unicast_v6(addr: &[u16; 8]) -> bool {
     any != 0 && addr[0].to_ne_bytes()[0] != 0xff
 }
 
+/// Swaps the destination and source MAC addresses in place.
+///
+/// # Safety
+///
+/// `eth` must point to a whole [`EthHdr`] inside the packet, as
+/// [`ptr_at`] returns it.
 #[inline(always)]
+#[expect(
+    clippy::manual_swap,
+    reason = "copies through the raw pointer: no reference into packet memory, and the loads and stores the verifier already accepts"
+)]
 unsafe fn swap_macs(eth: *mut EthHdr) {
     unsafe {
         let dst = (*eth).dst;
@@ -330,7 +348,17 @@ unsafe fn swap_macs(eth: *mut EthHdr) {
     }
 }
 
+/// Swaps the source and destination UDP ports in place.
+///
+/// # Safety
+///
+/// `udp` must point to a whole [`UdpHdr`] inside the packet, as [`ptr_at`]
+/// returns it.
 #[inline(always)]
+#[expect(
+    clippy::manual_swap,
+    reason = "copies through the raw pointer: no reference into packet memory, and the loads and stores the verifier already accepts"
+)]
 unsafe fn swap_ports(udp: *mut UdpHdr) {
     unsafe {
         let source = (*udp).source;
@@ -359,7 +387,8 @@ fn rate_ok(config: &ReflectorConfig) -> bool {
         let Some(next) = ratelimit::admit(tat, now, config.max_pps, config.burst) else {
             return false;
         };
-        if cmpxchg(tat_ptr, tat, next) == tat {
+        // SAFETY: `tat_ptr` is inside the map value looked up above.
+        if unsafe { cmpxchg(tat_ptr, tat, next) } == tat {
             return true;
         }
     }
@@ -369,10 +398,15 @@ fn rate_ok(config: &ReflectorConfig) -> bool {
 /// BPF_ATOMIC | BPF_CMPXCHG on a map value (kernel >= 5.12): stores `new`
 /// at `ptr` if it holds `expected`; returns the value it held. The bpfel
 /// target has no CAS in `core::sync::atomic`, hence the asm.
+///
+/// # Safety
+///
+/// `ptr` must point to a `u64` inside a map value from a successful lookup
+/// in this run of the program.
 #[inline(always)]
-fn cmpxchg(ptr: *mut u64, expected: u64, new: u64) -> u64 {
+unsafe fn cmpxchg(ptr: *mut u64, expected: u64, new: u64) -> u64 {
     let mut r0 = expected;
-    // SAFETY: `ptr` points into a map value; the instruction is atomic.
+    // SAFETY: the caller's guarantee; the instruction is atomic.
     unsafe {
         core::arch::asm!(
             "r0 = cmpxchg_64({ptr} + 0, r0, {new})",

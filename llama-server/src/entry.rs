@@ -18,7 +18,7 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 
 use crate::clock;
 
-/// Tags required in every registration (A4).
+/// Tags required in every registration (docs/server-api.md).
 pub const REQUIRED_TAGS: [&str; 3] = ["version", "probe_shortname", "probe_name"];
 
 /// An entry's id: `ip:port`, `[v6]:port` for IPv6 (the `SocketAddr` form,

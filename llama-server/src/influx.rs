@@ -11,7 +11,7 @@ use reqwest::{StatusCode, Url};
 
 use crate::{error::Error, settings::InfluxSettings};
 
-/// A field value: agents' numbers are floats (A6); the server's own counters
+/// A field value: agents' numbers are floats (docs/scraper.md); the server's own counters
 /// are integers, as the original wrote them (a type change would make
 /// InfluxDB refuse the writes into an existing database).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::{
     clock,
+    history::{HistoryCounters, HistoryStats},
     registry::{Counts, ReapReport},
 };
 
@@ -66,6 +67,15 @@ pub struct Metrics {
     pub influx_writes: Family<ResultLabel, Counter>,
     pub points_written: Counter,
     pub points_dropped: Counter,
+    /// Wall time of whole scrape rounds (every agent fetched and recorded).
+    pub scrape_round_seconds: Histogram,
+    /// Agents whose last scrape failed or is older than two intervals.
+    pub agents_stale: Gauge,
+    pub history: HistoryCounters,
+    history_bytes: Gauge,
+    history_budget_bytes: Gauge,
+    history_paths: Gauge,
+    history_samples: Gauge,
     last_reap: Mutex<LastReap>,
 }
 
@@ -101,6 +111,13 @@ impl Metrics {
             influx_writes: Family::default(),
             points_written: Counter::default(),
             points_dropped: Counter::default(),
+            scrape_round_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+            agents_stale: Gauge::default(),
+            history: HistoryCounters::default(),
+            history_bytes: Gauge::default(),
+            history_budget_bytes: Gauge::default(),
+            history_paths: Gauge::default(),
+            history_samples: Gauge::default(),
             last_reap: Mutex::default(),
         };
         let r = &mut m.registry;
@@ -170,7 +187,61 @@ impl Metrics {
             "Points given up after failed writes",
             m.points_dropped.clone(),
         );
+        r.register(
+            "scrape_round_seconds",
+            "Wall time of scrape rounds (every agent fetched and recorded)",
+            m.scrape_round_seconds.clone(),
+        );
+        r.register(
+            "agents_stale",
+            "Agents whose last scrape failed or is older than two intervals",
+            m.agents_stale.clone(),
+        );
+        r.register(
+            "history_bytes",
+            "Memory held by the in-memory history, as counted against its budget",
+            m.history_bytes.clone(),
+        );
+        r.register(
+            "history_budget_bytes",
+            "The history's byte budget (history_max_bytes)",
+            m.history_budget_bytes.clone(),
+        );
+        r.register(
+            "history_paths",
+            "Paths held in the history",
+            m.history_paths.clone(),
+        );
+        r.register(
+            "history_samples",
+            "Samples held in the history",
+            m.history_samples.clone(),
+        );
+        r.register(
+            "history_samples_downsampled",
+            "Samples merged into older ones to stay within the byte budget",
+            m.history.downsampled.clone(),
+        );
+        r.register(
+            "history_samples_dropped",
+            "Samples dropped, by reason: window (older than the window) or budget",
+            m.history.dropped.clone(),
+        );
+        r.register(
+            "history_paths_refused",
+            "Path reports refused because history_max_paths paths are held",
+            m.history.refused_paths.clone(),
+        );
         m
+    }
+
+    /// Updates the history gauges (before an exposition).
+    pub fn set_history(&self, stats: &HistoryStats) {
+        let g = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.history_bytes.set(g(stats.bytes));
+        self.history_budget_bytes.set(g(stats.max_bytes));
+        self.history_paths.set(g(stats.paths));
+        self.history_samples.set(g(stats.samples));
     }
 
     pub fn uptime_secs(&self) -> f64 {

@@ -1,4 +1,4 @@
-//! Validation of `POST /api/v1/register` bodies (A4): every schema violation
+//! Validation of `POST /api/v1/register` bodies (docs/server-api.md): every schema violation
 //! becomes a 400 naming the field, including the JSON syntax errors
 //! (`NaN`, `Infinity`) that a parser reports only by position.
 

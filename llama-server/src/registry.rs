@@ -11,7 +11,6 @@ use std::{
 };
 
 use futures::future::BoxFuture;
-
 pub use memory::MemoryStore;
 
 use crate::{

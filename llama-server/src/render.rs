@@ -1,7 +1,8 @@
-//! Collector configs for `GET /api/v1/config/<group>`: the A2 full format,
-//! with every member of the group as a target carrying its tags plus
-//! `dst_name`, `dst_shortname`, `src_name`, `src_shortname` and `group`, and
-//! the requester itself rewritten to the loopback address.
+//! Collector configs for `GET /api/v1/config/<group>`: the full format of
+//! docs/collector-config.md, with every member of the group as a target
+//! carrying its tags plus `dst_name`, `dst_shortname`, `src_name`,
+//! `src_shortname` and `group`, and the requester itself rewritten to the
+//! loopback address.
 //!
 //! Every scalar is written by the YAML library (serde_yaml_ng), so a tag
 //! value holding newlines, colons or quotes stays one value and cannot add a

@@ -1,8 +1,11 @@
-//! The HTTP API of A4: routes, and the small read-only handlers. `/list`
-//! answers are assembled from each entry's pre-serialized JSON.
+//! The HTTP API (docs/server-api.md, docs/api.md): the original server's
+//! routes and the small read-only handlers, the live matrix API ([`matrix`])
+//! and the page at `/` (`ui`). `/list` answers are assembled from each
+//! entry's pre-serialized JSON.
 
 mod client;
 mod config;
+mod matrix;
 mod register;
 
 use std::collections::HashSet;
@@ -11,11 +14,11 @@ use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Path, State},
     http::{Method, StatusCode, Uri, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
-
 pub use client::{ClientIp, forwarded_for};
+use llama_common::OPENMETRICS_CONTENT_TYPE;
 
 use crate::{error::ApiError, registry::Members, state::AppState};
 
@@ -23,7 +26,11 @@ use crate::{error::ApiError, registry::Members, state::AppState};
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.limits.max_body_bytes;
     Router::new()
-        .route("/", get(home))
+        .route("/", get(crate::ui::index))
+        .route("/ui/{asset}", get(crate::ui::asset))
+        .route("/api/v1/groups", get(matrix::groups))
+        .route("/api/v1/matrix", get(matrix::matrix))
+        .route("/api/v1/path", get(matrix::path))
         .route("/api/v1/register", post(register::register))
         .route("/api/v1/list", get(list_all))
         .route("/api/v1/list/{group}", get(list_group))
@@ -114,28 +121,14 @@ async fn my_ip_address(ClientIp(ip): ClientIp) -> Json<serde_json::Value> {
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.counts().await?;
+    state.metrics.set_history(&state.history.stats());
     let body = state.metrics.prometheus(counts);
-    let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    Ok(([(header::CONTENT_TYPE, ct)], body).into_response())
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response())
 }
 
 async fn metrics_json(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.counts().await?;
     Ok(Json(state.metrics.original_json(counts)).into_response())
-}
-
-async fn home(State(state): State<AppState>) -> Result<Html<String>, ApiError> {
-    let counts = state.store.counts().await?;
-    Ok(Html(format!(
-        "<!doctype html><html><head><title>llama</title></head><body>\
-         <h1>llama service discovery</h1>\
-         <p>{} probes in {} groups. Interval {} s.</p>\
-         <ul><li><a href=\"/api/v1/list\">/api/v1/list</a></li>\
-         <li><a href=\"/api/v1/scraper\">/api/v1/scraper</a></li>\
-         <li><a href=\"/metrics\">/metrics</a></li>\
-         <li><a href=\"/metrics.json\">/metrics.json</a></li></ul></body></html>",
-        counts.probes, counts.groups, state.settings.interval
-    )))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -1,9 +1,15 @@
-//! The scraper (A6): every interval, fetch `/influxdata` from every agent at
-//! once (each with its own timeout), and write the points to InfluxDB in
+//! The scraper (docs/scraper.md): every interval, fetch `/influxdata` from
+//! every agent at once (each with its own timeout and size limit), record
+//! the path reports in the in-memory [`History`] (always: it feeds the live
+//! matrix), and, when an InfluxDB is configured, write the points there in
 //! batches as they arrive. A batch is written when full or when its first
 //! point has waited `linger`, so a dead or slow agent delays nobody else's
 //! points. Failed writes are retried until the interval ends, then counted
 //! as dropped. The server's own statistics go to measurement `llama_server`.
+//!
+//! Rounds start a little after each wall-clock multiple of the interval,
+//! when the agents (whose summaries are aligned to the same boundaries) have
+//! just published.
 
 pub mod agent;
 pub mod targets;
@@ -15,9 +21,8 @@ use std::{
 };
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
-
 pub use targets::TargetSource;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     clock,
@@ -45,13 +50,14 @@ pub struct RoundReport {
 pub struct Scraper {
     client: reqwest::Client,
     source: TargetSource,
-    influx: InfluxClient,
+    influx: Option<InfluxClient>,
     cfg: ScrapeSettings,
     interval: Duration,
     metrics: Arc<Metrics>,
     history: Arc<History>,
     /// Present inside the server: its statistics become `llama_server` points.
     server_store: Option<Arc<dyn Store>>,
+    too_large_logged: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Scraper {
@@ -65,7 +71,7 @@ impl std::fmt::Debug for Scraper {
 impl Scraper {
     pub fn new(
         source: TargetSource,
-        influx: &InfluxSettings,
+        influx: Option<&InfluxSettings>,
         cfg: ScrapeSettings,
         interval: Duration,
         metrics: Arc<Metrics>,
@@ -81,12 +87,13 @@ impl Scraper {
         Ok(Scraper {
             client,
             source,
-            influx: InfluxClient::new(influx)?,
+            influx: influx.map(InfluxClient::new).transpose()?,
             cfg,
             interval,
             metrics,
             history,
             server_store: None,
+            too_large_logged: Default::default(),
         })
     }
 
@@ -96,61 +103,73 @@ impl Scraper {
         self
     }
 
-    pub fn influx(&self) -> &InfluxClient {
-        &self.influx
+    /// The InfluxDB writer, when one is configured.
+    pub fn influx(&self) -> Option<&InfluxClient> {
+        self.influx.as_ref()
     }
 
     /// Scrapes every `interval` until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         // The original created the database at start; retry until InfluxDB
-        // is up (it often starts after us in a compose file).
-        loop {
-            match self.influx.create_database().await {
-                Ok(()) => break,
-                Err(e) => tracing::warn!(%e, "cannot create the InfluxDB database yet"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.interval) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            }
-        }
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            }
-            let deadline = Instant::now() + self.interval;
-            tokio::select! {
-                report = self.round(deadline) => {
-                    tracing::info!(?report, "scrape round");
+        // is up (it often starts after us in a compose file), while the
+        // collection for the live matrix goes on.
+        let create = async {
+            let Some(influx) = &self.influx else { return };
+            loop {
+                match influx.create_database().await {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(%e, "cannot create the InfluxDB database yet"),
                 }
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                tokio::time::sleep(self.interval).await;
             }
+        };
+        let rounds = async {
+            loop {
+                tokio::time::sleep(until_next_round(self.interval, SystemTime::now())).await;
+                let deadline = Instant::now() + self.interval;
+                let report = self.round(deadline).await;
+                tracing::debug!(?report, "scrape round");
+            }
+        };
+        tokio::select! {
+            _ = async { tokio::join!(create, rounds) } => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
         }
     }
 
     /// One round: fetch every agent, write the points, record history.
     /// Writes give up at `deadline`.
     pub async fn round(&self, deadline: Instant) -> RoundReport {
+        let started = Instant::now();
         let now = SystemTime::now();
         let time = clock::unix_secs(now);
         let agents = self.source.targets().await;
-        let (tx, rx) = mpsc::channel::<Vec<Point>>(64);
-        let fetch_all = self.fetch_all(agents.clone(), time, tx);
-        let write_all = self.write_batches(rx, deadline);
-        let (mut report, (written, dropped)) = tokio::join!(fetch_all, write_all);
+        let mut report = match &self.influx {
+            Some(influx) => {
+                let (tx, rx) = mpsc::channel::<Vec<Point>>(64);
+                let fetch_all = self.fetch_all(agents.clone(), time, Some(tx));
+                let write_all = self.write_batches(influx, rx, deadline);
+                let (mut report, (written, dropped)) = tokio::join!(fetch_all, write_all);
+                report.written = written;
+                report.dropped = dropped;
+                if let Some(store) = &self.server_store
+                    && let Ok(counts) = store.counts().await
+                {
+                    let point = self.server_point(counts, time);
+                    self.write(influx, vec![point], deadline).await;
+                }
+                report
+            }
+            None => self.fetch_all(agents.clone(), time, None).await,
+        };
         report.agents = agents.len();
-        report.written = written;
-        report.dropped = dropped;
-        if let Some(store) = &self.server_store
-            && let Ok(counts) = store.counts().await
-        {
-            let point = self.server_point(counts, time);
-            self.write(vec![point], deadline).await;
-        }
-        self.history.prune(time);
+        self.history.prune(u32::try_from(time).unwrap_or(u32::MAX));
+        self.metrics
+            .agents_stale
+            .set((report.failed + report.timed_out) as i64);
+        self.metrics
+            .scrape_round_seconds
+            .observe(started.elapsed().as_secs_f64());
         report
     }
 
@@ -158,7 +177,7 @@ impl Scraper {
         &self,
         agents: Vec<IpAddr>,
         time: u64,
-        tx: mpsc::Sender<Vec<Point>>,
+        tx: Option<mpsc::Sender<Vec<Point>>>,
     ) -> RoundReport {
         use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
         let (answered, failed, timed_out, points_seen) = (
@@ -167,6 +186,7 @@ impl Scraper {
             AtomicUsize::new(0),
             AtomicUsize::new(0),
         );
+        let at = u32::try_from(time).unwrap_or(u32::MAX);
         let tx = &tx;
         futures::stream::iter(agents)
             .for_each_concurrent(self.cfg.concurrency.max(1), |ip| {
@@ -178,28 +198,46 @@ impl Scraper {
                         ip,
                         self.cfg.agent_port,
                         self.cfg.agent_timeout,
+                        self.cfg.max_body_bytes,
                     )
-                    .await;
+                    .await
+                    .and_then(|body| {
+                        let (reports, n) =
+                            agent::reports(ip, &body).map_err(agent::FetchError::Failed)?;
+                        Ok((body, reports, n))
+                    });
                     let label = match result {
-                        Ok(points) => {
-                            let (points, samples) = agent::convert(ip, points, time);
-                            self.history.record(samples);
-                            self.metrics.points_scraped.inc_by(points.len() as u64);
+                        Ok((body, reports, n)) => {
+                            self.history.record(ip, at, reports);
+                            self.metrics.points_scraped.inc_by(n as u64);
                             answered.fetch_add(1, Relaxed);
-                            points_seen.fetch_add(points.len(), Relaxed);
-                            if !points.is_empty() {
-                                // The writer stops only after every sender is gone.
-                                let _ = tx.send(points).await;
+                            points_seen.fetch_add(n, Relaxed);
+                            if let Some(tx) = tx
+                                && let Ok(points) = agent::points(&body)
+                            {
+                                let points = agent::convert(points, time);
+                                if !points.is_empty() {
+                                    // The writer stops only after every sender is gone.
+                                    let _ = tx.send(points).await;
+                                }
                             }
                             "ok"
                         }
                         Err(agent::FetchError::Timeout) => {
                             tracing::debug!(%ip, "agent timed out");
+                            self.history.record_failure(ip, at, "timeout");
                             timed_out.fetch_add(1, Relaxed);
                             "timeout"
                         }
+                        Err(agent::FetchError::TooLarge) => {
+                            self.warn_too_large(ip);
+                            self.history.record_failure(ip, at, "too large");
+                            failed.fetch_add(1, Relaxed);
+                            "too_large"
+                        }
                         Err(agent::FetchError::Failed(why)) => {
                             tracing::debug!(%ip, %why, "agent fetch failed");
+                            self.history.record_failure(ip, at, "error");
                             failed.fetch_add(1, Relaxed);
                             "error"
                         }
@@ -220,10 +258,23 @@ impl Scraper {
         }
     }
 
+    /// Says once that an answer was over the limit (then only counts it).
+    fn warn_too_large(&self, ip: IpAddr) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.too_large_logged.swap(true, Relaxed) {
+            tracing::warn!(
+                %ip,
+                limit = self.cfg.max_body_bytes,
+                "an agent's /influxdata is larger than scrape_max_body_bytes: refused (counted as llama_scrapes_total{{result=\"too_large\"}})"
+            );
+        }
+    }
+
     /// Collects points into batches; writes a batch when it is full, when
     /// its oldest point has waited `linger`, or when the fetches are done.
     async fn write_batches(
         &self,
+        influx: &InfluxClient,
         mut rx: mpsc::Receiver<Vec<Point>>,
         deadline: Instant,
     ) -> (usize, usize) {
@@ -235,7 +286,7 @@ impl Scraper {
             let msg = tokio::select! {
                 msg = rx.recv() => msg,
                 _ = async { tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)).await }, if flush_at.is_some() => {
-                    let (w, d) = self.write(std::mem::take(&mut batch), deadline).await;
+                    let (w, d) = self.write(influx, std::mem::take(&mut batch), deadline).await;
                     written += w;
                     dropped += d;
                     oldest = None;
@@ -248,7 +299,7 @@ impl Scraper {
             while batch.len() >= self.cfg.batch_points.max(1) {
                 let rest = batch.split_off(self.cfg.batch_points.max(1));
                 let (w, d) = self
-                    .write(std::mem::replace(&mut batch, rest), deadline)
+                    .write(influx, std::mem::replace(&mut batch, rest), deadline)
                     .await;
                 written += w;
                 dropped += d;
@@ -258,7 +309,7 @@ impl Scraper {
             }
         }
         if !batch.is_empty() {
-            let (w, d) = self.write(batch, deadline).await;
+            let (w, d) = self.write(influx, batch, deadline).await;
             written += w;
             dropped += d;
         }
@@ -266,12 +317,17 @@ impl Scraper {
     }
 
     /// Writes points; returns (written, dropped).
-    async fn write(&self, points: Vec<Point>, deadline: Instant) -> (usize, usize) {
+    async fn write(
+        &self,
+        influx: &InfluxClient,
+        points: Vec<Point>,
+        deadline: Instant,
+    ) -> (usize, usize) {
         let (body, n) = encode(&points);
         if n == 0 {
             return (0, 0);
         }
-        let outcome = self.influx.write(&body, deadline).await;
+        let outcome = influx.write(&body, deadline).await;
         let m = &self.metrics;
         let count = |result| m.influx_writes.get_or_create(&ResultLabel { result });
         match outcome {
@@ -326,6 +382,19 @@ impl Scraper {
     }
 }
 
+/// How long to wait, from `now`, for the next round: a fifth of the
+/// interval (at most 2 s) after the next wall-clock multiple of it.
+pub fn until_next_round(interval: Duration, now: SystemTime) -> Duration {
+    let period = interval.as_nanos().max(1);
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let offset = (interval / 5).min(Duration::from_secs(2)).as_nanos();
+    let into = (since_epoch + period - offset % period) % period;
+    Duration::from_nanos((period - into) as u64)
+}
+
 /// The host name and the address it resolves to, as the original reported
 /// them (`localhost`/`127.0.0.1` when unknown).
 fn host_identity() -> (String, String) {
@@ -351,4 +420,30 @@ fn resolve_host_identity() -> (String, String) {
         })
         .map_or_else(|| "127.0.0.1".to_owned(), |a| a.ip().to_string());
     (name, ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_start_just_after_the_agents_publish() {
+        let at = |secs: u64, ms: u64| {
+            std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(ms)
+        };
+        let ten = Duration::from_secs(10);
+        // Boundaries at multiples of 10 s; rounds 2 s after them.
+        assert_eq!(until_next_round(ten, at(1000, 0)), Duration::from_secs(2));
+        assert_eq!(until_next_round(ten, at(1002, 0)), ten);
+        assert_eq!(
+            until_next_round(ten, at(1009, 500)),
+            Duration::from_millis(2500)
+        );
+        // Short intervals: a fifth of the interval.
+        let one = Duration::from_secs(1);
+        assert_eq!(
+            until_next_round(one, at(7, 100)),
+            Duration::from_millis(100)
+        );
+    }
 }

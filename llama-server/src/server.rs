@@ -1,6 +1,7 @@
 //! Running the server: bind every listen address (IPv4 and IPv6 side by
-//! side), serve the router with peer addresses, run the reaper and, when an
-//! InfluxDB is configured, the scraper; stop gracefully on SIGINT/SIGTERM.
+//! side), serve the router with peer addresses, run the reaper and the
+//! scraper (into memory, and into InfluxDB when one is configured); stop
+//! gracefully on SIGINT/SIGTERM.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -81,19 +82,40 @@ impl Server {
             tracing::info!(%addr, "listening");
         }
         tasks.spawn(reaper::run(state.clone(), stopped.clone()));
-        if let Some(influx) = &state.settings.influx {
-            let scraper = Scraper::new(
-                TargetSource::Store(state.store.clone()),
-                influx,
-                state.settings.scrape.clone(),
-                Duration::from_secs(state.settings.interval),
-                state.metrics.clone(),
-                state.history.clone(),
-            )?
-            .with_server_stats(state.store.clone());
-            tracing::info!(url = influx.base_url(), db = influx.name, "scraper enabled");
-            tasks.spawn(scraper.run(stopped.clone()));
+        // Collection feeds the live matrix; InfluxDB is an optional second
+        // output.
+        let influx = state.settings.influx.as_ref();
+        if !state.settings.collect {
+            tracing::info!("collection off (--collect false): no agent is scraped");
+            return Ok(Server {
+                addrs,
+                state,
+                stop,
+                tasks,
+            });
         }
+        let scraper = Scraper::new(
+            TargetSource::Store(state.store.clone()),
+            influx,
+            state.settings.scrape.clone(),
+            Duration::from_secs(state.settings.interval),
+            state.metrics.clone(),
+            state.history.clone(),
+        )?
+        .with_server_stats(state.store.clone());
+        match influx {
+            Some(influx) => {
+                tracing::info!(
+                    url = influx.base_url(),
+                    db = influx.name,
+                    "collecting agents' summaries, also into InfluxDB"
+                )
+            }
+            None => {
+                tracing::info!("collecting agents' summaries (in memory; no InfluxDB configured)")
+            }
+        }
+        tasks.spawn(scraper.run(stopped.clone()));
         Ok(Server {
             addrs,
             state,
@@ -150,15 +172,21 @@ pub struct ScrapeOnly {
 
 /// Runs the scraper alone until SIGINT/SIGTERM.
 pub async fn scrape(cfg: ScrapeOnly) -> Result<(), Error> {
-    let history = std::sync::Arc::new(crate::history::History::last_hour(
-        cfg.interval,
-        cfg.scrape.history_max_paths,
+    let metrics = crate::metrics::Metrics::new();
+    let history = std::sync::Arc::new(crate::history::History::new(
+        &crate::history::HistoryLimits {
+            window: crate::settings::HISTORY_WINDOW,
+            interval: cfg.interval,
+            max_bytes: cfg.scrape.history_max_bytes,
+            max_paths: cfg.scrape.history_max_paths,
+        },
+        metrics.history.clone(),
     ));
-    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(metrics);
     let source = TargetSource::server(&cfg.server)?;
     let scraper = Scraper::new(
         source,
-        &cfg.influx,
+        Some(&cfg.influx),
         cfg.scrape,
         cfg.interval,
         metrics,

@@ -9,6 +9,35 @@ use serde::Deserialize;
 
 use crate::error::Error;
 
+/// The defaults of the server's settings (the original server's where it
+/// had one), shared by the flags and [`Settings::default`].
+pub mod defaults {
+    /// Listen address.
+    pub const HOST: &str = "127.0.0.1";
+    /// Listen port.
+    pub const PORT: u16 = 5000;
+    /// The server's base URL for `llama-server scrape`: `http://HOST:PORT`.
+    pub const SERVER_URL: &str = "http://127.0.0.1:5000";
+    /// Group of registrations that name none.
+    pub const GROUP: &str = "default";
+    /// Keepalive of registrations that give none, seconds (a day).
+    pub const KEEPALIVE_S: f64 = 86_400.0;
+    /// Summarization and scrape interval, seconds.
+    pub const INTERVAL_S: u64 = 10;
+    /// Seconds between reaps.
+    pub const REAP_INTERVAL_S: f64 = 5.0;
+    /// Most entries the registry holds.
+    pub const MAX_ENTRIES: usize = 200_000;
+    /// InfluxDB's HTTP port.
+    pub const INFLUXDB_PORT: u16 = 8086;
+    /// InfluxDB database.
+    pub const INFLUXDB_NAME: &str = "llama";
+    /// The agents' API port (the agents' probe port too).
+    pub const AGENT_PORT: u16 = llama_common::DEFAULT_PROBE_PORT;
+    /// How long one agent may take to answer the scraper, seconds.
+    pub const SCRAPE_TIMEOUT_S: f64 = 5.0;
+}
+
 /// Limits on what a registration may contain and how much the registry holds.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -35,13 +64,18 @@ impl Default for Limits {
             max_tag_key_len: 64,
             max_tag_value_len: 256,
             max_group_len: 64,
-            max_entries: 200_000,
+            max_entries: defaults::MAX_ENTRIES,
         }
     }
 }
 
-/// The collector settings every rendered config carries (A2). The defaults
-/// are the original server's template: 2 handlers, one port, 1 cycle/s.
+/// The collector settings every rendered config carries
+/// (docs/collector-config.md). The defaults are the original llama-sd
+/// template: 2 handlers, a port group of 4 source ports, 2.0 cycles per
+/// second (8 probes/s to each target), timeout 1000 ms, tos 0. Every member
+/// probes every member, so a group of `n` members sends
+/// `n² × port_count × cps` probes/s in total (n² × 8 with the defaults:
+/// 80,000 probes/s for 100 members).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorDefaults {
@@ -55,7 +89,7 @@ pub struct CollectorDefaults {
     pub port_count: u32,
     /// Cycles per second of the default rate limit.
     pub cps: f64,
-    /// The agents' API address in issued configs (A4: `0.0.0.0:8100`).
+    /// The agents' API address in issued configs (`0.0.0.0:8100` by default).
     pub api_bind: String,
 }
 
@@ -66,9 +100,9 @@ impl Default for CollectorDefaults {
             port_ip: "0.0.0.0".into(),
             timeout_ms: 1000,
             tos: 0,
-            port_count: 1,
-            cps: 1.0,
-            api_bind: "0.0.0.0:8100".into(),
+            port_count: 4,
+            cps: 2.0,
+            api_bind: format!("0.0.0.0:{}", defaults::AGENT_PORT),
         }
     }
 }
@@ -90,7 +124,7 @@ impl InfluxSettings {
     }
 }
 
-/// Scraper tuning (A6).
+/// Scraper tuning (docs/scraper.md).
 #[derive(Debug, Clone)]
 pub struct ScrapeSettings {
     /// TCP port of the agents' API (`/influxdata`).
@@ -106,17 +140,24 @@ pub struct ScrapeSettings {
     pub linger: Duration,
     /// Paths kept in the in-memory history.
     pub history_max_paths: usize,
+    /// Byte budget of the in-memory history.
+    pub history_max_bytes: usize,
+    /// Largest `/influxdata` answer read from one agent, bytes; a larger
+    /// one is refused whole (the scrape counts as failed).
+    pub max_body_bytes: usize,
 }
 
 impl Default for ScrapeSettings {
     fn default() -> Self {
         ScrapeSettings {
-            agent_port: 8100,
-            agent_timeout: Duration::from_secs(5),
+            agent_port: defaults::AGENT_PORT,
+            agent_timeout: Duration::from_secs_f64(defaults::SCRAPE_TIMEOUT_S),
             concurrency: 256,
             batch_points: 5000,
             linger: Duration::from_millis(200),
-            history_max_paths: 20_000,
+            history_max_paths: 250_000,
+            history_max_bytes: crate::history::DEFAULT_MAX_BYTES,
+            max_body_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -138,21 +179,41 @@ pub struct Settings {
     pub collector: CollectorDefaults,
     pub influx: Option<InfluxSettings>,
     pub scrape: ScrapeSettings,
+    /// Fetch the registered agents' summaries every interval (the live
+    /// matrix, and InfluxDB when configured). Off, the server only keeps
+    /// the registry and issues configs.
+    pub collect: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5000))],
-            default_group: "default".into(),
-            keepalive: 86_400.0,
-            interval: 10,
-            reap_interval: Duration::from_secs(5),
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], defaults::PORT))],
+            default_group: defaults::GROUP.into(),
+            keepalive: defaults::KEEPALIVE_S,
+            interval: defaults::INTERVAL_S,
+            reap_interval: Duration::from_secs_f64(defaults::REAP_INTERVAL_S),
             trust_forwarded_for: false,
             limits: Limits::default(),
             collector: CollectorDefaults::default(),
             influx: None,
             scrape: ScrapeSettings::default(),
+            collect: true,
+        }
+    }
+}
+
+/// How far back the in-memory history reaches.
+pub const HISTORY_WINDOW: Duration = Duration::from_secs(3600);
+
+impl Settings {
+    /// The bounds of the in-memory history these settings ask for.
+    pub fn history_limits(&self) -> crate::history::HistoryLimits {
+        crate::history::HistoryLimits {
+            window: HISTORY_WINDOW,
+            interval: Duration::from_secs(self.interval.max(1)),
+            max_bytes: self.scrape.history_max_bytes,
+            max_paths: self.scrape.history_max_paths,
         }
     }
 }
@@ -192,6 +253,9 @@ pub struct FileConfig {
     pub agent_port: Option<u16>,
     pub scrape_timeout: Option<f64>,
     pub history_max_paths: Option<usize>,
+    pub history_max_bytes: Option<usize>,
+    pub scrape_max_body_bytes: Option<usize>,
+    pub collect: Option<bool>,
     pub limits: Option<Limits>,
     pub collector: Option<CollectorDefaults>,
 }
@@ -257,8 +321,33 @@ pub fn validate(s: &Settings) -> Result<(), Error> {
             "the default group must be non-empty and within max_group_len",
         ));
     }
+    if s.scrape.history_max_bytes == 0 || s.scrape.max_body_bytes == 0 {
+        return Err(bad(
+            "history_max_bytes and scrape_max_body_bytes must be positive",
+        ));
+    }
     if s.limits.max_tags < 3 {
         return Err(bad("limits.max_tags must allow the 3 required tags"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_server_url_is_the_default_listen_address() {
+        assert_eq!(
+            defaults::SERVER_URL,
+            format!("http://{}:{}", defaults::HOST, defaults::PORT)
+        );
+        let s = Settings::default();
+        assert_eq!(
+            s.listen[0].to_string(),
+            format!("{}:{}", defaults::HOST, defaults::PORT)
+        );
+        assert_eq!(s.collector.api_bind, "0.0.0.0:8100");
+        assert_eq!(s.scrape.agent_port, 8100);
+    }
 }

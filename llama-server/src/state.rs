@@ -1,6 +1,6 @@
 //! The state every handler and background task shares.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use crate::{
     history::History,
@@ -34,14 +34,12 @@ impl AppState {
     }
 
     pub fn with_store(settings: Settings, store: Arc<dyn Store>) -> Self {
-        let history = History::last_hour(
-            Duration::from_secs(settings.interval),
-            settings.scrape.history_max_paths,
-        );
+        let metrics = Metrics::new();
+        let history = History::new(&settings.history_limits(), metrics.history.clone());
         AppState {
             store,
             settings: Arc::new(settings),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             history: Arc::new(history),
         }
     }

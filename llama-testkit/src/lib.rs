@@ -1,6 +1,7 @@
-//! Test harness for llama's privileged tests: network namespaces, veth pairs,
-//! addresses and routes, running code or processes inside a namespace, and a
-//! privilege check that skips (or, under CI, fails) when the test cannot run.
+//! Test harness for llama's tests: network namespaces, veth pairs and
+//! addresses, running code or processes inside a namespace, a privilege
+//! check that skips (or, under CI, fails) when the test cannot run, bounded
+//! waiting ([`wait`]) and small HTTP helpers ([`http`]).
 //!
 //! Every namespace is named `llt-<pid>-<n>` and removed on drop (a panicking
 //! test unwinds through the drop). Ctrl-C/SIGTERM while a test runs removes
@@ -13,17 +14,25 @@ use std::{
     fs::File,
     io,
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{
         Mutex, Once,
         atomic::{AtomicU32, Ordering},
     },
     thread,
+    time::Duration,
 };
 
 use nix::sched::{CloneFlags, setns};
 
 pub mod dist;
+pub mod http;
+pub mod wait;
+
+pub use http::{free_port, http_get, http_get_ok};
+/// The signals [`ChildGuard::signal`] sends.
+pub use nix::sys::signal::Signal;
+pub use wait::{WAIT, eventually, until, wait_for, wait_for_within, wait_until};
 
 const PREFIX: &str = "llt-";
 
@@ -31,10 +40,23 @@ static LIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 static NEXT: AtomicU32 = AtomicU32::new(0);
 static INIT: Once = Once::new();
 
-/// Whether privileged tests must run (CI) rather than be skipped.
+/// Whether tests that need privileges or tools must run (CI, or `cargo
+/// xtask test` as root) rather than be skipped.
 pub fn privileged_required() -> bool {
     let set = |name: &str| std::env::var(name).is_ok_and(|v| v == "true" || v == "1");
     set("CI") || set("LLAMA_REQUIRE_PRIVILEGED")
+}
+
+/// Reports that `test` cannot run here, because `why`: prints `SKIPPED …`
+/// and returns `false` (the test should return early), or panics where
+/// skipping is forbidden ([`privileged_required`]), so a skipped suite
+/// cannot pass as green in CI.
+pub fn cannot_run(test: &str, why: &str) -> bool {
+    if privileged_required() {
+        panic!("{test}: cannot run: {why} (CI=true forbids skipping)");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    false
 }
 
 /// Returns whether the calling test may use namespaces, veths and BPF. When it
@@ -51,24 +73,11 @@ pub fn privileged(test: &str) -> bool {
     };
     match missing {
         None => true,
-        Some(why) if privileged_required() => {
-            panic!("{test}: privileged test cannot run: {why} (CI=true forbids skipping)")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED {test}: privileged test: {why}; run `cargo xtask test` as root");
-            false
-        }
+        Some(why) => cannot_run(
+            test,
+            &format!("privileged test: {why}; run `cargo xtask test` as root"),
+        ),
     }
-}
-
-/// Skips the calling test (returns early) unless it can run privileged.
-#[macro_export]
-macro_rules! require_privileged {
-    () => {
-        if !$crate::privileged(module_path!()) {
-            return;
-        }
-    };
 }
 
 fn ip(args: &[&str]) -> io::Result<Output> {
@@ -258,21 +267,6 @@ impl NetNs {
             }
         })
     }
-
-    /// Spawns a long-lived thread inside the namespace (e.g. a server); join
-    /// the handle to get its result.
-    pub fn spawn_thread<F, R>(&self, f: F) -> thread::JoinHandle<R>
-    where
-        F: FnOnce() -> R + Send + 'static,
-        R: Send + 'static,
-    {
-        let file = self.file().expect("open netns file");
-        thread::spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns into test namespace");
-            drop(file);
-            f()
-        })
-    }
 }
 
 impl Drop for NetNs {
@@ -291,8 +285,25 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// Guards `child`: it is killed and reaped on drop unless handed over.
+    pub fn new(child: Child) -> Self {
+        Self { child: Some(child) }
+    }
+
     pub fn child(&mut self) -> &mut Child {
         self.child.as_mut().expect("child present until drop")
+    }
+
+    /// Sends `signal` to the child.
+    pub fn signal(&mut self, signal: nix::sys::signal::Signal) -> io::Result<()> {
+        let pid = i32::try_from(self.child().id()).map_err(io::Error::other)?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(io::Error::from)
+    }
+
+    /// The child's exit status once it has exited, waiting at most
+    /// `timeout`; `None` if it is still running then.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait::wait_for_within(timeout, || self.child().try_wait().ok().flatten())
     }
 
     /// Hands the child over without killing it.

@@ -35,18 +35,8 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
     let toolchain = Toolchain::ensure()?;
     let linker_bin = toolchain.ensure_bpf_linker()?;
 
-    let mut cargo = nightly_cargo();
+    let mut cargo = ebpf_cargo("build");
     cargo
-        .current_dir(cmd::workspace_root())
-        .args([
-            "build",
-            "--package",
-            "llama-ebpf",
-            "--target",
-            TARGET,
-            "-Z",
-            "build-std=core",
-        ])
         .env("PATH", prepend_path(&linker_bin))
         .env("LD_LIBRARY_PATH", toolchain.sysroot.join("lib"));
     if opts.release {
@@ -65,14 +55,54 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
     Ok(object)
 }
 
-/// Installs nightly with `rust-src` if missing (what `-Z build-std` needs).
-pub(crate) fn ensure_nightly() -> Result<()> {
+/// Lints the XDP program with nightly clippy for its own target, warnings
+/// denied (the stable clippy run cannot build it).
+pub fn clippy() -> Result<()> {
+    Toolchain::ensure()?;
+    ensure_nightly_component("clippy")?;
+    cmd::run(ebpf_cargo("clippy").args(["--release", "--", "-D", "warnings"]))
+}
+
+/// `cargo +nightly <subcommand>` for the XDP crate and its target.
+fn ebpf_cargo(subcommand: &str) -> Command {
+    let mut cargo = nightly_cargo();
+    cargo.current_dir(cmd::workspace_root()).args([
+        subcommand,
+        "--package",
+        "llama-ebpf",
+        "--target",
+        TARGET,
+        "-Z",
+        "build-std=core",
+    ]);
+    cargo
+}
+
+/// Installs the nightly toolchain (with rust-src) unless it is there.
+pub fn ensure_nightly() -> Result<()> {
     Toolchain::ensure().map(drop)
+}
+
+/// Installs the nightly toolchain's component `name` unless it is there.
+pub fn ensure_nightly_component(name: &str) -> Result<()> {
+    let installed = cmd::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
+    if installed.lines().any(|l| l.starts_with(name)) {
+        return Ok(());
+    }
+    cmd::run(Command::new("rustup").args(["component", "add", name, "--toolchain", "nightly"]))
+        .with_context(|| format!("`rustup component add {name} --toolchain nightly` failed"))
 }
 
 /// `cargo +nightly` with the outer (stable) cargo's variables removed, so the
 /// nested build picks its own compiler.
-pub(crate) fn nightly_cargo() -> Command {
+pub fn nightly_cargo() -> Command {
     let mut c = Command::new("cargo");
     c.arg("+nightly");
     for var in [
@@ -117,24 +147,7 @@ impl Toolchain {
             ]))
             .context("installing the nightly toolchain failed; install it with `rustup toolchain install nightly --component rust-src`")?;
         }
-        let components = cmd::output(Command::new("rustup").args([
-            "component",
-            "list",
-            "--toolchain",
-            "nightly",
-            "--installed",
-        ]))
-        .unwrap_or_default();
-        if !components.lines().any(|l| l.starts_with("rust-src")) {
-            cmd::run(Command::new("rustup").args([
-                "component",
-                "add",
-                "rust-src",
-                "--toolchain",
-                "nightly",
-            ]))
-            .context("`rustup component add rust-src --toolchain nightly` failed")?;
-        }
+        ensure_nightly_component("rust-src")?;
         let verbose = cmd::output(Command::new("rustc").args(["+nightly", "-vV"]))
             .context("`rustc +nightly -vV` failed")?;
         let llvm_major = verbose

@@ -1,8 +1,10 @@
 //! Developer tasks for llama: `cargo xtask <task>`.
 //!
 //! - `build-ebpf`: install the eBPF toolchain if needed and build the XDP object.
-//! - `test`: install prerequisites, build the XDP object, run every test
-//!   (privileged network-namespace and XDP suites included).
+//! - `test`: install prerequisites, build the XDP object, check formatting
+//!   and lints, run every test (privileged network-namespace and XDP suites
+//!   included).
+//! - `fmt`: format every crate, imports included (nightly rustfmt).
 //! - `bench <name>`: benchmarks with the baseline measured in the same run.
 //! - `demo`: the multi-host demo in network namespaces.
 //! - `dist`: static release binaries for x86_64, aarch64 and armv7.
@@ -13,6 +15,7 @@ mod build_ebpf;
 mod cmd;
 mod demo;
 mod dist;
+mod fmt;
 mod image;
 mod prereqs;
 mod test;
@@ -34,6 +37,9 @@ enum Task {
     BuildEbpf(build_ebpf::Options),
     /// Install prerequisites, build the XDP object and run every test.
     Test(test::Options),
+    /// Format every crate: `cargo fmt`, then the import layout (one `use`
+    /// per crate, grouped std / external / crate) with nightly rustfmt.
+    Fmt,
     /// Benchmarks: `reflector`, `collector` or `server` (results and method
     /// go to docs/benchmarks/).
     Bench(bench::Options),
@@ -56,6 +62,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Test(opts) => test::run(&opts),
+        Task::Fmt => fmt::apply(),
         Task::Demo(opts) => demo::run(&opts),
         Task::Bench(opts) => bench::run(&opts),
         Task::Dist(opts) => dist::run(&opts),

@@ -19,6 +19,9 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("podman", "podman"),
     ("runc", "runc"),
     ("systemd", "systemd-analyze"),
+    // The live matrix page's browser test.
+    ("chromium", "chromium"),
+    ("chromium-driver", "chromedriver"),
 ];
 
 /// What the demo needs.

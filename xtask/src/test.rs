@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::Result;
 use clap::Args;
 
-use crate::{build_ebpf, cmd, demo, dist, image, prereqs};
+use crate::{build_ebpf, cmd, demo, dist, fmt, image, prereqs};
 
 #[derive(Args, Debug)]
 pub struct Options {
@@ -19,14 +19,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let object = build_ebpf::build(&build_ebpf::Options { release: true })?;
     eprintln!("XDP object: {}", object.display());
 
-    if cmd::output(Command::new("cargo").args(["fmt", "--version"])).is_none() {
-        cmd::run(Command::new("rustup").args(["component", "add", "rustfmt"]))?;
-    }
-    cmd::run(
-        Command::new("cargo")
-            .current_dir(cmd::workspace_root())
-            .args(["fmt", "--all", "--check"]),
-    )?;
+    fmt::check()?;
 
     if cmd::output(Command::new("cargo").args(["clippy", "--version"])).is_none() {
         cmd::run(Command::new("rustup").args(["component", "add", "clippy"]))?;
@@ -45,6 +38,7 @@ pub fn run(opts: &Options) -> Result<()> {
                 "warnings",
             ]),
     )?;
+    build_ebpf::clippy()?;
 
     // The shipped artefacts, which the qemu-user, container and deployment
     // tests run: static binaries for every architecture, then the images.
@@ -85,6 +79,9 @@ pub fn run(opts: &Options) -> Result<()> {
             mode: "auto".to_owned(),
             intervals: Some(2),
             check: true,
+            // Any free port: the check fetches the page through it.
+            ui: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            cps: None,
         })?;
     } else {
         assert_demo_can_be_skipped()?;

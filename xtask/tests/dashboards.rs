@@ -18,7 +18,7 @@ use dashboards::{parse_influxql, parse_promql};
 fn dashboards_name_what_the_agents_and_scraper_write() {
     use llama_agent::collector::{
         metrics::Metrics,
-        summary::{PathAcc, PathKey},
+        summary::{Flow, PathAcc, PathKey},
     };
     // A real summary, as the collector publishes it, with every field.
     let key = PathKey {
@@ -26,11 +26,17 @@ fn dashboards_name_what_the_agents_and_scraper_write() {
         dst: "10.0.0.2".parse().expect("literal"),
     };
     let mut acc = PathAcc::new(key, Arc::new(BTreeMap::new()));
-    acc.reply(40000, 1_000_000);
+    acc.reply(
+        Flow {
+            index: 0,
+            src_port: 40000,
+        },
+        1_000_000,
+    );
     let summary = acc.take().expect("a summary");
     let fields: BTreeSet<String> = llama_agent::api::influx::fields(&summary)
         .into_iter()
-        .map(|(k, _)| k)
+        .map(|(k, _)| k.to_owned())
         .collect();
     let mut tags: BTreeSet<String> = llama_server::render::SERVER_TAGS.map(str::to_owned).into();
     tags.extend(["src_ip".to_owned(), "dst_ip".to_owned()]);

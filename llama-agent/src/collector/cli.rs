@@ -10,16 +10,31 @@ use std::{
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{Collector, Error};
+use super::Collector;
 use crate::{
     api,
-    config::{CollectorConfig, DEFAULT_LEGACY_PORT, LoadOptions},
+    config::{CollectorConfig, ConfigError, DEFAULT_LEGACY_PORT, LoadOptions},
 };
+
+/// Why `collect` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Collector(#[from] super::Error),
+    #[error(transparent)]
+    Api(#[from] api::Error),
+    #[error("cannot start the async runtime or watch signals: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The API task panicked: a bug, not bad input.
+    #[error("the API task ended abnormally: {0}")]
+    ApiTask(#[source] tokio::task::JoinError),
+}
 
 /// Flags of `llama-agent collect`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct CollectArgs {
-    /// Collector configuration file (DESIGN A2, full or legacy format).
+    /// Collector configuration file (docs/collector-config.md, full or legacy
+    /// format).
     /// Without one, the original collector's built-in default runs.
     #[arg(short = 'c', long, env = "APP_CONFIG", default_value = None)]
     pub config: Option<PathBuf>,
@@ -36,14 +51,17 @@ pub struct CollectArgs {
 }
 
 /// Loads `path`, or the built-in default when there is none.
-pub fn load_config(path: Option<&Path>, opts: &LoadOptions) -> Result<CollectorConfig, Error> {
-    Ok(match path {
-        Some(p) => CollectorConfig::load(p, opts)?,
+pub fn load_config(
+    path: Option<&Path>,
+    opts: &LoadOptions,
+) -> Result<CollectorConfig, ConfigError> {
+    match path {
+        Some(p) => CollectorConfig::load(p, opts),
         None => {
             tracing::info!("no --config given: running the original default configuration");
-            CollectorConfig::original_default()?
+            CollectorConfig::original_default()
         }
-    })
+    }
 }
 
 /// Runs the collector until SIGINT or SIGTERM.
@@ -51,26 +69,24 @@ pub fn run(args: CollectArgs) -> Result<(), Error> {
     let opts = LoadOptions {
         legacy_port: args.dst_port,
     };
-    let config = load_config(args.config.as_deref(), &opts)?;
+    let config = load_config(args.config.as_deref(), &opts).map_err(super::Error::from)?;
     let bind = args.api_bind.unwrap_or(config.api_bind);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(Error::Setup)?;
+        .map_err(Error::Runtime)?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .map_err(|source| Error::ApiBind { addr: bind, source })?;
-        let mut hup = signal(SignalKind::hangup()).map_err(Error::Setup)?;
-        let mut term = signal(SignalKind::terminate()).map_err(Error::Setup)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(Error::Setup)?;
+        let listener = api::bind(bind).await?;
+        let mut hup = signal(SignalKind::hangup()).map_err(Error::Runtime)?;
+        let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
         let collector = Collector::start(config)?;
         tracing::info!(
             "collector API listening on {}",
             listener.local_addr().map_or_else(|_| bind.to_string(), |a| a.to_string())
         );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut server = tokio::spawn(api::serve(listener, collector.shared(), async {
+        let mut server = tokio::spawn(api::serve(listener, collector.shared().into(), async {
             let _ = stop_rx.await;
         }));
         let result = loop {
@@ -100,8 +116,8 @@ pub fn run(args: CollectArgs) -> Result<(), Error> {
                 _ = int.recv() => break Ok(()),
                 r = &mut server => {
                     break match r {
-                        Ok(r) => r,
-                        Err(e) => Err(Error::Api(std::io::Error::other(e))),
+                        Ok(r) => r.map_err(Error::from),
+                        Err(e) => Err(Error::ApiTask(e)),
                     };
                 }
             }

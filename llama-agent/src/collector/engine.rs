@@ -31,7 +31,7 @@ use super::{
     recv::{BATCH, RecvBatch},
     schedule::Schedule,
     socket::{ProbeSocket, RxClock},
-    summary::Published,
+    summary::{Flow, Published},
 };
 use crate::config::CollectorConfig;
 
@@ -412,6 +412,11 @@ impl Engine {
         else {
             return;
         };
+        // The flow is the socket's place in the test's port group.
+        let flow = Flow {
+            index: u16::try_from(port).unwrap_or(u16::MAX),
+            src_port: sock.port(),
+        };
         let sent_mono = monotonic_ns();
         let sent_real = realtime_ns();
         match sock.sock.send_to(&self.buf[..len], &test.dests[i]) {
@@ -419,7 +424,7 @@ impl Engine {
                 self.inflight.insert(
                     sig,
                     sid,
-                    sock.port(),
+                    flow,
                     path,
                     test.targets[target],
                     sent_real,
@@ -430,7 +435,6 @@ impl Engine {
                 self.shared.metrics.probes_sent.inc();
             }
             Err(e) => {
-                let src_port = sock.port();
                 self.shared.metrics.send_errors.inc();
                 let acc = self.paths.acc(path);
                 acc.send_error();
@@ -441,7 +445,7 @@ impl Engine {
                     e.raw_os_error(),
                     Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH)
                 ) {
-                    acc.lost(src_port);
+                    acc.lost(flow);
                 }
                 if sent_mono.saturating_sub(self.last_error_log) > 10_000_000_000 {
                     self.last_error_log = sent_mono;

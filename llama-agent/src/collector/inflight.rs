@@ -18,7 +18,7 @@ use std::{
 
 use llama_common::probe::SIGNATURE_LEN;
 
-use super::{paths::Paths, wheel::Wheel};
+use super::{paths::Paths, summary::Flow, wheel::Wheel};
 
 /// Wheel resolution and size: 1 ms ticks, a 4 s revolution (longer
 /// deadlines wait for their round).
@@ -68,7 +68,7 @@ struct Record {
     /// Set once the record's second (final) wheel event is scheduled.
     lingering: bool,
     socket: u32,
-    src_port: u16,
+    flow: Flow,
     path: u32,
     dst: SocketAddr,
     sent_real_ns: u64,
@@ -148,7 +148,7 @@ impl InFlight {
         &mut self,
         sig: [u8; SIGNATURE_LEN],
         socket: u32,
-        src_port: u16,
+        flow: Flow,
         path: u32,
         dst: SocketAddr,
         sent_real_ns: u64,
@@ -163,7 +163,7 @@ impl InFlight {
             phase: Phase::Pending,
             lingering: false,
             socket,
-            src_port,
+            flow,
             path,
             dst,
             sent_real_ns,
@@ -215,13 +215,13 @@ impl InFlight {
                 let rtt = rx_real_ns.saturating_sub(rec.sent_real_ns);
                 if rtt <= rec.timeout_ns {
                     rec.phase = Phase::Answered;
-                    paths.acc(rec.path).reply(rec.src_port, rtt);
+                    paths.acc(rec.path).reply(rec.flow, rtt);
                     ReplyOutcome::Answered(rtt)
                 } else {
                     // Came after its timeout, before the wheel noticed.
                     rec.phase = Phase::Expired { late_seen: true };
                     let acc = paths.acc(rec.path);
-                    acc.lost(rec.src_port);
+                    acc.lost(rec.flow);
                     acc.late();
                     ReplyOutcome::Late
                 }
@@ -256,7 +256,7 @@ impl InFlight {
             }
             if rec.phase == Phase::Pending {
                 rec.phase = Phase::Expired { late_seen: false };
-                paths.acc(rec.path).lost(rec.src_port);
+                paths.acc(rec.path).lost(rec.flow);
                 lost += 1;
             }
             rec.lingering = true;
@@ -300,13 +300,6 @@ impl InFlight {
         }
         pending
     }
-
-    /// The path of the in-flight probe `sig`, if any (for tests and tools).
-    pub fn path_of(&self, sig: &[u8]) -> Option<u32> {
-        let idx = *self.index.get(&sig_key(sig)?)?;
-        let rec = &self.records[idx as usize];
-        (rec.sig == sig).then_some(rec.path)
-    }
 }
 
 #[cfg(test)]
@@ -346,7 +339,10 @@ mod tests {
         t.insert(
             sig,
             0,
-            4000,
+            Flow {
+                index: 0,
+                src_port: 4000,
+            },
             path,
             dst,
             1_000 * MS + at_ms * MS,

@@ -12,9 +12,12 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket},
-    os::fd::{AsRawFd, RawFd},
 };
 
+use nix::sys::socket::{
+    TimestampingFlag, setsockopt,
+    sockopt::{RcvBufForce, ReceiveTimestampns, SndBufForce, Timestamping},
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::config::PortSpec;
@@ -77,29 +80,6 @@ pub struct ProbeSocket {
     pub rx_clock: RxClock,
 }
 
-fn setsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: passes a pointer to a live c_int with its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 impl ProbeSocket {
     /// Opens and configures a socket for `spec`.
     pub fn open(spec: &PortSpec, ordinal: u32) -> io::Result<Self> {
@@ -132,26 +112,25 @@ impl ProbeSocket {
             )
         };
         sock.set_nonblocking(true)?;
-        let fd = sock.as_raw_fd();
         // Forcing needs CAP_NET_ADMIN; otherwise take what rmem_max allows.
-        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF as i32).is_err() {
+        if setsockopt(&sock, RcvBufForce, &RCVBUF).is_err() {
             let _ = sock.set_recv_buffer_size(RCVBUF);
         }
-        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SNDBUF as i32).is_err() {
+        if setsockopt(&sock, SndBufForce, &SNDBUF).is_err() {
             let _ = sock.set_send_buffer_size(SNDBUF);
         }
-        let tos = i32::from(spec.tos);
+        let tos = u32::from(spec.tos);
         // A dual-stack socket sends IPv4 with IP_TOS and IPv6 with
         // IPV6_TCLASS, so it needs both; likewise for reading the replies'.
         if is_v6 {
-            setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, tos)?;
-            setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1)?;
+            sock.set_tclass_v6(tos)?;
+            sock.set_recv_tclass_v6(true)?;
         }
         if !is_v6 || spec.ip.is_unspecified() {
-            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_TOS, tos)?;
-            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVTOS, 1)?;
+            sock.set_tos_v4(tos)?;
+            sock.set_recv_tos_v4(true)?;
         }
-        let rx_clock = enable_rx_timestamps(fd);
+        let rx_clock = enable_rx_timestamps(&sock);
         let local = sock
             .local_addr()?
             .as_socket()
@@ -167,12 +146,11 @@ impl ProbeSocket {
 
     /// Changes the TOS of a kept socket (the source port stays).
     pub fn set_tos(&mut self, tos: u8) -> io::Result<()> {
-        let fd = self.sock.as_raw_fd();
         if self.is_v6 {
-            setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, i32::from(tos))?;
+            self.sock.set_tclass_v6(u32::from(tos))?;
         }
         if !self.is_v6 || self.key.ip.is_unspecified() {
-            setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_TOS, i32::from(tos))?;
+            self.sock.set_tos_v4(u32::from(tos))?;
         }
         self.key.tos = tos;
         Ok(())
@@ -229,18 +207,19 @@ pub fn detect_rx_clock() -> RxClock {
     match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
         .or_else(|_| Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)))
     {
-        Ok(s) => enable_rx_timestamps(s.as_raw_fd()),
+        Ok(s) => enable_rx_timestamps(&s),
         Err(_) => RxClock::UserClock,
     }
 }
 
 /// Turns on the best kernel receive timestamp available.
-fn enable_rx_timestamps(fd: RawFd) -> RxClock {
-    let flags = (libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE) as i32;
-    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, flags).is_ok() {
+fn enable_rx_timestamps(sock: &Socket) -> RxClock {
+    let flags = TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
+        | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE;
+    if setsockopt(sock, Timestamping, &flags).is_ok() {
         return RxClock::Timestamping;
     }
-    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).is_ok() {
+    if setsockopt(sock, ReceiveTimestampns, &true).is_ok() {
         return RxClock::TimestampNs;
     }
     RxClock::UserClock

@@ -24,9 +24,17 @@ pub struct PathKey {
     pub dst: IpAddr,
 }
 
+/// One flow of a path: the probing socket's index in its port group (stable
+/// across restarts, unlike its ephemeral source port) and that source port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    pub index: u16,
+    pub src_port: u16,
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct PortAcc {
-    src_port: u16,
+    flow: Flow,
     sent: u64,
     lost: u64,
 }
@@ -79,13 +87,15 @@ pub struct PathSummary {
     pub unexpected: u64,
     /// Probes whose `sendto` failed locally (not counted as sent).
     pub send_errors: u64,
-    /// Loss per source port, so that one bad ECMP path stands out.
+    /// Loss per flow (source port), so that one bad ECMP path stands out.
     pub ports: Vec<PortLoss>,
 }
 
-/// Sent and lost probes of one source port on a path.
+/// Sent and lost probes of one flow (source port) on a path.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PortLoss {
+    /// The socket's index in its port group: `0..count`.
+    pub flow: u16,
     pub src_port: u16,
     pub sent: u64,
     pub lost: u64,
@@ -135,26 +145,29 @@ impl PathAcc {
         }
     }
 
-    fn port(&mut self, src_port: u16) -> &mut PortAcc {
-        // Linear: a path has as many ports as its port group (4 by default).
-        let i = match self.ports.iter().position(|p| p.src_port == src_port) {
+    fn port(&mut self, flow: Flow) -> &mut PortAcc {
+        // Linear: a path has as many flows as its port group (4 by default).
+        let i = match self.ports.iter().position(|p| p.flow.index == flow.index) {
             Some(i) => i,
             None => {
                 self.ports.push(PortAcc {
-                    src_port,
+                    flow,
                     sent: 0,
                     lost: 0,
                 });
                 self.ports.len() - 1
             }
         };
-        &mut self.ports[i]
+        let acc = &mut self.ports[i];
+        // A socket replaced by a reconfiguration keeps its index.
+        acc.flow.src_port = flow.src_port;
+        acc
     }
 
     /// A probe answered in time after `rtt_ns`.
-    pub fn reply(&mut self, src_port: u16, rtt_ns: u64) {
+    pub fn reply(&mut self, flow: Flow, rtt_ns: u64) {
         self.sent += 1;
-        self.port(src_port).sent += 1;
+        self.port(flow).sent += 1;
         self.rtt_sum_ns += u128::from(rtt_ns);
         self.rtt_min_ns = self.rtt_min_ns.min(rtt_ns);
         self.rtt_max_ns = self.rtt_max_ns.max(rtt_ns);
@@ -168,10 +181,10 @@ impl PathAcc {
     }
 
     /// A probe lost (no reply within its timeout).
-    pub fn lost(&mut self, src_port: u16) {
+    pub fn lost(&mut self, flow: Flow) {
         self.sent += 1;
         self.lost += 1;
-        let p = self.port(src_port);
+        let p = self.port(flow);
         p.sent += 1;
         p.lost += 1;
     }
@@ -231,13 +244,14 @@ impl PathAcc {
             .iter()
             .filter(|p| p.sent > 0)
             .map(|p| PortLoss {
-                src_port: p.src_port,
+                flow: p.flow.index,
+                src_port: p.flow.src_port,
                 sent: p.sent,
                 lost: p.lost,
                 loss_pct: pct(p.lost, p.sent),
             })
             .collect();
-        ports.sort_by_key(|p| p.src_port);
+        ports.sort_by_key(|p| p.flow);
         let summary = PathSummary {
             src_ip: self.key.src,
             dst_ip: self.key.dst,
@@ -294,10 +308,14 @@ mod tests {
     #[test]
     fn statistics_of_a_known_interval() {
         let mut a = acc();
+        let flow = |index: u16| Flow {
+            index,
+            src_port: 1000 + index,
+        };
         for (i, rtt_us) in [100u64, 300, 200, 400].into_iter().enumerate() {
-            a.reply(1000 + (i % 2) as u16, rtt_us * 1000);
+            a.reply(flow((i % 2) as u16), rtt_us * 1000);
         }
-        a.lost(1001);
+        a.lost(flow(1));
         a.late();
         a.duplicate();
         let s = a.take().expect("not idle");
@@ -314,12 +332,14 @@ mod tests {
             s.ports,
             [
                 PortLoss {
+                    flow: 0,
                     src_port: 1000,
                     sent: 2,
                     lost: 0,
                     loss_pct: 0.0
                 },
                 PortLoss {
+                    flow: 1,
                     src_port: 1001,
                     sent: 3,
                     lost: 1,
@@ -335,7 +355,7 @@ mod tests {
     fn all_lost_has_zero_rtt_and_full_loss() {
         let mut a = acc();
         for _ in 0..7 {
-            a.lost(5);
+            a.lost(Flow::default());
         }
         let s = a.take().unwrap();
         assert_eq!(
@@ -347,9 +367,9 @@ mod tests {
     #[test]
     fn jitter_pairs_span_intervals() {
         let mut a = acc();
-        a.reply(1, 1_000_000);
+        a.reply(Flow::default(), 1_000_000);
         a.take();
-        a.reply(1, 3_000_000);
+        a.reply(Flow::default(), 3_000_000);
         let s = a.take().unwrap();
         assert_eq!(s.jitter_ms, 2.0);
     }

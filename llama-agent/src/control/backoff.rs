@@ -73,9 +73,9 @@ pub fn jittered(period: Duration, rng: &mut impl Rng) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use rand::{SeedableRng, rngs::StdRng};
+
     use super::*;
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
 
     const MS: Duration = Duration::from_millis(1);
 

@@ -1,13 +1,11 @@
-//! HTTP client for the server API (DESIGN A4): the three calls the agent makes.
+//! HTTP client for the server API (docs/server-api.md): the three calls the agent makes.
 
-use std::net::IpAddr;
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
-use super::error::Error;
-use super::registration::RegisterBody;
+use super::{error::Error, registration::RegisterBody};
 
 /// Largest answer accepted. A group of 10,000 agents renders to a few MiB of
 /// YAML; anything far beyond is a misbehaving server or proxy.

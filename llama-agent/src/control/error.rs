@@ -23,7 +23,7 @@ pub enum Error {
     /// The answer was too large to be a config (protects the agent's memory).
     #[error("server answer exceeds {limit} bytes")]
     TooLarge { limit: usize },
-    /// The answer was not what the API promises (DESIGN A4).
+    /// The answer was not what the API promises (docs/server-api.md).
     #[error("unexpected answer from the server: {0}")]
     BadAnswer(String),
     /// Reading a config file or the state directory failed.

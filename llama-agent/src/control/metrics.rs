@@ -1,14 +1,13 @@
 //! Prometheus metrics of the control loop, exposed beside the collector's and
 //! the reflector's on the agent's `/metrics`.
 
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::{sync::atomic::AtomicU64, time::Duration};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
 
 /// Which loop a backoff gauge belongs to.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]

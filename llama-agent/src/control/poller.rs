@@ -3,21 +3,22 @@
 //! the state file. This replaces the original probe's shell loop that diffed
 //! the YAML and restarted the collector.
 
-use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
+use rand::{SeedableRng, rngs::StdRng};
 use tracing::{debug, info, warn};
 
-use super::backoff::{Backoff, jittered};
-use super::error::Error;
-use super::health::{Health, Transition};
-use super::metrics::Loop;
-use super::state::StateFile;
-use super::{Shared, apply_blocking, finish_or_abandon, wait_or_stop};
-use crate::settings::duration;
+use super::{
+    Shared, apply_blocking,
+    backoff::{Backoff, jittered},
+    error::Error,
+    finish_or_abandon,
+    health::{Health, Transition},
+    metrics::Loop,
+    state::StateFile,
+    wait_or_stop,
+};
+use crate::duration;
 
 /// What one successful fetch led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,22 +1,23 @@
 //! Registration: `POST /api/v1/register` every register interval, the job the
 //! original llama-client's curl loop did every 60 s.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
-use rand::SeedableRng;
-use rand::rngs::StdRng;
+use rand::{SeedableRng, rngs::StdRng};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use super::backoff::{Backoff, jittered};
-use super::health::{Health, Transition};
-use super::metrics::Loop;
-use super::{ControlConfig, Shared, finish_or_abandon, wait_or_stop};
-use crate::settings::duration;
+use super::{
+    ControlConfig, Shared,
+    backoff::{Backoff, jittered},
+    finish_or_abandon,
+    health::{Health, Transition},
+    metrics::Loop,
+    wait_or_stop,
+};
+use crate::duration;
 
-/// The registration body (DESIGN A4), field for field.
+/// The registration body (docs/server-api.md), field for field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RegisterBody {
     pub port: u16,

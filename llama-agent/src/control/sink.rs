@@ -7,7 +7,7 @@
 /// Called only when the text changed; never concurrently. `apply` runs on a
 /// blocking thread, so it may take its time swapping sockets.
 pub trait ConfigSink: Send + Sync + 'static {
-    /// Apply a collector config (the YAML text the server served, DESIGN A2).
+    /// Apply a collector config (the YAML text the server served, docs/collector-config.md).
     /// Err = the text was rejected (kept: the previous config stays in force).
     fn apply(&self, yaml: &str) -> Result<(), String>;
 }

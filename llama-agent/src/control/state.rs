@@ -4,8 +4,10 @@
 //! so a crash or power cut mid-write leaves either the old config or the new
 //! one, never a truncated file that would be refused at the next start.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 use super::error::Error;
 

@@ -13,7 +13,7 @@ use crate::{
     collector::{Collector, Shared},
     config::{CollectorConfig, LoadOptions},
     control::ConfigSink,
-    reflector::{IpCidr, Reflector},
+    reflector::{Reflector, allowlist},
 };
 
 pub struct CollectorSink {
@@ -74,7 +74,7 @@ impl CollectorSink {
         peers.dedup();
         // Our own entry is served as loopback; loopback traffic never meets
         // XDP and the userspace reflector checks the same list, so keep it.
-        let cidrs: Vec<IpCidr> = peers.iter().map(|&ip| IpCidr::host(ip)).collect();
+        let cidrs: Vec<_> = peers.iter().map(|&ip| allowlist::host(ip)).collect();
         let Ok(mut guard) = self.reflector.lock() else {
             return;
         };

@@ -1,104 +1,61 @@
 //! Source allowlists: which hosts the reflector answers when `--allow` is
 //! given, so it cannot be used to bounce traffic at arbitrary addresses.
+//!
+//! Prefixes are [`ipnet::IpNet`]s kept in one canonical form: host bits
+//! cleared, and an IPv4-mapped IPv6 prefix (`::ffff:10.0.0.0/104`) stored as
+//! the IPv4 prefix it covers, because sources are compared as IPv4 once a
+//! dual-stack socket has unmapped them.
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::{net::IpAddr, str::FromStr};
 
-use super::decide::canonical;
-
-/// An address prefix such as `10.0.0.0/8` or `fd00::/16`; a bare address is
-/// a host prefix (/32, /128). Bits past the prefix length are cleared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpCidr {
-    addr: IpAddr,
-    len: u8,
-}
+use ipnet::{IpNet, Ipv4Net};
 
 /// A malformed prefix in `--allow`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid address prefix {0:?}: expected an address or address/length (e.g. 10.0.0.0/8, fd00::/16)"
 )]
-pub struct ParseCidrError(String);
+pub struct ParsePrefixError(pub String);
 
-impl IpCidr {
-    /// `addr/len`; `None` if `len` exceeds the address width.
-    pub fn new(addr: IpAddr, len: u8) -> Option<Self> {
-        let addr = canonical(addr);
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (len <= max).then(|| Self {
-            addr: mask(addr, len),
-            len,
-        })
-    }
+/// Length of the `::ffff:0:0/96` prefix that IPv4-mapped addresses share.
+const MAPPED_PREFIX_LEN: u8 = 96;
 
-    /// A single host.
-    pub fn host(addr: IpAddr) -> Self {
-        let addr = canonical(addr);
-        let len = if addr.is_ipv4() { 32 } else { 128 };
-        Self { addr, len }
+/// `net` in canonical form: host bits cleared, IPv4-mapped IPv6 as IPv4.
+pub fn canonical(net: IpNet) -> IpNet {
+    let net = net.trunc();
+    if let IpNet::V6(v6) = net
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && v6.prefix_len() >= MAPPED_PREFIX_LEN
+        && let Ok(mapped) = Ipv4Net::new(v4, v6.prefix_len() - MAPPED_PREFIX_LEN)
+    {
+        return IpNet::V4(mapped.trunc());
     }
-
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    pub fn prefix_len(&self) -> u8 {
-        self.len
-    }
-
-    /// Whether `ip` (IPv4-mapped IPv6 counts as IPv4) is inside the prefix.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.len) == self.addr
-    }
+    net
 }
 
-fn mask(addr: IpAddr, len: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            IpAddr::V4((bits & m).into())
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            IpAddr::V6((bits & m).into())
-        }
-    }
+/// The prefix holding only `ip`.
+pub fn host(ip: IpAddr) -> IpNet {
+    IpNet::from(ip.to_canonical())
 }
 
-impl FromStr for IpCidr {
-    type Err = ParseCidrError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseCidrError(s.to_owned());
-        let s = s.trim();
-        match s.split_once('/') {
-            None => s.parse().map(Self::host).map_err(|_| err()),
-            Some((a, l)) => {
-                let addr: IpAddr = a.parse().map_err(|_| err())?;
-                let len: u8 = l.parse().map_err(|_| err())?;
-                Self::new(addr, len).ok_or_else(err)
-            }
-        }
-    }
-}
-
-impl fmt::Display for IpCidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
+/// Parses `addr/len`, or a bare address as a host prefix, into canonical form.
+pub fn parse_prefix(text: &str) -> Result<IpNet, ParsePrefixError> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .map(canonical)
+        .or_else(|_| text.parse::<IpAddr>().map(host))
+        .map_err(|_| ParsePrefixError(text.to_owned()))
 }
 
 /// The set of allowed source prefixes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Allowlist {
-    prefixes: Vec<IpCidr>,
+    prefixes: Vec<IpNet>,
 }
 
 impl Allowlist {
-    pub fn new(mut prefixes: Vec<IpCidr>) -> Self {
+    pub fn new(prefixes: Vec<IpNet>) -> Self {
+        let mut prefixes: Vec<IpNet> = prefixes.into_iter().map(canonical).collect();
         prefixes.sort();
         prefixes.dedup();
         Self { prefixes }
@@ -107,11 +64,11 @@ impl Allowlist {
     /// Linear scan: allowlists are a group's members, tens to hundreds of
     /// entries, and the scan touches one cache line per few entries.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.prefixes.iter().any(|p| p.contains(ip))
+        let ip = ip.to_canonical();
+        self.prefixes.iter().any(|p| p.contains(&ip))
     }
 
-    pub fn prefixes(&self) -> &[IpCidr] {
+    pub fn prefixes(&self) -> &[IpNet] {
         &self.prefixes
     }
 }
@@ -125,24 +82,33 @@ pub enum AllowSpec {
     /// first membership arrives nobody is answered (fail closed).
     Peers,
     /// A static list of prefixes.
-    Static(Vec<IpCidr>),
+    Static(Vec<IpNet>),
 }
 
 impl FromStr for AllowSpec {
-    type Err = ParseCidrError;
+    type Err = ParsePrefixError;
 
-    /// `""` or `any` = [`AllowSpec::Anyone`]; `peers`; or `CIDR,CIDR,...`.
+    /// `any` = [`AllowSpec::Anyone`]; `peers`, both in any letter case; or
+    /// `CIDR,CIDR,...` with at least one prefix, where a bare address is a
+    /// host. The error names the item that is none of these.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "" | "any" => Ok(Self::Anyone),
-            "peers" => Ok(Self::Peers),
-            list => list
-                .split(',')
-                .filter(|p| !p.trim().is_empty())
-                .map(str::parse)
-                .collect::<Result<Vec<_>, _>>()
-                .map(Self::Static),
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("any") {
+            return Ok(Self::Anyone);
         }
+        if s.eq_ignore_ascii_case("peers") {
+            return Ok(Self::Peers);
+        }
+        let prefixes = s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(parse_prefix)
+            .collect::<Result<Vec<_>, _>>()?;
+        if prefixes.is_empty() {
+            return Err(ParsePrefixError(String::new()));
+        }
+        Ok(Self::Static(prefixes))
     }
 }
 
@@ -154,19 +120,29 @@ mod tests {
         s.parse().expect("literal")
     }
 
+    fn one(s: &str) -> Allowlist {
+        Allowlist::new(vec![parse_prefix(s).expect("valid")])
+    }
+
     #[test]
     fn parses_and_matches_prefixes() {
-        let c: IpCidr = "10.1.2.3/16".parse().expect("valid");
+        let c = parse_prefix("10.1.2.3/16").expect("valid");
         assert_eq!(c.to_string(), "10.1.0.0/16");
+        let c = one("10.1.2.3/16");
         assert!(c.contains(ip("10.1.255.1")));
         assert!(c.contains(ip("::ffff:10.1.0.9")), "v4-mapped counts as v4");
         assert!(!c.contains(ip("10.2.0.1")));
         assert!(!c.contains(ip("fd00::1")));
-        let h: IpCidr = "fd00::1".parse().expect("valid");
+        let h = parse_prefix("fd00::1").expect("valid");
         assert_eq!(h.prefix_len(), 128);
+        let h = one("fd00::1");
         assert!(h.contains(ip("fd00::1")) && !h.contains(ip("fd00::2")));
-        let all: IpCidr = "0.0.0.0/0".parse().expect("valid");
-        assert!(all.contains(ip("192.0.2.1")));
+        assert!(one("0.0.0.0/0").contains(ip("192.0.2.1")));
+        assert_eq!(
+            parse_prefix("::ffff:10.0.0.0/104").expect("valid"),
+            parse_prefix("10.0.0.0/8").expect("valid"),
+            "a mapped prefix is the IPv4 prefix it covers"
+        );
         for bad in [
             "10.0.0.0/33",
             "fd00::/129",
@@ -175,14 +151,15 @@ mod tests {
             "/8",
             "1.2.3.4/x",
         ] {
-            assert!(bad.parse::<IpCidr>().is_err(), "{bad}");
+            assert!(parse_prefix(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn allow_spec_forms() {
-        assert_eq!("".parse(), Ok(AllowSpec::Anyone));
+        assert_eq!("any".parse(), Ok(AllowSpec::Anyone));
         assert_eq!("peers".parse(), Ok(AllowSpec::Peers));
+        assert_eq!(" Peers ".parse(), Ok(AllowSpec::Peers));
         let spec: AllowSpec = "10.0.0.0/8, fd00::/16".parse().expect("valid");
         let AllowSpec::Static(list) = spec else {
             panic!("static list expected")
@@ -191,5 +168,6 @@ mod tests {
         assert!(allow.contains(ip("10.9.9.9")) && allow.contains(ip("fd00::9")));
         assert!(!allow.contains(ip("192.0.2.1")));
         assert!("10.0.0.0/8,garbage".parse::<AllowSpec>().is_err());
+        assert!(" , ".parse::<AllowSpec>().is_err(), "no prefix at all");
     }
 }

@@ -14,40 +14,62 @@
 //! that already has a link is refused (`InterfaceBusy`) instead of stacking
 //! a program: in `auto` it falls back to userspace and says so loudly.
 
-use std::{fmt, io, net::IpAddr};
+use std::{fmt, io, str::FromStr};
 
-use llama_common::{Counter, ReflectorConfig, ratelimit::default_burst};
+use ipnet::IpNet;
+use llama_common::{Counter, ReflectorConfig};
 use tracing::{info, warn};
 
 use super::{
-    allowlist::{AllowSpec, Allowlist, IpCidr},
+    allowlist::{AllowSpec, Allowlist},
     interfaces,
     userspace::{ReflectorHandle, ReflectorOptions, ReflectorStats, UserspaceReflector},
 };
 use crate::xdp::{self, AttachMode, XdpReflector};
 
 /// How the reflector may run on the selected interfaces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// XDP native, else XDP generic, else userspace, per interface.
     Auto,
     /// XDP in native (driver) mode only; failing to attach is an error.
     Xdp,
     /// XDP in generic (skb) mode only; failing to attach is an error.
-    #[value(name = "xdp-skb")]
     XdpSkb,
     /// No XDP: the userspace reflector answers everything.
     Userspace,
 }
 
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Mode {
+    const ALL: [Mode; 4] = [Mode::Auto, Mode::Xdp, Mode::XdpSkb, Mode::Userspace];
+
+    /// The flag spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Mode::Auto => "auto",
             Mode::Xdp => "xdp",
             Mode::XdpSkb => "xdp-skb",
             Mode::Userspace => "userspace",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = ();
+
+    /// The flag spelling, in any letter case.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let s = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+            .ok_or(())
     }
 }
 
@@ -158,13 +180,9 @@ impl Reflector {
             return Ok(reflector);
         }
 
-        let config = ReflectorConfig {
-            port: setup.port,
-            max_pps: setup.max_pps,
-            burst: default_burst(setup.max_pps),
-            ..ReflectorConfig::new(setup.port)
-        }
-        .with_allowlist(allowlist.is_some());
+        let config = ReflectorConfig::new(setup.port)
+            .with_max_pps(setup.max_pps)
+            .with_allowlist(allowlist.is_some());
         let mut program = match XdpReflector::load(config) {
             Ok(p) => p,
             Err(source) if setup.mode == Mode::Auto => {
@@ -187,7 +205,7 @@ impl Reflector {
         };
         if let Some(list) = &allowlist {
             program
-                .set_allowlist(&prefixes(list.prefixes()))
+                .set_allowlist(list.prefixes())
                 .map_err(|source| StartError::Xdp {
                     mode: setup.mode,
                     source,
@@ -242,10 +260,10 @@ impl Reflector {
     /// Replaces the allowlist on both paths (`None` = answer everyone).
     /// XDP gets the new prefixes before the switch flips, so no allowed
     /// probe is dropped in between.
-    pub fn set_allowlist(&mut self, allow: Option<&[IpCidr]>) -> Result<(), xdp::Error> {
+    pub fn set_allowlist(&mut self, allow: Option<&[IpNet]>) -> Result<(), xdp::Error> {
         if let Some(program) = &mut self.xdp {
             if let Some(list) = allow {
-                program.set_allowlist(&prefixes(list))?;
+                program.set_allowlist(list)?;
             }
             let config = program.config().with_allowlist(allow.is_some());
             program.set_config(config)?;
@@ -258,10 +276,7 @@ impl Reflector {
     /// Changes the rate limit on both paths (0 = unlimited).
     pub fn set_max_pps(&mut self, max_pps: u32) -> Result<(), xdp::Error> {
         if let Some(program) = &mut self.xdp {
-            let mut config = program.config();
-            config.max_pps = max_pps;
-            config.burst = default_burst(max_pps);
-            program.set_config(config)?;
+            program.set_config(program.config().with_max_pps(max_pps))?;
         }
         self.userspace.set_max_pps(max_pps);
         Ok(())
@@ -323,8 +338,4 @@ fn attach_auto(program: &mut XdpReflector, iface: &str) -> Outcome {
             reason: format!("attach failed: native: {native_err}; generic: {e}"),
         },
     }
-}
-
-fn prefixes(list: &[IpCidr]) -> Vec<(IpAddr, u8)> {
-    list.iter().map(|c| (c.addr(), c.prefix_len())).collect()
 }

@@ -2,7 +2,7 @@
 
 use std::{sync::mpsc, thread, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use llama_common::DEFAULT_PROBE_PORT;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -10,33 +10,18 @@ use tracing::info;
 
 use super::{
     allowlist::AllowSpec,
-    attach::{Mode, Reflector, ReflectorSetup},
+    attach::{Reflector, ReflectorSetup},
+    flags::{FlagError, ReflectorArgs},
 };
 
 /// Flags of `llama-agent reflect`.
 #[derive(Args, Debug, Clone)]
 pub struct ReflectArgs {
-    /// Where probes are answered: `auto` tries XDP native, then XDP generic,
-    /// then userspace on each interface; `xdp` and `xdp-skb` require that
-    /// mode; `userspace` never loads the XDP program.
-    #[arg(long, env = "LLAMA_REFLECTOR_MODE", value_enum, default_value_t = Mode::Auto)]
-    pub mode: Mode,
-    /// Interface to attach XDP to; repeat or comma-separate. Default: the
-    /// interfaces that carry the default routes.
-    #[arg(long = "interface", env = "LLAMA_INTERFACES", value_delimiter = ',', default_values_t = Vec::<String>::new())]
-    pub interfaces: Vec<String>,
+    #[command(flatten)]
+    pub reflector: ReflectorArgs,
     /// UDP port probes are sent to.
     #[arg(long, env = "LLAMA_PORT", default_value_t = DEFAULT_PROBE_PORT)]
     pub port: u16,
-    /// Answer at most this many probes per second (0 = unlimited), like the
-    /// original's `-max-pps`.
-    #[arg(long, env = "LLAMA_MAX_PPS", default_value_t = 0)]
-    pub max_pps: u32,
-    /// Answer only these sources: a comma-separated list of addresses and
-    /// prefixes (`10.0.0.0/8,fd00::/16`), or `peers` for the group's members
-    /// (needs the agent's control loop). Empty: answer anyone.
-    #[arg(long, env = "LLAMA_ALLOW", default_value = "")]
-    pub allow: AllowSpec,
     /// Debug logging.
     #[arg(short, long, env = "APP_VERBOSE", default_value_t = false)]
     pub verbose: bool,
@@ -45,15 +30,20 @@ pub struct ReflectArgs {
     pub stats_interval: u64,
 }
 
-/// Runs the reflector until SIGINT or SIGTERM, then detaches and exits.
-pub fn run(args: ReflectArgs) -> anyhow::Result<()> {
-    if args.allow == AllowSpec::Peers {
-        // Standalone `reflect` has no server to learn the group from, and an
-        // empty allowlist would silently answer nobody.
-        bail!(
-            "--allow peers needs the group membership from a server; standalone `reflect` has none: pass prefixes instead"
-        );
+impl ReflectArgs {
+    /// The validated reflector setup.
+    pub fn setup(&self) -> Result<ReflectorSetup, FlagError> {
+        let setup = self.reflector.setup(self.port)?;
+        if setup.allow == AllowSpec::Peers {
+            return Err(FlagError::PeersWithoutServer);
+        }
+        Ok(setup)
     }
+}
+
+/// Runs the reflector as `setup` says until SIGINT or SIGTERM, then
+/// detaches and exits.
+pub fn run(args: &ReflectArgs, setup: &ReflectorSetup) -> anyhow::Result<()> {
     // Signals first: a SIGTERM during start-up must still detach.
     let (tx, rx) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -67,15 +57,8 @@ pub fn run(args: ReflectArgs) -> anyhow::Result<()> {
         })
         .context("starting the signal thread")?;
 
-    let setup = ReflectorSetup {
-        mode: args.mode,
-        interfaces: args.interfaces.clone(),
-        port: args.port,
-        max_pps: args.max_pps,
-        allow: args.allow.clone(),
-    };
-    let reflector = Reflector::start(&setup)?;
-    info!(mode = %args.mode, port = reflector.port(), "reflector running");
+    let reflector = Reflector::start(setup)?;
+    info!(mode = %setup.mode, port = reflector.port(), "reflector running");
 
     let tick = match args.stats_interval {
         0 => Duration::from_secs(3600),
@@ -110,15 +93,11 @@ fn log_counters(reflector: &Reflector) {
             .collect();
         info!("xdp counters: {}", text.join(" "));
     }
-    let s = reflector.userspace_stats();
-    info!(
-        "userspace counters: received={} reflected={} not_probe={} not_unicast={} dropped_allowlist={} dropped_rate_limit={} send_errors={}",
-        s.received,
-        s.reflected,
-        s.not_probe,
-        s.not_unicast,
-        s.dropped_allowlist,
-        s.dropped_rate_limit,
-        s.send_errors
-    );
+    let text: Vec<String> = reflector
+        .userspace_stats()
+        .named()
+        .iter()
+        .map(|(name, n)| format!("{name}={n}"))
+        .collect();
+    info!("userspace counters: {}", text.join(" "));
 }

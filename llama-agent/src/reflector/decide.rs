@@ -18,7 +18,7 @@ pub enum Decision {
 /// Why a datagram is not answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ignore {
-    /// The payload is not a `llama.Probe` (DESIGN.md A1).
+    /// The payload is not a `llama.Probe` (docs/probe.md).
     NotProbe(ProbeError),
     /// Sent from or to an address we must not answer for: unspecified,
     /// multicast, broadcast, or from port 0. Answering would send from a
@@ -43,17 +43,9 @@ pub fn decide(payload: &[u8], src: SocketAddr, dst: IpAddr) -> Decision {
 /// broadcast. Subnet broadcasts cannot be recognised without the routing
 /// table; the kernel refuses them as a reply source anyway (EINVAL).
 pub fn is_unicast(addr: IpAddr) -> bool {
-    match canonical(addr) {
+    match addr.to_canonical() {
         IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
         IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
-    }
-}
-
-/// IPv4-mapped IPv6 addresses as the IPv4 address they carry.
-pub fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-        v4 => v4,
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! One blocking thread per socket (per bound address, times
 //! `threads_per_socket` with SO_REUSEPORT), each moving up to
-//! [`mmsg::BATCH`] datagrams per `recvmmsg` and `sendmmsg`. A reply is the
+//! [`crate::net::mmsg::BATCH`] datagrams per `recvmmsg` and `sendmmsg`. A reply is the
 //! received buffer itself, sent back from the probed address (IP_PKTINFO /
 //! IPV6_PKTINFO) with the probe's TOS and TTL 64 as per-message control
 //! messages.
@@ -33,6 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mmsg::Batch;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -40,7 +41,6 @@ use super::{
     decide::{Decision, Ignore, decide},
     ratelimit::RateLimiter,
 };
-use mmsg::Batch;
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -96,6 +96,22 @@ pub struct ReflectorStats {
     pub send_errors: u64,
     /// Datagrams cut by the kernel (never answered).
     pub truncated: u64,
+}
+
+impl ReflectorStats {
+    /// The counters an operator reads (`truncated` cannot happen with the
+    /// buffers used), by their metric label.
+    pub fn named(&self) -> [(&'static str, u64); 7] {
+        [
+            ("received", self.received),
+            ("reflected", self.reflected),
+            ("not_probe", self.not_probe),
+            ("not_unicast", self.not_unicast),
+            ("dropped_allowlist", self.dropped_allowlist),
+            ("dropped_rate_limit", self.dropped_rate_limit),
+            ("send_errors", self.send_errors),
+        ]
+    }
 }
 
 #[derive(Debug, Default)]
@@ -381,7 +397,7 @@ fn serve(socket: &socket2::Socket, shared: &Shared) {
                 SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
                 SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
             });
-            let tos = match decide(batch.payload(i, info.len), info.src, judged_dst) {
+            let tos = match decide(batch.payload(i), info.src, judged_dst) {
                 Decision::Reflect { tos } => tos,
                 Decision::Ignore(Ignore::NotProbe(_)) => {
                     tally.not_probe += 1;

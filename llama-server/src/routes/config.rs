@@ -14,12 +14,9 @@ use crate::{
     error::ApiError,
     registration::parse_ip,
     render::{RenderParams, render_config},
+    settings::defaults,
     state::AppState,
 };
-
-/// The agents' default probe port, assumed when `llamaport` is missing (the
-/// original then looked the requester up as `ip:null` and always failed).
-const DEFAULT_LLAMA_PORT: u16 = 8100;
 
 #[derive(Debug, Deserialize)]
 pub struct ConfigQuery {
@@ -34,7 +31,8 @@ pub async fn config(
     Query(q): Query<ConfigQuery>,
 ) -> Result<Response, ApiError> {
     let port = match q.llamaport.as_deref().map(str::trim) {
-        None | Some("") => DEFAULT_LLAMA_PORT,
+        // The original looked the requester up as `ip:null` and always failed.
+        None | Some("") => defaults::AGENT_PORT,
         Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
             ApiError::field("llamaport", "must be an integer between 1 and 65535")
         })?,

@@ -16,8 +16,7 @@
 //! two cores and the collector's figure is its own.
 
 use std::{
-    io::{Read, Write},
-    net::{Ipv4Addr, TcpStream},
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -25,8 +24,8 @@ use std::{
 
 use anyhow::{Context, bail};
 use llama_agent::xdp::{AttachMode, XdpReflector};
-use llama_common::ReflectorConfig;
-use llama_testkit::{NetNs, TwoHosts};
+use llama_common::{DEFAULT_PROBE_PORT, ReflectorConfig};
+use llama_testkit::{NetNs, TwoHosts, http_get_ok};
 
 use crate::build_ebpf;
 
@@ -129,11 +128,11 @@ fn measure(agent: &Path, rate: u32, warmup: Duration, window: Duration) -> anyho
     for t in &targets {
         hosts.right.add_addr(&hosts.veth.b, &format!("{t}/24"))?;
     }
-    let _reflector = start_reflector(&hosts.right, &hosts.veth.b, 8100)?;
+    let _reflector = start_reflector(&hosts.right, &hosts.veth.b, DEFAULT_PROBE_PORT)?;
     let cps = f64::from(rate) / f64::from(TARGETS * PORTS);
     let list: Vec<String> = targets
         .iter()
-        .map(|t| format!("{{ip: {t}, port: 8100}}"))
+        .map(|t| format!("{{ip: {t}, port: {DEFAULT_PROBE_PORT}}}"))
         .collect();
     let yaml = format!(
         "summarization: {{interval: 10}}\napi: {{bind: '{API}'}}\n\
@@ -218,19 +217,8 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 
 /// The collector's counters from `/metrics` (name → value).
 fn metrics(ns: &NetNs) -> Option<std::collections::HashMap<String, f64>> {
-    let body = ns.run(|| {
-        let mut s = TcpStream::connect(API).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
-    })?;
-    let (_, body) = body.split_once("\r\n\r\n")?;
+    let api: SocketAddr = API.parse().ok()?;
+    let body = ns.run(|| http_get_ok(api, "/metrics"))?;
     Some(
         body.lines()
             .filter(|l| !l.starts_with('#'))

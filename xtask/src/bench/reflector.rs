@@ -4,7 +4,8 @@
 //! 1. BPF_PROG_TEST_RUN timings of the XDP program for a canonical IPv4 and
 //!    IPv6 probe and for pass-through traffic (median of several rounds of
 //!    `repeat` runs; probes go from port 8100 to 8100 so that they are still
-//!    probes after the in-place swap, see the repeat caveat in machine.md).
+//!    probes after the in-place swap, see the `repeat` caveat in
+//!    docs/development.md).
 //! 2. Reflected probes/s and reflector-side CPU per probe on a veth pair for
 //!    XDP native, XDP generic and userspace: a batched generator pinned to
 //!    CPU 0 in one namespace, the agent (`llama-agent reflect`) and every
@@ -33,11 +34,13 @@ use anyhow::{Context, Result, bail};
 use llama_agent::xdp::{AttachMode, XdpReflector};
 use llama_common::{ReflectorConfig, probe};
 use llama_testkit::{NetNs, TwoHosts};
+use nix::sys::socket::{setsockopt, sockopt::RcvBufForce};
 
 use crate::{build_ebpf, cmd};
 
-const PORT: u16 = 8100;
-/// Go reference (machine.md anchors): probes/s on one saturated core.
+const PORT: u16 = llama_common::DEFAULT_PROBE_PORT;
+/// Go reference (docs/development.md, benchmark anchors): probes/s on one
+/// saturated core.
 const GO_PPS_PER_CORE: f64 = 117_000.0;
 
 pub fn run(quick: bool) -> Result<()> {
@@ -281,7 +284,8 @@ fn pin_napi(dev: &str, cpu: usize) -> Vec<u32> {
 fn veth_run(object: &[u8], agent: &Path, mode: VethMode, duration: Duration) -> Result<VethResult> {
     let hosts = TwoHosts::new()?;
     let (a, b) = (hosts.veth.a.clone(), hosts.veth.b.clone());
-    // machine.md: full checksums from the sender (and native XDP needs it).
+    // Full checksums from the sender (native XDP on veth needs them, see
+    // docs/development.md).
     sh(&hosts.left, &format!("ethtool -K {a} tx off"));
     sh(&hosts.right, &format!("ethtool -K {b} tx off"));
     // GRO on gives each veth a NAPI instance even without native XDP, and
@@ -401,17 +405,8 @@ fn generate(from: SocketAddr, to: SocketAddr, duration: Duration) -> Result<(u64
     let socket = UdpSocket::bind(from)?;
     socket.connect(to)?;
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let size: libc::c_int = 32 << 20;
-    // SAFETY: int socket option on a valid fd (FORCE: we are root).
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&raw const size).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // FORCE: we are root; a failure only means a smaller buffer.
+    let _ = setsockopt(&socket, RcvBufForce, &(32 << 20));
     let socket = Arc::new(socket);
     let stop_send = Arc::new(AtomicBool::new(false));
     let stop_recv = Arc::new(AtomicBool::new(false));
@@ -561,7 +556,7 @@ fn render(
     }
     let _ = writeln!(
         s,
-        "\nAnchor (machine.md, same machine type): a bare MAC/IP/port-swap XDP program costs about 28 ns \
+        "\nAnchor (docs/development.md, same machine type): a bare MAC/IP/port-swap XDP program costs about 28 ns \
          per 1042-byte packet in test-run, timed the same way.\n"
     );
     let _ = writeln!(
@@ -576,7 +571,7 @@ fn render(
          `taskset`. Both veths have GRO on and threaded NAPI, so each one's receive path runs in its own \
          `napi/<veth>-<id>` kthread: the reflector veth's (native XDP, or generic XDP and the stack up to \
          the socket) pinned to CPU 1, the generator veth's to CPU 0. Native mode has a pass-all XDP \
-         program on the peer veth, without which veth drops XDP_TX frames (machine.md). The load generator runs in the other \
+         program on the peer veth, without which veth drops XDP_TX frames (docs/development.md). The load generator runs in the other \
          namespace pinned to CPU 0: one connected UDP socket, a sender thread calling `sendmmsg` with \
          batches of 64 canonical 1028-byte probes as fast as the kernel accepts them for a fixed \
          {} s, and a receiver thread counting replies with `recvmmsg` (then 300 ms of draining). \

@@ -1,5 +1,6 @@
 //! The group's loss/latency matrix as the demo prints and checks it, built
-//! from every agent's `/influxdata` (DESIGN.md A3).
+//! from every agent's `/influxdata` (docs/agent-api.md), or from the
+//! server's `/api/v1/matrix` (docs/api.md; what the live page shows).
 
 use std::{
     collections::BTreeMap,
@@ -7,6 +8,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
+use llama_common::DEFAULT_PROBE_PORT;
 use serde::Deserialize;
 
 /// One (source, destination) cell over the last interval.
@@ -37,6 +39,8 @@ pub struct Matrix {
 struct Point {
     fields: BTreeMap<String, f64>,
     tags: BTreeMap<String, String>,
+    #[serde(default)]
+    measurement: String,
 }
 
 impl Matrix {
@@ -49,7 +53,7 @@ impl Matrix {
     ) -> Self {
         let mut matrix = Matrix::default();
         for (name, ip) in hosts {
-            let url = format!("http://{ip}:8100/influxdata");
+            let url = format!("http://{ip}:{DEFAULT_PROBE_PORT}/influxdata");
             let Ok(body) = client
                 .get(&url)
                 .send()
@@ -63,12 +67,74 @@ impl Matrix {
         matrix
     }
 
+    /// The server's live matrix of group `demo` (cells by member short
+    /// name); empty if the server does not answer.
+    pub fn fetch_server(client: &reqwest::blocking::Client, names: &[String]) -> Self {
+        let url = format!(
+            "http://{}:5000/api/v1/matrix?group=demo&metric=rtt",
+            super::hub_address()
+        );
+        client
+            .get(url)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.text())
+            .map(|body| Self::from_api(&body, names))
+            .unwrap_or_default()
+    }
+
+    /// Reads an `/api/v1/matrix?metric=rtt` answer.
+    pub fn from_api(body: &str, names: &[String]) -> Self {
+        #[derive(Deserialize)]
+        struct Axis {
+            name: String,
+        }
+        #[derive(Deserialize)]
+        struct Cells {
+            value: Vec<Vec<Option<f64>>>,
+            sent: Vec<Vec<Option<f64>>>,
+            lost: Vec<Vec<Option<f64>>>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            sources: Vec<Axis>,
+            destinations: Vec<Axis>,
+            cells: Cells,
+        }
+        let mut matrix = Matrix::default();
+        let Ok(a) = serde_json::from_str::<Answer>(body) else {
+            return matrix;
+        };
+        for (r, src) in a.sources.iter().enumerate() {
+            for (c, dst) in a.destinations.iter().enumerate() {
+                if !names.contains(&src.name) || !names.contains(&dst.name) {
+                    continue;
+                }
+                let at = |m: &Vec<Vec<Option<f64>>>| {
+                    m.get(r).and_then(|row| row.get(c)).copied().flatten()
+                };
+                if let (Some(sent), Some(lost)) = (at(&a.cells.sent), at(&a.cells.lost)) {
+                    let cell = Cell {
+                        sent,
+                        lost,
+                        rtt_ms: at(&a.cells.value).unwrap_or(0.0),
+                    };
+                    matrix
+                        .cells
+                        .insert((src.name.clone(), dst.name.clone()), cell);
+                }
+            }
+        }
+        matrix
+    }
+
     /// Adds one agent's `/influxdata` body as row `src`.
     pub fn add_agent(&mut self, src: &str, body: &str, by_ip: &BTreeMap<Ipv4Addr, String>) {
         let Ok(points) = serde_json::from_str::<Vec<Point>>(body) else {
             return;
         };
-        for point in points {
+        // Per-flow points (`raw_stats_flow`) repeat what the path's says.
+        for point in points.into_iter().filter(|p| p.measurement == "raw_stats") {
             let Some(dst_ip) = point
                 .tags
                 .get("dst_ip")
@@ -261,6 +327,19 @@ mod tests {
         assert_eq!(err.matches("expected about 30%").count(), 4, "{err}");
         // Loss where none was injected: fails.
         assert!(matrix(28.0).check(&names(), &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn reads_the_servers_matrix() {
+        let body = r#"{"sources":[{"name":"h1"},{"name":"h2"}],"destinations":[{"name":"h1"},{"name":"h2"}],
+            "cells":{"value":[[0.05,0.1],[null,null]],"sent":[[80,80],[null,null]],"lost":[[0,24],[null,null]]}}"#;
+        let names = vec!["h1".to_owned(), "h2".to_owned()];
+        let m = Matrix::from_api(body, &names);
+        assert_eq!(m.cell("h1", "h2").map(Cell::loss_pct), Some(30.0));
+        assert_eq!(m.cell("h1", "h1").map(|c| c.rtt_ms), Some(0.05));
+        assert!(m.cell("h2", "h1").is_none());
+        assert!(!m.is_complete(&names));
+        assert_eq!(Matrix::from_api("nonsense", &names), Matrix::default());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::{Options, host_address, hub_address};
 use crate::cmd;
 
 const PREFIX: &str = "llama-demo-";
-const HUB: &str = "llama-demo-hub";
+pub const HUB: &str = "llama-demo-hub";
 
 pub struct Host {
     pub name: String,
@@ -40,6 +40,31 @@ fn ip(args: &[&str]) -> Result<()> {
         bail!(
             "ip {}: {}",
             args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Sets a sysctl inside namespace `ns` (through /proc/sys, which shows the
+/// writer's own namespace's values).
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "sh",
+            "-c",
+            &format!("echo {value} > {path}"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .context("run sysctl")?;
+    if !out.status.success() {
+        bail!(
+            "sysctl {key}={value} in {ns}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -93,6 +118,16 @@ impl Topology {
             "br0",
         ])?;
         ip(&["-n", HUB, "link", "set", "br0", "up"])?;
+        // The hub routes between the hosts, and must not tell them to talk
+        // directly (ICMP redirects): see the module documentation.
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.send_redirects", "0"),
+            ("net.ipv4.conf.default.send_redirects", "0"),
+            ("net.ipv4.conf.br0.send_redirects", "0"),
+        ] {
+            sysctl(HUB, key, value)?;
+        }
 
         for i in 1..=opts.hosts {
             let name = format!("h{i}");
@@ -111,20 +146,14 @@ impl Topology {
                 &ns,
                 "addr",
                 "add",
-                &format!("{addr}/24"),
+                &format!("{addr}/32"),
                 "dev",
                 "eth0",
             ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &hub_address().to_string(),
-            ])?;
+            let hub = hub_address().to_string();
+            ip(&["-n", &ns, "route", "add", &hub, "dev", "eth0"])?;
+            ip(&["-n", &ns, "route", "add", "default", "via", &hub])?;
             ip(&["-n", HUB, "link", "set", &name, "master", "br0"])?;
             ip(&["-n", HUB, "link", "set", &name, "up"])?;
             topo.hosts.push(Host { name, ns, ip: addr });
@@ -139,12 +168,16 @@ impl Topology {
             return Ok(());
         }
         let mut rules = String::from(
-            "table bridge llama_demo {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n",
+            "table inet llama_demo {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n",
         );
         for (host, pct) in loss {
+            let Some(h) = self.hosts.iter().find(|h| h.name == *host) else {
+                bail!("no host {host}");
+            };
             // Only UDP: probes and replies. Registration (TCP) stays reliable.
             rules.push_str(&format!(
-                "    iifname \"{host}\" meta l4proto udp numgen random mod 100 < {pct} drop\n"
+                "    ip saddr {} meta l4proto udp numgen random mod 100 < {pct} drop\n",
+                h.ip
             ));
             eprintln!("injecting {pct}% random UDP loss on {host}'s link");
         }
@@ -169,13 +202,22 @@ impl Topology {
     fn start_processes(&mut self, opts: &Options) -> Result<()> {
         let bin = cmd::target_dir().join("debug");
         let server_url = format!("http://{}:5000", hub_address());
-        // Denser probing than the original template (1 port, 1 cycle/s), so
-        // that a few seconds per interval measure loss to a few percent.
+        // Denser probing than the original template (4 ports, 2 cycles/s)
+        // for a few hosts, so that a few seconds per interval measure loss to
+        // a few percent; lighter for many hosts (see Options::cycles_per_second).
+        let cps = opts.cycles_per_second();
         let server_config = self.log_dir.join("server.yaml");
         fs::write(
             &server_config,
-            "# written by cargo xtask demo\nreap_interval: 1\ncollector:\n  port_count: 4\n  cps: 10.0\n  timeout_ms: 1000\n",
+            format!(
+                "# written by cargo xtask demo\nreap_interval: 1\ncollector:\n  port_count: 4\n  cps: {cps:?}\n  timeout_ms: 1000\n"
+            ),
         )?;
+        let n = self.hosts.len() as f64;
+        eprintln!(
+            "probe rate: 4 ports x {cps} cycles/s to each of {n} hosts from each: {:.0} probes/s in total",
+            n * n * 4.0 * cps
+        );
         let mut server = Command::new(bin.join("llama-server"));
         server.arg("--config").arg(&server_config);
         server.args([

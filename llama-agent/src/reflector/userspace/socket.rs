@@ -5,10 +5,13 @@
 use std::{
     io,
     net::{IpAddr, SocketAddr},
-    os::fd::AsRawFd,
     time::Duration,
 };
 
+use nix::sys::socket::{
+    setsockopt,
+    sockopt::{Ipv4PacketInfo, Ipv6RecvPacketInfo},
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// How long a blocked receive waits before the thread checks for `stop`.
@@ -35,30 +38,12 @@ pub fn open(addr: SocketAddr) -> io::Result<Socket> {
     let _ = socket.set_recv_buffer_size(4 << 20);
     let _ = socket.set_send_buffer_size(4 << 20);
     match addr.ip() {
-        IpAddr::V4(_) => setsockopt_int(&socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?,
+        IpAddr::V4(_) => setsockopt(&socket, Ipv4PacketInfo, &true)?,
         IpAddr::V6(_) => {
             socket.set_only_v6(true)?;
-            setsockopt_int(&socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+            setsockopt(&socket, Ipv6RecvPacketInfo, &true)?;
         }
     }
     socket.bind(&SockAddr::from(addr))?;
     Ok(socket)
-}
-
-fn setsockopt_int(socket: &Socket, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: valid fd, pointer to a c_int of the stated size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&raw const value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }

@@ -1,0 +1,229 @@
+//! Control messages (`cmsghdr` records) in a datagram's control buffer:
+//! walking the ones the kernel wrote on receive, decoding the kinds llama
+//! reads, and writing the ones a reply carries.
+//!
+//! Buffers are arrays of `u64` so that every `cmsghdr` in them is aligned;
+//! records are read and written with unaligned copies all the same, so a
+//! corrupt length can never make a reference misaligned or reach past the
+//! buffer.
+
+use std::{
+    mem,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ptr,
+};
+
+use super::timespec_ns;
+
+/// Words of control space per datagram: room for a receive timestamp
+/// (`scm_timestamping`, three timespecs), the TOS / traffic class and the
+/// packet info the kernel adds, or for the three messages a reply carries.
+pub const WORDS: usize = 32;
+
+/// One datagram's control space.
+pub type Buffer = [u64; WORDS];
+
+/// The byte length of a [`Buffer`], as `msg_controllen` wants it.
+pub const BUFFER_LEN: usize = WORDS * 8;
+
+fn bytes(buf: &Buffer) -> &[u8; BUFFER_LEN] {
+    // SAFETY: same size; u8 has no alignment or validity requirement.
+    unsafe { &*(buf as *const Buffer).cast() }
+}
+
+fn bytes_mut(buf: &mut Buffer) -> &mut [u8; BUFFER_LEN] {
+    // SAFETY: as in `bytes`.
+    unsafe { &mut *(buf as *mut Buffer).cast() }
+}
+
+/// `CMSG_LEN(0)`: the header's size including its padding.
+fn header_len() -> usize {
+    // SAFETY: CMSG_LEN is pure arithmetic.
+    unsafe { libc::CMSG_LEN(0) as usize }
+}
+
+/// `CMSG_SPACE(data_len)`: a record's size including trailing padding.
+fn space(data_len: usize) -> usize {
+    // SAFETY: CMSG_SPACE is pure arithmetic.
+    unsafe { libc::CMSG_SPACE(data_len as libc::c_uint) as usize }
+}
+
+/// One control message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cmsg<'a> {
+    pub level: libc::c_int,
+    pub kind: libc::c_int,
+    pub data: &'a [u8],
+}
+
+impl Cmsg<'_> {
+    fn read<T: Copy>(&self) -> Option<T> {
+        // SAFETY: the length is checked and read_unaligned copes with any
+        // alignment; T is one of the plain C structs / integers below, for
+        // which any bytes are a valid value.
+        (self.data.len() >= mem::size_of::<T>())
+            .then(|| unsafe { ptr::read_unaligned(self.data.as_ptr().cast::<T>()) })
+    }
+
+    /// The kernel's receive timestamp, ns since the Unix epoch: the software
+    /// one of `SO_TIMESTAMPING` (the first of its three timespecs; absent
+    /// when zero) or the one of `SO_TIMESTAMPNS`.
+    pub fn rx_timestamp_ns(&self) -> Option<u64> {
+        if self.level != libc::SOL_SOCKET {
+            return None;
+        }
+        match self.kind {
+            libc::SO_TIMESTAMPING => self
+                .read::<libc::timespec>()
+                .map(|ts| timespec_ns(&ts))
+                .filter(|&ns| ns != 0),
+            libc::SO_TIMESTAMPNS => self.read::<libc::timespec>().map(|ts| timespec_ns(&ts)),
+            _ => None,
+        }
+    }
+
+    /// The IP TOS (`IP_TOS`, one byte) or IPv6 traffic class
+    /// (`IPV6_TCLASS`, an int) the datagram arrived with.
+    pub fn tos(&self) -> Option<u8> {
+        match (self.level, self.kind) {
+            (libc::IPPROTO_IP, libc::IP_TOS) => self.data.first().copied(),
+            (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => self.read::<libc::c_int>().map(|t| t as u8),
+            _ => None,
+        }
+    }
+
+    /// The local address the datagram was sent to and the interface it came
+    /// in on (`IP_PKTINFO` / `IPV6_PKTINFO`).
+    pub fn packet_info(&self) -> Option<(IpAddr, u32)> {
+        match (self.level, self.kind) {
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                let info = self.read::<libc::in_pktinfo>()?;
+                let addr = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                Some((IpAddr::V4(addr), info.ipi_ifindex as u32))
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                let info = self.read::<libc::in6_pktinfo>()?;
+                let addr = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                Some((IpAddr::V6(addr), info.ipi6_ifindex))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The control messages in the first `len` bytes of `buf`, in order. A
+/// record whose length is impossible ends the walk.
+pub fn iter(buf: &Buffer, len: usize) -> impl Iterator<Item = Cmsg<'_>> {
+    let bytes = bytes(buf);
+    let len = len.min(bytes.len());
+    let header = header_len();
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        if offset + mem::size_of::<libc::cmsghdr>() > len {
+            return None;
+        }
+        // SAFETY: bounds checked above; read_unaligned for any offset.
+        let hdr: libc::cmsghdr = unsafe { ptr::read_unaligned(bytes.as_ptr().add(offset).cast()) };
+        let cmsg_len = hdr.cmsg_len as usize;
+        if cmsg_len < header || offset + cmsg_len > len {
+            return None;
+        }
+        let data = &bytes[offset + header..offset + cmsg_len];
+        offset += space(cmsg_len - header);
+        Some(Cmsg {
+            level: hdr.cmsg_level,
+            kind: hdr.cmsg_type,
+            data,
+        })
+    })
+}
+
+/// Appends one control message holding `value` at byte `offset` of `buf`;
+/// returns the new end. Panics if `buf` has no room: [`WORDS`] is sized
+/// for what a reply carries.
+pub fn put<T: Copy>(
+    buf: &mut Buffer,
+    offset: usize,
+    level: libc::c_int,
+    kind: libc::c_int,
+    value: &T,
+) -> usize {
+    let data_len = mem::size_of::<T>();
+    let (header, record, end) = (
+        header_len(),
+        header_len() + data_len,
+        offset + space(data_len),
+    );
+    let bytes = bytes_mut(buf);
+    assert!(
+        end <= bytes.len(),
+        "control buffer sized for a reply's messages"
+    );
+    // Built from zeroes: musl's 64-bit cmsghdr has a padding field that
+    // glibc's has not.
+    // SAFETY: cmsghdr is plain integers; all zeroes is a valid value.
+    let mut hdr: libc::cmsghdr = unsafe { mem::zeroed() };
+    hdr.cmsg_len = record as _;
+    hdr.cmsg_level = level;
+    hdr.cmsg_type = kind;
+    // SAFETY: bounds asserted above; unaligned writes are fine at any offset.
+    unsafe {
+        ptr::write_unaligned(bytes.as_mut_ptr().add(offset).cast(), hdr);
+        ptr::write_unaligned(bytes.as_mut_ptr().add(offset + header).cast(), *value);
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_messages_read_back() {
+        let mut buf = [0u64; WORDS];
+        let mut len = put(&mut buf, 0, libc::IPPROTO_IP, libc::IP_TOS, &0xb8u8);
+        len = put(
+            &mut buf,
+            len,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_TCLASS,
+            &0x20i32,
+        );
+        let ts = libc::timespec {
+            tv_sec: 3,
+            tv_nsec: 4,
+        };
+        len = put(&mut buf, len, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &ts);
+        let info = libc::in_pktinfo {
+            ipi_ifindex: 7,
+            ipi_spec_dst: libc::in_addr { s_addr: 0 },
+            ipi_addr: libc::in_addr {
+                s_addr: u32::from(Ipv4Addr::new(10, 0, 0, 1)).to_be(),
+            },
+        };
+        len = put(&mut buf, len, libc::IPPROTO_IP, libc::IP_PKTINFO, &info);
+        let got: Vec<Cmsg<'_>> = iter(&buf, len).collect();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].tos(), Some(0xb8));
+        assert_eq!(got[1].tos(), Some(0x20));
+        assert_eq!(got[2].rx_timestamp_ns(), Some(3_000_000_004));
+        assert_eq!(
+            got[3].packet_info(),
+            Some((IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 7))
+        );
+        assert_eq!(got[0].rx_timestamp_ns(), None, "kinds are not confused");
+    }
+
+    #[test]
+    fn a_corrupt_length_ends_the_walk() {
+        let mut bad = [0u64; WORDS];
+        bad[0] = u64::MAX;
+        assert_eq!(iter(&bad, 128).count(), 0);
+        // A length past what the kernel said was written is not read.
+        let mut buf = [0u64; WORDS];
+        let len = put(&mut buf, 0, libc::IPPROTO_IP, libc::IP_TOS, &1i32);
+        assert_eq!(iter(&buf, len).count(), 1);
+        let record = header_len() + 4;
+        assert_eq!(iter(&buf, record - 1).count(), 0);
+    }
+}

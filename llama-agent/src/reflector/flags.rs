@@ -1,0 +1,177 @@
+//! The reflector's flags, shared by `llama-agent run` and `llama-agent
+//! reflect` (`#[command(flatten)]`), so both read the same variables the
+//! same way.
+//!
+//! clap reads the raw text and [`ReflectorArgs::setup`] checks it: a bad
+//! value is refused with one message naming the flag and its variable (a
+//! mistyped `LLAMA_REFLECTOR_MODE` in a compose file must fail at start-up
+//! with a line an operator can act on, not with clap's usage screen).
+
+use clap::Args;
+
+use super::{AllowSpec, Mode, ReflectorSetup};
+
+/// Flags of the reflector. Every flag has an environment variable.
+#[derive(Args, Debug, Clone)]
+pub struct ReflectorArgs {
+    /// Reflector mode: `auto` (XDP native, else generic, else userspace, per
+    /// interface), `xdp` (native only), `xdp-skb` (generic only) or
+    /// `userspace` (never loads the XDP program).
+    #[arg(long, env = "LLAMA_REFLECTOR_MODE", default_value = "auto")]
+    pub mode: String,
+
+    /// Interface to attach the XDP reflector to (repeatable; the variable is
+    /// comma-separated). Default: the interfaces that carry the default routes.
+    #[arg(
+        long = "interface",
+        env = "LLAMA_INTERFACES",
+        value_name = "IFACE",
+        value_delimiter = ','
+    )]
+    pub interfaces: Vec<String>,
+
+    /// Whom the reflector answers: `peers` (the members of this agent's
+    /// group, following the server; `run` only), `any`, or comma-separated
+    /// addresses and prefixes (`10.0.0.0/8,fd00::/16`). Default: anyone.
+    #[arg(long, env = "LLAMA_ALLOW", value_name = "peers|any|CIDR,...")]
+    pub allow: Option<String>,
+
+    /// Reflector rate limit in probes per second, XDP and userspace each
+    /// (default: unlimited).
+    #[arg(long, env = "LLAMA_MAX_PPS", value_name = "PPS")]
+    pub max_pps: Option<u32>,
+}
+
+/// A bad reflector flag or environment value.
+#[derive(Debug, thiserror::Error)]
+pub enum FlagError {
+    #[error(
+        "--mode / LLAMA_REFLECTOR_MODE {value:?} is not a mode: use auto, xdp, xdp-skb or userspace"
+    )]
+    Mode { value: String },
+    #[error(
+        "--interface / LLAMA_INTERFACES {value:?} is not an interface name (1-15 characters, no '/', ':' or spaces)"
+    )]
+    Interface { value: String },
+    #[error(
+        "--allow / LLAMA_ALLOW {value:?}: {item:?} is neither `peers` nor a CIDR like 10.0.0.0/8"
+    )]
+    Allow { value: String, item: String },
+    #[error("--max-pps / LLAMA_MAX_PPS must be at least 1 (omit it for no limit)")]
+    MaxPpsZero,
+    /// Standalone `reflect` has no server to learn the group from, and an
+    /// empty allowlist would silently answer nobody.
+    #[error(
+        "--allow / LLAMA_ALLOW peers needs the group membership from a server; standalone `reflect` has none: pass prefixes instead"
+    )]
+    PeersWithoutServer,
+}
+
+impl ReflectorArgs {
+    /// Checks every value; the reflector then answers probes on `port`.
+    pub fn setup(&self, port: u16) -> Result<ReflectorSetup, FlagError> {
+        let mode = self.mode.parse::<Mode>().map_err(|()| FlagError::Mode {
+            value: self.mode.clone(),
+        })?;
+        let interfaces = self
+            .interfaces
+            .iter()
+            .map(|i| i.trim())
+            .filter(|i| !i.is_empty())
+            .map(|i| {
+                if valid_ifname(i) {
+                    Ok(i.to_owned())
+                } else {
+                    Err(FlagError::Interface {
+                        value: i.to_owned(),
+                    })
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let allow = match &self.allow {
+            None => AllowSpec::Anyone,
+            Some(value) => value
+                .parse()
+                .map_err(|e: super::allowlist::ParsePrefixError| FlagError::Allow {
+                    value: value.clone(),
+                    item: e.0,
+                })?,
+        };
+        let max_pps = match self.max_pps {
+            Some(0) => return Err(FlagError::MaxPpsZero),
+            Some(n) => n,
+            None => 0,
+        };
+        Ok(ReflectorSetup {
+            mode,
+            interfaces,
+            port,
+            max_pps,
+            allow,
+        })
+    }
+}
+
+/// Linux interface names: 1..=15 bytes (IFNAMSIZ - 1), none of `/`, `:`
+/// (alias syntax) or whitespace.
+fn valid_ifname(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        reflector: ReflectorArgs,
+    }
+
+    fn setup(args: &[&str]) -> Result<ReflectorSetup, FlagError> {
+        let argv = std::iter::once("test").chain(args.iter().copied());
+        Cli::try_parse_from(argv)
+            .expect("clap accepts the raw text")
+            .reflector
+            .setup(8100)
+    }
+
+    #[test]
+    fn spellings_and_defaults() {
+        let s = setup(&[]).expect("defaults");
+        assert_eq!((s.mode, s.port, s.max_pps), (Mode::Auto, 8100, 0));
+        assert_eq!(s.allow, AllowSpec::Anyone);
+        assert!(s.interfaces.is_empty());
+        let s = setup(&["--mode", " XDP-skb ", "--allow", "any", "--max-pps", "5"]).expect("ok");
+        assert_eq!((s.mode, s.max_pps), (Mode::XdpSkb, 5));
+        assert_eq!(s.allow, AllowSpec::Anyone);
+        let s = setup(&["--allow", "PEERS", "--interface", "eth0,, eth1"]).expect("ok");
+        assert_eq!(s.allow, AllowSpec::Peers);
+        assert_eq!(s.interfaces, ["eth0", "eth1"]);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_flag() {
+        for (args, want) in [
+            (
+                &["--mode", "fast"][..],
+                "--mode / LLAMA_REFLECTOR_MODE \"fast\"",
+            ),
+            (
+                &["--interface", "a:b"],
+                "--interface / LLAMA_INTERFACES \"a:b\"",
+            ),
+            (&["--allow", "peers,10.0.0.0/8"], "\"peers\" is neither"),
+            (&["--allow", ""], "--allow / LLAMA_ALLOW \"\""),
+            (&["--max-pps", "0"], "--max-pps / LLAMA_MAX_PPS"),
+        ] {
+            let got = setup(args).expect_err("refused").to_string();
+            assert!(got.contains(want), "{args:?}: {got}");
+        }
+    }
+}

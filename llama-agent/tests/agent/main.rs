@@ -1,0 +1,27 @@
+//! The agent's integration tests: one test binary (one link, one copy of the
+//! helpers) with a module per topic. Tests that need root, namespaces or the
+//! XDP object skip themselves without them, and fail instead under CI (see
+//! `llama_testkit::privileged`).
+//!
+//! Run one topic with `cargo test -p llama-agent --test agent <module>::`.
+
+mod support;
+
+mod agent_e2e;
+mod collector_api;
+mod collector_cli;
+mod collector_loss;
+mod collector_netns;
+mod collector_swap;
+mod config_errors;
+mod config_formats;
+mod control_binary;
+mod control_config;
+mod control_registration;
+mod control_settings;
+mod reflector_cli;
+mod reflector_netns;
+mod reflector_probe_fuzz;
+mod reflector_userspace;
+mod reflector_xdp_testrun;
+mod xdp_attach;
