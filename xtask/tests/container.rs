@@ -232,7 +232,8 @@ fn server_influxdb_and_two_agents_in_containers() {
                 points
                     .iter()
                     .any(|p| {
-                        p["tags"]["dst_ip"] == dst.as_str()
+                        p["measurement"] == "raw_stats"
+                            && p["tags"]["dst_ip"] == dst.as_str()
                             && p["fields"]["sent"].as_f64().is_some_and(|s| s > 0.0)
                             && p["fields"]["loss"].as_f64() == Some(0.0)
                     })

@@ -237,6 +237,11 @@ targets: {default: [{ip: 127.0.0.1, port: 8100, tags: {name: v4}}, {ip: '::1', p
         || {
             let body = get(ns, "127.0.0.1:5001", "/influxdata")?;
             let points: Vec<Value> = serde_json::from_str(&body).ok()?;
+            // The path points; each is followed by its per-flow points.
+            let points: Vec<Value> = points
+                .into_iter()
+                .filter(|p| p["measurement"] == "raw_stats")
+                .collect();
             let clean = points.len() == 2
                 && points.iter().all(|p| {
                     p["fields"]["sent"].as_f64().is_some_and(|s| s >= 10.0)
@@ -423,7 +428,8 @@ fn server_and_agent(arch: Arch, ns: &NetNs, logs: &std::path::Path) {
             points
                 .iter()
                 .any(|p| {
-                    p["tags"]["src_shortname"] == "a1"
+                    p["measurement"] == "raw_stats"
+                        && p["tags"]["src_shortname"] == "a1"
                         && p["fields"]["sent"].as_f64().is_some_and(|s| s > 0.0)
                         && p["fields"]["loss"].as_f64() == Some(0.0)
                 })
