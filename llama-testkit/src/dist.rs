@@ -201,16 +201,13 @@ pub fn available(test: &str, archs: &[Arch]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    assert!(
-        !crate::privileged_required(),
-        "{test}: missing {} (`cargo xtask test` runs `cargo xtask dist --target all` first)",
-        missing.join(", ")
-    );
-    eprintln!(
-        "SKIPPED {test}: no dist binaries ({}); run `cargo xtask dist --target all`",
-        missing.join(", ")
-    );
-    false
+    crate::cannot_run(
+        test,
+        &format!(
+            "no dist binaries ({}); run `cargo xtask dist --target all` (`cargo xtask test` does)",
+            missing.join(", ")
+        ),
+    )
 }
 
 #[cfg(test)]

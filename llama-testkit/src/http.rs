@@ -17,18 +17,38 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `GET path` over HTTP/1.0 from the calling thread's namespace: the status
-/// and body, or `None` when the server cannot be reached or answers
-/// garbage. Connecting and reading are bounded by a few seconds.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+/// One HTTP/1.0 request (so the server closes the connection and never
+/// chunks the body) from the calling thread's namespace, with `json` as a
+/// JSON body: the status and body of the answer, or `None` when the server
+/// cannot be reached or answers garbage. Connecting takes at most 2 s and
+/// reading at most 10 s (servers under qemu-user are slow).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let content = json.map_or(String::new(), |body| {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    });
+    let body = json.unwrap_or("");
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{content}\r\n{body}");
+    s.write_all(request.as_bytes()).ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// `GET path` ([`http_request`]): the status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_request(addr, "GET", path, None)
 }
 
 /// [`http_get`] that only returns the body of a 200 answer.

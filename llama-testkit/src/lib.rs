@@ -1,7 +1,8 @@
 //! Test harness for llama's tests: network namespaces, veth pairs and
-//! addresses, running code or processes inside a namespace, a privilege
-//! check that skips (or, under CI, fails) when the test cannot run, bounded
-//! waiting ([`wait`]) and small HTTP helpers ([`http`]).
+//! addresses, a hub-and-hosts LAN of namespaces ([`lan`]), running code or
+//! processes inside a namespace, a privilege check that skips (or, under
+//! CI, fails) when the test cannot run, bounded waiting ([`wait`]), small
+//! HTTP helpers ([`http`]) and the workspace's binaries ([`binary`]).
 //!
 //! Every namespace is named `llt-<pid>-<n>` and removed on drop (a panicking
 //! test unwinds through the drop). Ctrl-C/SIGTERM while a test runs removes
@@ -25,14 +26,21 @@ use std::{
 
 use nix::sched::{CloneFlags, setns};
 
+pub mod binary;
 pub mod dist;
 pub mod http;
+pub mod lan;
 pub mod wait;
 
-pub use http::{free_port, http_get, http_get_ok};
+pub use binary::workspace_binary;
+pub use http::{free_port, http_get, http_get_ok, http_request};
+pub use lan::{Lan, LanHost};
 /// The signals [`ChildGuard::signal`] sends.
 pub use nix::sys::signal::Signal;
-pub use wait::{WAIT, eventually, until, wait_for, wait_for_within, wait_until};
+pub use wait::{
+    WAIT, eventually, eventually_every, eventually_ok, until, wait_for, wait_for_explained,
+    wait_for_within, wait_until,
+};
 
 const PREFIX: &str = "llt-";
 

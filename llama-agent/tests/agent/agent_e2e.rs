@@ -8,12 +8,13 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use llama_testkit::{ChildGuard, NetNs, Veth, http_get, privileged, wait_until};
+use llama_testkit::{
+    ChildGuard, Lan, NetNs, Signal, http_get_ok, privileged, wait_until, workspace_binary,
+};
 use serde_json::Value;
 
 const HUB_IP: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 1);
@@ -21,86 +22,45 @@ const GROUP: &str = "e2e";
 const INTERVAL_S: u64 = 2;
 
 fn host_ip(i: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 202, 0, 10 + i)
+    Lan::host_ip(HUB_IP, i)
 }
 
-/// The `llama-server` binary next to this test's own target directory,
-/// built on demand when the test runs without the rest of the workspace.
-fn server_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
-    let bin = dir.join("llama-server");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "--package", "llama-server"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building llama-server failed");
-    }
-    bin
-}
+/// Reaps quickly; issued configs probe 2 ports at 5 cycles/s.
+const SERVER_CONFIG: &str =
+    "reap_interval: 0.5\ncollector:\n  port_count: 2\n  cps: 5.0\n  timeout_ms: 1000\n";
 
 struct Cluster {
-    hub: NetNs,
-    hosts: Vec<(NetNs, Veth)>,
+    lan: Lan,
     server: Option<ChildGuard>,
     agents: Vec<Option<ChildGuard>>,
     state: tempfile::TempDir,
-    server_config: PathBuf,
 }
 
 impl Cluster {
     fn new(n: u8) -> Self {
-        let hub = NetNs::new().expect("hub namespace");
-        hub.ip(&["link", "add", "br0", "type", "bridge"])
-            .expect("bridge");
-        hub.add_addr("br0", &format!("{HUB_IP}/24"))
-            .expect("bridge address");
-        hub.ip(&["link", "set", "br0", "up"]).expect("bridge up");
-        let mut hosts = Vec::new();
-        for i in 1..=n {
-            let ns = NetNs::new().expect("host namespace");
-            let veth = Veth::new(&ns, &hub).expect("veth");
-            ns.add_addr(&veth.a, &format!("{}/24", host_ip(i)))
-                .expect("host address");
-            hub.ip(&["link", "set", &veth.b, "master", "br0"])
-                .expect("enslave");
-            hosts.push((ns, veth));
-        }
-        let state = tempfile::tempdir().expect("state dir");
-        let server_config = state.path().join("server.yaml");
-        std::fs::write(
-            &server_config,
-            "reap_interval: 0.5\ncollector:\n  port_count: 2\n  cps: 5.0\n  timeout_ms: 1000\n",
-        )
-        .expect("server config");
-        let agents = (0..n).map(|_| None).collect();
         let mut c = Self {
-            hub,
-            hosts,
+            lan: Lan::new(HUB_IP, n).expect("hub and host namespaces"),
             server: None,
-            agents,
-            state,
-            server_config,
+            agents: (0..n).map(|_| None).collect(),
+            state: tempfile::tempdir().expect("state dir"),
         };
         c.start_server();
         c
     }
 
     fn start_server(&mut self) {
-        let mut cmd = Command::new(server_bin());
-        cmd.arg("--config").arg(&self.server_config);
-        cmd.args(["--host", &HUB_IP.to_string(), "--port", "5000"]);
-        cmd.args(["--interval", &INTERVAL_S.to_string()]);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        self.server = Some(self.hub.spawn(cmd).expect("start llama-server"));
+        let cmd = self
+            .lan
+            .server_command(
+                &workspace_binary("llama-server"),
+                self.state.path(),
+                SERVER_CONFIG,
+                INTERVAL_S,
+            )
+            .expect("server config");
+        self.server = Some(self.lan.hub.spawn(cmd).expect("start llama-server"));
         self.wait("the server answers", Duration::from_secs(20), |c| {
-            c.get(SocketAddr::from((HUB_IP, 5000)), "/api/v1/interval")
-                .is_some()
+            c.get(c.lan.server_addr(), "/api/v1/interval").is_some()
         });
     }
 
@@ -114,13 +74,13 @@ impl Cluster {
     }
 
     fn start_agent_with(&mut self, i: u8, extra: &[&str]) {
-        let (ns, veth) = &self.hosts[usize::from(i) - 1];
+        let host = self.lan.host(i);
         let state = self.state.path().join(format!("h{i}"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_llama-agent"));
         cmd.args([
             "run",
             "--server",
-            &format!("http://{HUB_IP}:5000"),
+            &format!("http://{}", self.lan.server_addr()),
             "--group",
             GROUP,
         ])
@@ -136,7 +96,7 @@ impl Cluster {
             "--tags",
             "[site: lab one, rack: 7]",
         ])
-        .args(["--mode", "auto", "--interface", &veth.a])
+        .args(["--mode", "auto", "--interface", &host.veth.a])
         .args([
             "--register-interval",
             "1s",
@@ -151,7 +111,7 @@ impl Cluster {
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        self.agents[usize::from(i) - 1] = Some(ns.spawn(cmd).expect("start llama-agent"));
+        self.agents[usize::from(i) - 1] = Some(host.ns.spawn(cmd).expect("start llama-agent"));
     }
 
     fn kill_agent(&mut self, i: u8) {
@@ -167,19 +127,13 @@ impl Cluster {
     }
 
     fn get(&self, addr: SocketAddr, path: &str) -> Option<String> {
-        let path = path.to_owned();
-        self.hub
-            .run(move || http_get(addr, &path))
-            .and_then(|(status, body)| (status == 200).then_some(body))
+        self.lan.hub.run(|| http_get_ok(addr, path))
     }
 
     fn members(&self) -> Value {
-        self.get(
-            SocketAddr::from((HUB_IP, 5000)),
-            &format!("/api/v1/list/{GROUP}"),
-        )
-        .and_then(|b| serde_json::from_str(&b).ok())
-        .unwrap_or(Value::Null)
+        self.get(self.lan.server_addr(), &format!("/api/v1/list/{GROUP}"))
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or(Value::Null)
     }
 
     /// Agent `i`'s last published points of `measurement`.
@@ -334,32 +288,19 @@ fn registration_and_membership_changes_reach_collectors_without_restart() {
     assert_eq!(c.agent_pid(1), pid, "h1 was not restarted");
 
     // SIGTERM: exit 0 within 5 s, XDP detached.
-    let (ns, veth) = &c.hosts[0];
+    let h1 = c.lan.host(1);
     let attached = |ns: &NetNs| {
-        ns.ip_output(&["link", "show", "dev", &veth.a])
+        ns.ip_output(&["link", "show", "dev", &h1.veth.a])
             .is_ok_and(|o| o.contains("prog/xdp"))
     };
-    assert!(attached(ns), "h1 runs XDP (generic) on its veth");
+    assert!(attached(&h1.ns), "h1 runs XDP (generic) on its veth");
     let mut guard = c.agents[0].take().expect("h1 running");
-    let child = guard.child();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "h1 still running 5 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    guard.signal(Signal::SIGTERM).expect("SIGTERM");
+    let status = guard
+        .wait_timeout(Duration::from_secs(5))
+        .expect("h1 still running 5 s after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
-    assert!(!attached(&c.hosts[0].0), "XDP detached on SIGTERM");
+    assert!(!attached(&c.lan.host(1).ns), "XDP detached on SIGTERM");
 }
 
 #[test]
@@ -407,7 +348,7 @@ fn server_outage_restart_and_agent_restart_from_persisted_config() {
 
 /// Sends one canonical probe from the hub to `dst` and says whether a reply came.
 fn probe_from_hub(c: &Cluster, dst: Ipv4Addr) -> bool {
-    c.hub.run(move || {
+    c.lan.hub.run(move || {
         let sock = std::net::UdpSocket::bind((HUB_IP, 0)).expect("bind in hub");
         sock.set_read_timeout(Some(Duration::from_millis(300)))
             .expect("timeout");

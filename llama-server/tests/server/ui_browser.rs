@@ -14,8 +14,8 @@
 //! in the hub namespace, chromedriver and chromium in the hub namespace too.
 
 use std::{
-    io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpStream},
+    io::Write,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -24,11 +24,17 @@ use std::{
 use fantoccini::{
     Client, ClientBuilder, Locator,
     actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction},
+    elements::Element,
 };
-use llama_testkit::{ChildGuard, NetNs, Veth, privileged, privileged_required};
+use llama_testkit::{
+    ChildGuard, Lan, cannot_run, eventually_every, eventually_ok, http_get_ok, http_request,
+    lan::SERVER_PORT, privileged, wait_until, workspace_binary,
+};
 use serde_json::{Value, json};
 
 const HUB_IP: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
+/// The server in the hub namespace.
+const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(HUB_IP), SERVER_PORT);
 const GROUP: &str = "ui";
 const HOSTS: u8 = 3;
 /// The host whose link drops 30 % of the UDP packets it sends.
@@ -36,30 +42,8 @@ const LOSSY: &str = "h2";
 /// Generous bounds for a loaded 2-core machine.
 const SETTLE: Duration = Duration::from_secs(120);
 const UI: Duration = Duration::from_secs(60);
-
-fn host_ip(i: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 203, 0, 10 + i)
-}
-
-/// The `llama-agent` binary next to this test's target directory (the
-/// workspace's test run builds it), built on demand when missing.
-fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = dir.join("llama-agent");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "--package", "llama-agent"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building llama-agent failed");
-    }
-    bin
-}
+/// How often the page is checked: each check is a browser round trip.
+const EVERY: Duration = Duration::from_millis(500);
 
 /// Whether chromium and chromedriver are installed (`cargo xtask test`
 /// installs them); without them the test skips, or fails under CI.
@@ -68,34 +52,18 @@ fn browser_available() -> bool {
         .into_iter()
         .filter(|c| Command::new(c).arg("--version").output().is_err())
         .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!(
-        "{} not installed (apt-get install chromium chromium-driver)",
-        missing.join(" and ")
-    );
-    assert!(
-        !privileged_required(),
-        "ui_browser: {why} (CI=true forbids skipping)"
-    );
-    eprintln!("SKIPPED ui_browser: {why}; run `cargo xtask test`");
-    false
-}
-
-/// A minimal HTTP/1.0 GET from the calling thread's namespace.
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+    missing.is_empty()
+        || cannot_run(
+            "ui_browser",
+            &format!(
+                "{} not installed (apt-get install chromium chromium-driver); run `cargo xtask test`",
+                missing.join(" and ")
+            ),
+        )
 }
 
 struct Lab {
-    hub: NetNs,
-    _hosts: Vec<(NetNs, Veth)>,
+    lan: Lan,
     _server: ChildGuard,
     agents: Vec<Option<ChildGuard>>,
     _state: tempfile::TempDir,
@@ -103,63 +71,44 @@ struct Lab {
 
 impl Lab {
     fn new() -> Self {
-        let hub = NetNs::new().expect("hub namespace");
-        hub.ip(&["link", "add", "br0", "type", "bridge"])
-            .expect("bridge");
-        hub.add_addr("br0", &format!("{HUB_IP}/24"))
-            .expect("bridge address");
-        hub.ip(&["link", "set", "br0", "up"]).expect("bridge up");
+        let lan = Lan::new(HUB_IP, HOSTS).expect("hub and host namespaces");
         let state = tempfile::tempdir().expect("state dir");
-        let config = state.path().join("server.yaml");
         // A dense rate so that a 2 s interval measures loss to a few percent.
-        std::fs::write(
-            &config,
-            "reap_interval: 1\ncollector:\n  port_count: 4\n  cps: 10.0\n  timeout_ms: 500\n",
-        )
-        .expect("server config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llama-server"));
-        cmd.arg("--config").arg(&config);
-        cmd.args([
-            "--host",
-            &HUB_IP.to_string(),
-            "--port",
-            "5000",
-            "--interval",
-            "2",
-        ]);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        let server = hub.spawn(cmd).expect("start llama-server");
-        let agent_bin = agent_binary();
-        let mut hosts = Vec::new();
+        let config =
+            "reap_interval: 1\ncollector:\n  port_count: 4\n  cps: 10.0\n  timeout_ms: 500\n";
+        let cmd = lan
+            .server_command(
+                Path::new(env!("CARGO_BIN_EXE_llama-server")),
+                state.path(),
+                config,
+                2,
+            )
+            .expect("server config");
+        let server = lan.hub.spawn(cmd).expect("start llama-server");
+        let agent_bin = workspace_binary("llama-agent");
         let mut agents = Vec::new();
         let mut rules = String::from(
             "table bridge llt_ui {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n",
         );
-        for i in 1..=HOSTS {
-            let ns = NetNs::new().expect("host namespace");
-            let veth = Veth::new(&ns, &hub).expect("veth");
-            ns.add_addr(&veth.a, &format!("{}/24", host_ip(i)))
-                .expect("address");
-            hub.ip(&["link", "set", &veth.b, "master", "br0"])
-                .expect("enslave");
+        for (i, host) in (1..=HOSTS).zip(&lan.hosts) {
             let name = format!("h{i}");
             if name == LOSSY {
                 // Only UDP (probes and replies) that h2 sends: its row and
                 // its column lose 30 %; registration (TCP) stays reliable.
                 rules.push_str(&format!(
                     "    iifname \"{}\" meta l4proto udp numgen random mod 100 < 30 drop\n",
-                    veth.b
+                    host.veth.b
                 ));
             }
             let mut cmd = Command::new(&agent_bin);
             cmd.args([
                 "run",
                 "--server",
-                &format!("http://{HUB_IP}:5000"),
+                &format!("http://{SERVER}"),
                 "--group",
                 GROUP,
             ])
-            .args(["--ip", &host_ip(i).to_string(), "--probe-shortname", &name])
+            .args(["--ip", &host.ip.to_string(), "--probe-shortname", &name])
             .args(["--probe-name", &format!("browser test {name}")])
             .args([
                 "--tags",
@@ -167,7 +116,7 @@ impl Lab {
             ])
             .args([
                 "--interface",
-                &veth.a,
+                &host.veth.a,
                 "--register-interval",
                 "2",
                 "--poll-interval",
@@ -177,11 +126,10 @@ impl Lab {
             .arg(state.path().join(&name))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-            agents.push(Some(ns.spawn(cmd).expect("start llama-agent")));
-            hosts.push((ns, veth));
+            agents.push(Some(host.ns.spawn(cmd).expect("start llama-agent")));
         }
         rules.push_str("  }\n}\n");
-        let mut nft = hub.command("nft");
+        let mut nft = lan.hub.command("nft");
         nft.args(["-f", "-"]).stdin(Stdio::piped());
         let mut child = nft.spawn().expect("run nft");
         child
@@ -195,8 +143,7 @@ impl Lab {
             "nft refused:\n{rules}"
         );
         Lab {
-            hub,
-            _hosts: hosts,
+            lan,
             _server: server,
             agents,
             _state: state,
@@ -206,10 +153,7 @@ impl Lab {
 
 /// The server's matrix (from a thread inside the hub namespace).
 fn server_matrix() -> Option<Value> {
-    let body = http_get(
-        SocketAddr::from((HUB_IP, 5000)),
-        &format!("/api/v1/matrix?group={GROUP}"),
-    )?;
+    let body = http_get_ok(SERVER, &format!("/api/v1/matrix?group={GROUP}"))?;
     serde_json::from_str(&body).ok()
 }
 
@@ -219,24 +163,6 @@ fn settled(m: &Value) -> bool {
     let sent = &m["cells"]["sent"];
     m["sources"].as_array().is_some_and(|s| s.len() == n)
         && (0..n).all(|r| (0..n).all(|c| sent[r][c].as_u64().is_some_and(|v| v > 0)))
-}
-
-async fn poll<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// The colour the page painted in every cell (a quarter in from its top
@@ -337,6 +263,25 @@ fn loss_shows_on_the_lossy_host_only(p: &Painted) -> Result<(), String> {
     }
 }
 
+/// The element `locator` finds.
+async fn element(c: &Client, locator: Locator<'_>) -> Element {
+    c.find(locator)
+        .await
+        .unwrap_or_else(|e| panic!("{locator:?}: {e}"))
+}
+
+/// The text of the element `locator` finds.
+async fn text_of(c: &Client, locator: Locator<'_>) -> String {
+    let text = element(c, locator).await.text().await;
+    text.unwrap_or_else(|e| panic!("text of {locator:?}: {e}"))
+}
+
+/// Clicks the element `locator` finds.
+async fn click_on(c: &Client, locator: Locator<'_>) {
+    let click = element(c, locator).await.click().await;
+    click.unwrap_or_else(|e| panic!("click {locator:?}: {e}"));
+}
+
 async fn click_cell(c: &Client, p: &Painted, src: &str, dst: &str) {
     let r = p.rows.iter().position(|n| n == src).expect("row") as f64;
     let col = p.cols.iter().position(|n| n == dst).expect("column") as f64;
@@ -385,19 +330,8 @@ fn register_members(group: &str, n: usize) {
                      "probe_name": format!("m{i}.example.com"), "location": format!("l{}", i % 3)}
         })
         .to_string();
-        let mut s = TcpStream::connect(SocketAddr::from((HUB_IP, 5000))).expect("connect");
-        write!(
-            s,
-            "POST /api/v1/register HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .expect("register");
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).expect("answer");
-        assert!(
-            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
-            "{answer}"
-        );
+        let answer = http_request(SERVER, "POST", "/api/v1/register", Some(&body));
+        assert!(matches!(answer, Some((200, _))), "{answer:?}");
     }
 }
 
@@ -421,15 +355,15 @@ async fn layout(c: &Client) -> Option<(String, usize, f64)> {
 
 /// An agent stops: its row turns grey with its age; then the bigger groups.
 async fn stale_and_big_groups(c: &Client, kill_h3: impl FnOnce()) {
-    c.goto(&format!("http://{HUB_IP}:5000/?group={GROUP}"))
+    c.goto(&format!("http://{SERVER}/?group={GROUP}"))
         .await
         .expect("open the page");
-    poll("the page", UI, || async {
+    eventually_every("the page", UI, EVERY, || async {
         painted(c).await.filter(|p| p.rows.len() == 3)
     })
     .await;
     kill_h3();
-    let grey = poll("h3's row to turn grey", UI, || async {
+    let grey = eventually_every("h3's row to turn grey", UI, EVERY, || async {
         let p = painted(c).await?;
         let h3 = p.rows.iter().position(|n| n == "h3")?;
         p.px[h3].iter().all(|px| *px == STALE).then_some(p)
@@ -440,17 +374,15 @@ async fn stale_and_big_groups(c: &Client, kill_h3: impl FnOnce()) {
         grey.px[h1].iter().all(|px| *px != STALE),
         "only the dead agent's row is stale"
     );
-    let label = c
-        .find(Locator::Css("#row-labels .lbl.stale"))
-        .await
-        .expect("a stale row label");
     assert!(
-        label.text().await.expect("text").starts_with("h3 ("),
+        text_of(c, Locator::Css("#row-labels .lbl.stale"))
+            .await
+            .starts_with("h3 ("),
         "h3's label shows its age"
     );
     // 50 members in the member view: cells of at least 12 px.
-    let (by, rows, size) = poll("the 50-member group", UI, || async {
-        c.goto(&format!("http://{HUB_IP}:5000/?group=fifty"))
+    let (by, rows, size) = eventually_every("the 50-member group", UI, EVERY, || async {
+        c.goto(&format!("http://{SERVER}/?group=fifty"))
             .await
             .ok()?;
         layout(c).await.filter(|l| l.1 == 50)
@@ -462,10 +394,8 @@ async fn stale_and_big_groups(c: &Client, kill_h3: impl FnOnce()) {
         "readable cells at 50 x 50: {size} px ({rows} rows)"
     );
     // More than 200: grouped by location by default.
-    let (by, rows, _) = poll("the 201-member group", UI, || async {
-        c.goto(&format!("http://{HUB_IP}:5000/?group=wide"))
-            .await
-            .ok()?;
+    let (by, rows, _) = eventually_every("the 201-member group", UI, EVERY, || async {
+        c.goto(&format!("http://{SERVER}/?group=wide")).await.ok()?;
         layout(c).await.filter(|l| l.0 == "location" && l.1 == 3)
     })
     .await;
@@ -494,7 +424,7 @@ async fn drive(chromedriver: u16, screenshot: &Path, kill_h3: impl FnOnce()) {
         unreachable!()
     };
     let url = format!("http://127.0.0.1:{chromedriver}");
-    let c = poll("chromedriver", UI, || {
+    let c = eventually_every("chromedriver", UI, EVERY, || {
         let caps = caps.clone();
         let url = url.clone();
         async move {
@@ -507,37 +437,29 @@ async fn drive(chromedriver: u16, screenshot: &Path, kill_h3: impl FnOnce()) {
     })
     .await;
     let result = async {
-        c.goto(&format!("http://{HUB_IP}:5000/?group={GROUP}"))
+        c.goto(&format!("http://{SERVER}/?group={GROUP}"))
             .await
             .expect("open the page");
         // 1. Loss: the lossy host's row and column, and nothing else.
-        let deadline = Instant::now() + UI;
-        let loss = loop {
-            let verdict = match painted(&c).await {
-                Some(p) if p.legend == "loss" && p.rows.len() == usize::from(HOSTS) => {
-                    loss_shows_on_the_lossy_host_only(&p).map(|()| p)
+        let loss = eventually_ok(
+            "the page to colour h2's row and column (only) as lossy",
+            UI,
+            EVERY,
+            || async {
+                match painted(&c).await {
+                    Some(p) if p.legend == "loss" && p.rows.len() == usize::from(HOSTS) => {
+                        loss_shows_on_the_lossy_host_only(&p).map(|()| p)
+                    }
+                    other => Err(format!("not drawn yet: {other:?}")),
                 }
-                other => Err(format!("not drawn yet: {other:?}")),
-            };
-            match verdict {
-                Ok(p) => break p,
-                Err(e) => assert!(
-                    Instant::now() < deadline,
-                    "the page did not colour h2's row and column (only) as lossy within {UI:?}: {e}"
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+            },
+        )
+        .await;
         assert_eq!(loss.rows, ["h1", "h2", "h3"]);
         assert_eq!(loss.cols, ["h1", "h2", "h3"]);
         // 2. The metric switch recolours the cells.
-        c.find(Locator::Css("#metrics button[data-metric='rtt']"))
-            .await
-            .expect("rtt button")
-            .click()
-            .await
-            .expect("click rtt");
-        let rtt = poll("the RTT colours", UI, || async {
+        click_on(&c, Locator::Css("#metrics button[data-metric='rtt']")).await;
+        let rtt = eventually_every("the RTT colours", UI, EVERY, || async {
             painted(&c).await.filter(|p| p.legend == "rtt")
         })
         .await;
@@ -552,17 +474,11 @@ async fn drive(chromedriver: u16, screenshot: &Path, kill_h3: impl FnOnce()) {
                 assert!(!lossy(*px), "no loss colour on the RTT scale: {px:?}");
             }
         }
-        let legend = c
-            .find(Locator::Id("legend"))
-            .await
-            .expect("legend")
-            .text()
-            .await
-            .expect("text");
+        let legend = text_of(&c, Locator::Id("legend")).await;
         assert!(legend.contains("mean RTT (ms)"), "{legend}");
         // 3. A click on h1 → h2 opens that path with a non-empty series.
         click_cell(&c, &rtt, "h1", LOSSY).await;
-        let title = poll("the path view", UI, || async {
+        let title = eventually_every("the path view", UI, EVERY, || async {
             let path = c.find(Locator::Id("path")).await.ok()?;
             let samples: u64 = path.attr("data-samples").await.ok()??.parse().ok()?;
             let title = c
@@ -602,13 +518,7 @@ async fn drive(chromedriver: u16, screenshot: &Path, kill_h3: impl FnOnce()) {
             points[0] > 0 && points[1] > 0,
             "non-empty loss and RTT series: {points:?}"
         );
-        let flows = c
-            .find(Locator::Css("#path-body"))
-            .await
-            .expect("body")
-            .text()
-            .await
-            .expect("text");
+        let flows = text_of(&c, Locator::Css("#path-body")).await;
         assert!(flows.contains("flow 3 loss (source port"), "{flows}");
         // 4. The selection is in the URL.
         let url = c.current_url().await.expect("url");
@@ -629,13 +539,8 @@ async fn drive(chromedriver: u16, screenshot: &Path, kill_h3: impl FnOnce()) {
         }
         // Back to loss for the picture, once the path has a few samples:
         // the lossy host stands out.
-        c.find(Locator::Css("#metrics button[data-metric='loss']"))
-            .await
-            .expect("loss button")
-            .click()
-            .await
-            .expect("click loss");
-        poll("loss colours again and six samples", UI, || async {
+        click_on(&c, Locator::Css("#metrics button[data-metric='loss']")).await;
+        eventually_every("loss colours again and six samples", UI, EVERY, || async {
             let path = c.find(Locator::Id("path")).await.ok()?;
             let samples: u64 = path.attr("data-samples").await.ok()??.parse().ok()?;
             painted(&c)
@@ -661,22 +566,17 @@ fn the_page_shows_the_lossy_host_and_opens_its_paths() {
     let started = Instant::now();
     let mut lab = Lab::new();
     // The server must see the whole matrix before the browser looks.
-    lab.hub.run(|| {
-        let deadline = Instant::now() + SETTLE;
-        while !server_matrix().is_some_and(|m| settled(&m)) {
-            assert!(
-                Instant::now() < deadline,
-                "no complete matrix from the server within {SETTLE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+    lab.lan.hub.run(|| {
+        wait_until("a complete matrix from the server", SETTLE, || {
+            server_matrix().is_some_and(|m| settled(&m))
+        });
     });
     let port = 9515;
     let mut driver = Command::new("chromedriver");
     driver.args([&format!("--port={port}"), "--allowed-ips=127.0.0.1"]);
     driver.stdout(Stdio::null()).stderr(Stdio::null());
     // Inside the hub namespace, with the browsers it starts.
-    let _driver = lab.hub.spawn(driver).expect("start chromedriver");
+    let _driver = lab.lan.hub.spawn(driver).expect("start chromedriver");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace")
@@ -684,12 +584,12 @@ fn the_page_shows_the_lossy_host_and_opens_its_paths() {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let shot = target.join("ui-browser/live-matrix.png");
-    lab.hub.run(|| {
+    lab.lan.hub.run(|| {
         register_members("fifty", 50);
         register_members("wide", 201);
     });
     let mut h3 = lab.agents[2].take();
-    lab.hub.run(|| {
+    lab.lan.hub.run(|| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
