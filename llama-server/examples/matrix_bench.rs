@@ -27,7 +27,7 @@ use llama_agent::{
 };
 use llama_server::{
     AppState, Settings,
-    history::{FlowReport, PathReport},
+    history::PathReport,
     registration::Registration,
     scraper::{Scraper, TargetSource},
     settings::ScrapeSettings,
@@ -70,23 +70,7 @@ fn report(src: usize, dst: usize, round: u32) -> PathReport {
         0.0
     };
     let rtt = 0.05 + ((src * 7 + dst * 13 + round as usize) % 100) as f64 / 400.0;
-    PathReport {
-        sent: 80.0,
-        lost,
-        rtt,
-        p50: rtt,
-        p90: rtt * 1.3,
-        p99: rtt * 2.0,
-        jitter: rtt / 10.0,
-        flows: (0..4)
-            .map(|flow| FlowReport {
-                flow,
-                src_port: 40_000 + u16::from(flow),
-                sent: 20.0,
-                lost: lost / 4.0,
-            })
-            .collect(),
-    }
+    PathReport::synthetic(lost, rtt)
 }
 
 /// The real agent's `/influxdata` for `src` probing every member.

@@ -28,6 +28,34 @@ pub struct FlowReport {
 }
 
 impl PathReport {
+    /// A made-up report for tests and benchmarks: 80 probes with `lost` of
+    /// them lost, spread evenly over four flows from source ports 40000 to
+    /// 40003; mean and median RTT `rtt` ms, p90 1.5 times that, p99 twice
+    /// that and jitter a tenth of it.
+    #[doc(hidden)]
+    pub fn synthetic(lost: f64, rtt: f64) -> Self {
+        const FLOWS: u8 = 4;
+        const SENT: f64 = 80.0;
+        let share = |total: f64| total / f64::from(FLOWS);
+        PathReport {
+            sent: SENT,
+            lost,
+            rtt,
+            p50: rtt,
+            p90: rtt * 1.5,
+            p99: rtt * 2.0,
+            jitter: rtt / 10.0,
+            flows: (0..FLOWS)
+                .map(|flow| FlowReport {
+                    flow,
+                    src_port: 40_000 + u16::from(flow),
+                    sent: share(SENT),
+                    lost: share(lost),
+                })
+                .collect(),
+        }
+    }
+
     /// Adds another report of the same path and interval (an agent probing
     /// one destination from several source addresses): counts add up, RTT
     /// statistics are averaged weighted by replies.

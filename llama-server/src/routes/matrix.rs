@@ -17,8 +17,8 @@ use std::{
 };
 
 use axum::{
-    extract::{Query, State, rejection::QueryRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    extract::{FromRequestParts, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
 };
 
@@ -30,11 +30,22 @@ use crate::{
     state::AppState,
 };
 
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+/// The query of a view of one group: its parameters, `group` required.
+pub struct GroupQuery {
+    group: String,
+    params: HashMap<String, String>,
+}
 
-fn params(q: Params) -> Result<HashMap<String, String>, ApiError> {
-    q.map(|Query(p)| p)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("query: {e}")))
+impl FromRequestParts<AppState> for GroupQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Query(params) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("query: {e}")))?;
+        let group = required(&params, "group")?.to_owned();
+        Ok(Self { group, params })
+    }
 }
 
 fn required<'a>(p: &'a HashMap<String, String>, name: &str) -> Result<&'a str, ApiError> {
@@ -121,10 +132,8 @@ pub async fn groups(State(state): State<AppState>) -> Result<Response, ApiError>
 pub async fn matrix(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Params,
+    GroupQuery { group, params: p }: GroupQuery,
 ) -> Result<Response, ApiError> {
-    let p = params(query)?;
-    let group = required(&p, "group")?;
     let metric_name = p.get("metric").map_or("loss", String::as_str);
     let metric = Metric::parse(metric_name).ok_or_else(|| {
         ApiError::field(
@@ -132,7 +141,7 @@ pub async fn matrix(
             format!("'{metric_name}' is not one of loss, rtt, p50, p90, p99, jitter"),
         )
     })?;
-    let members = members_of(&state, group).await?;
+    let members = members_of(&state, &group).await?;
     let tags = matrix::tag_keys(&members);
     let by = p.get("by").map(String::as_str).filter(|b| !b.is_empty());
     if let Some(by) = by
@@ -147,7 +156,7 @@ pub async fn matrix(
         &state,
         &members,
         &[
-            ("group", group),
+            ("group", &group),
             ("metric", metric.name()),
             ("by", by.unwrap_or("")),
         ],
@@ -159,7 +168,7 @@ pub async fn matrix(
         let m = matrix::build(&members, &history, metric, by, now, interval);
         drop(history);
         m.to_json(&Context {
-            group,
+            group: &group,
             interval,
             now,
             tags: &tags,
@@ -171,10 +180,8 @@ pub async fn matrix(
 pub async fn path(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Params,
+    GroupQuery { group, params: p }: GroupQuery,
 ) -> Result<Response, ApiError> {
-    let p = params(query)?;
-    let group = required(&p, "group")?;
     let (src, dst) = (required(&p, "src")?, required(&p, "dst")?);
     let window = state.history.window_secs();
     let since = match p.get("since").map(String::as_str) {
@@ -191,7 +198,7 @@ pub async fn path(
                 )
             })?,
     };
-    let members = members_of(&state, group).await?;
+    let members = members_of(&state, &group).await?;
     let find = |name: &str, key: &str| {
         matrix::find_member(&members, key).cloned().ok_or_else(|| {
             let mut e = ApiError::field(name, format!("no member '{key}' in group '{group}'"));
@@ -205,7 +212,7 @@ pub async fn path(
         &state,
         &[src.clone(), dst.clone()],
         &[
-            ("group", group),
+            ("group", &group),
             ("src", &src.probe.id.to_string()),
             ("dst", &dst.probe.id.to_string()),
             ("since", &since_txt),
@@ -217,7 +224,7 @@ pub async fn path(
         let history = state.history.read();
         matrix::path_json(
             &Context {
-                group,
+                group: &group,
                 interval,
                 now,
                 tags: &[],

@@ -10,7 +10,11 @@ use std::{
 use llama_testkit::{ChildGuard, Signal, WAIT, eventually, free_port};
 use serde_json::json;
 
-use crate::support::{agents, app, influxd};
+use crate::support::{
+    agents,
+    app::{self, get_text},
+    config_file, influxd,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llama-server");
 
@@ -68,47 +72,58 @@ async fn wait_up(base: &str) {
     .await;
 }
 
-async fn get_text(url: String) -> String {
-    reqwest::get(url).await.unwrap().text().await.unwrap()
+/// The defaults a running server applies, as its API shows them.
+#[derive(Debug, PartialEq)]
+struct Defaults {
+    interval: String,
+    /// What a registration that names neither gets.
+    group: String,
+    keepalive: i64,
+    /// The probe rate of the configs it issues.
+    port_count: u64,
+    cps: f64,
+    history_budget: u64,
 }
 
-/// Port count and cycles per second of the config issued to the member
-/// registered from 127.0.0.1:8100.
-async fn probe_rate(base: &str, group: &str) -> (u64, f64) {
-    let text = get_text(format!(
+/// Waits for the server at `base` to come up and reads its [`Defaults`]
+/// (registering a member from 127.0.0.1:8100 to read them).
+async fn defaults(base: &str) -> Defaults {
+    wait_up(base).await;
+    let e = app::register_http(base, app::reg(8100, "a", json!({}))).await;
+    let group = e["group"].as_str().expect("group").to_owned();
+    let config = get_text(format!(
         "{base}/api/v1/config/{group}?llamaport=8100&srcip=127.0.0.1"
     ))
     .await;
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
-    (
-        doc["port_groups"]["default"][0]["count"].as_u64().unwrap(),
-        doc["rate_limits"]["default"]["cps"].as_f64().unwrap(),
-    )
-}
-
-/// The history's byte budget, as `/metrics` reports it.
-async fn history_budget(base: &str) -> u64 {
-    let text = get_text(format!("{base}/metrics")).await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("llama_history_budget_bytes "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no budget in {text}"))
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&config).unwrap();
+    let metrics = get_text(format!("{base}/metrics")).await;
+    Defaults {
+        interval: get_text(format!("{base}/api/v1/interval")).await,
+        group,
+        keepalive: e["keepalive"].as_i64().expect("keepalive"),
+        port_count: config["port_groups"]["default"][0]["count"]
+            .as_u64()
+            .expect("port count"),
+        cps: config["rate_limits"]["default"]["cps"]
+            .as_f64()
+            .expect("cps"),
+        history_budget: metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("llama_history_budget_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no budget in {metrics}")),
+    }
 }
 
 #[tokio::test]
 async fn environment_and_config_file_set_the_defaults() {
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("llama-bin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("config.yml");
     // The file says group `filegroup` and interval 30; the environment
     // overrides the interval. The file also sets the probe rate of issued
     // configs.
-    std::fs::write(
-        &cfg,
+    let (_dir, cfg) = config_file(
         "group: filegroup\ninterval: 30\nkeepalive: 120\nhistory_max_bytes: 123456\ncollector:\n  port_count: 2\n  cps: 0.5\n",
-    )
-    .unwrap();
+    );
     let mut server = spawn(
         command(&[])
             .env("APP_CONFIG", &cfg)
@@ -116,37 +131,38 @@ async fn environment_and_config_file_set_the_defaults() {
             .env("APP_HOST", "127.0.0.1")
             .env("LLAMA_INTERVAL", "15"),
     );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_up(&base).await;
-    assert_eq!(get_text(format!("{base}/api/v1/interval")).await, "15");
-    let e = app::register_http(&base, app::reg(8100, "a", json!({}))).await;
     assert_eq!(
-        (e["group"].as_str(), e["keepalive"].as_i64()),
-        (Some("filegroup"), Some(120))
+        defaults(&format!("http://127.0.0.1:{port}")).await,
+        Defaults {
+            interval: "15".into(),
+            group: "filegroup".into(),
+            keepalive: 120,
+            port_count: 2,
+            cps: 0.5,
+            history_budget: 123_456,
+        }
     );
-    assert_eq!(probe_rate(&base, "filegroup").await, (2, 0.5));
-    assert_eq!(history_budget(&base).await, 123_456);
     assert!(terminate(&mut server).success(), "clean exit on SIGTERM");
-    std::fs::remove_dir_all(&dir).unwrap();
 
-    // Flags win over everything; the built-in defaults apply otherwise.
+    // Flags win over everything; the built-in defaults apply otherwise
+    // (the original template's rate: 4 source ports, 2 cycles/s).
     let port = free_port();
     let mut server = spawn(
         command(&["-p", &port.to_string(), "-g", "flaggroup", "-k", "60"])
             .env("APP_GROUP", "envgroup")
             .env("LLAMA_HISTORY_MAX_BYTES", "2000000"),
     );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_up(&base).await;
-    let e = app::register_http(&base, app::reg(8100, "a", json!({}))).await;
     assert_eq!(
-        (e["group"].as_str(), e["keepalive"].as_i64()),
-        (Some("flaggroup"), Some(60))
+        defaults(&format!("http://127.0.0.1:{port}")).await,
+        Defaults {
+            interval: "10".into(),
+            group: "flaggroup".into(),
+            keepalive: 60,
+            port_count: 4,
+            cps: 2.0,
+            history_budget: 2_000_000,
+        }
     );
-    // The original template's rate: 4 source ports, 2 cycles/s.
-    assert_eq!(probe_rate(&base, "flaggroup").await, (4, 2.0));
-    assert_eq!(history_budget(&base).await, 2_000_000);
-    assert_eq!(get_text(format!("{base}/api/v1/interval")).await, "10");
     assert!(terminate(&mut server).success());
 }
 

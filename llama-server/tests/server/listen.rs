@@ -12,7 +12,10 @@ use llama_server::{
 };
 use serde_json::json;
 
-use crate::support::app as support;
+use crate::support::{
+    app::{self, get_text},
+    config_file,
+};
 
 async fn my_ip(addr: SocketAddr) -> String {
     let v: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/my_ip_address"))
@@ -56,37 +59,12 @@ async fn listens_on_ipv4_and_ipv6_wildcards_on_one_port() {
     let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
     assert_eq!(my_ip(v4).await, "127.0.0.1");
     assert_eq!(my_ip(v6).await, "::1");
-    let client = reqwest::Client::new();
-    let r = client
-        .post(format!("http://{v6}/api/v1/register"))
-        .header("content-type", "application/json")
-        .body(support::reg(8100, "six", json!({})))
-        .send()
-        .await
-        .unwrap();
-    let e: serde_json::Value = r.json().await.unwrap();
+    let e = app::register_http(&format!("http://{v6}"), app::reg(8100, "six", json!({}))).await;
     assert_eq!(e["id"], "[::1]:8100");
-    let cfg = client
-        .get(format!("http://{v6}/api/v1/config/default?llamaport=8100"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cfg = get_text(format!("http://{v6}/api/v1/config/default?llamaport=8100")).await;
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&cfg).unwrap();
     assert_eq!(doc["targets"]["default"][0]["ip"], "::1");
-    assert_eq!(
-        client
-            .get(format!("http://{v4}/api/v1/scraper"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "::1"
-    );
+    assert_eq!(get_text(format!("http://{v4}/api/v1/scraper")).await, "::1");
     server.shutdown().await;
     // Stopped: nothing listens any more.
     let gone =
@@ -122,15 +100,10 @@ async fn serves_on_several_addresses() {
 
 #[test]
 fn loads_the_original_config_file() {
-    let dir = std::env::temp_dir().join(format!("llama-server-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.yml");
     // The original server's config.yml.
-    std::fs::write(
-        &path,
+    let (_dir, path) = config_file(
         "# Port webserver listens on.\nport: 80\nhost: 0.0.0.0\nkeepalive: 86400\ngroup: default\ninterval: 10\nverbose: False\n",
-    )
-    .unwrap();
+    );
     let f = FileConfig::load(&path).unwrap();
     assert_eq!(
         (f.port, f.keepalive, f.interval, f.verbose),
@@ -154,5 +127,4 @@ fn loads_the_original_config_file() {
     std::fs::write(&path, "prot: 80\n").unwrap();
     let err = FileConfig::load(&path).unwrap_err().to_string();
     assert!(err.contains("config.yml") && err.contains("prot"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,13 +9,10 @@ use axum::{
     body::Body,
     http::{Request, StatusCode, header},
 };
-use llama_server::{
-    AppState,
-    history::{FlowReport, PathReport},
-};
+use llama_server::{AppState, history::PathReport};
 use serde_json::{Value, json};
 
-use crate::support::app;
+use crate::support::{app, assert_contains};
 
 const GROUP: &str = "g";
 
@@ -28,28 +25,6 @@ fn now() -> u32 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs() as u32
-}
-
-/// 80 probes, 24 lost (30 %) when `lossy`, on four flows of 20 probes.
-fn report(lossy: bool, rtt: f64) -> PathReport {
-    let lost = if lossy { 24.0 } else { 0.0 };
-    PathReport {
-        sent: 80.0,
-        lost,
-        rtt,
-        p50: rtt,
-        p90: rtt * 1.5,
-        p99: rtt * 2.0,
-        jitter: 0.01,
-        flows: (0..4)
-            .map(|flow| FlowReport {
-                flow,
-                src_port: 40_000 + u16::from(flow),
-                sent: 20.0,
-                lost: lost / 4.0,
-            })
-            .collect(),
-    }
 }
 
 /// Members h1..h4 (h1, h2 in location a; h3, h4 in b). h2's row and column
@@ -77,7 +52,9 @@ fn record_round(state: &AppState, at: u32) {
         let reports = (1..=4u8)
             .map(|dst| {
                 let lossy = src != dst && (src == 2 || dst == 2);
-                (ip(dst), report(lossy, 0.25 * f64::from(dst)))
+                // 24 of 80 probes lost: 30 %.
+                let lost = if lossy { 24.0 } else { 0.0 };
+                (ip(dst), PathReport::synthetic(lost, 0.25 * f64::from(dst)))
             })
             .collect();
         state.history.record(ip(src), at, reports);
@@ -97,7 +74,7 @@ async fn the_matrix_of_a_group_shows_the_lossy_member_and_stale_rows() {
     let (app, _state) = setup().await;
     let r = get(&app, "/api/v1/matrix?group=g").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(r.headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(r.content_type(), "application/json");
     let m = r.json();
     assert_eq!(
         (
@@ -353,42 +330,41 @@ async fn groups_list_sizes_and_tags() {
     }
 }
 
+/// `GET uri`, which must answer 200 with a `Content-Type` of `content_type`
+/// (and a charset): the body.
+async fn asset(app: &axum::Router, uri: &str, content_type: &str) -> String {
+    let r = get(app, uri).await;
+    assert_eq!(r.status, StatusCode::OK, "{uri}");
+    assert!(
+        r.content_type().starts_with(content_type),
+        "{uri}: {}",
+        r.content_type()
+    );
+    r.text()
+}
+
 #[tokio::test]
 async fn the_page_and_its_assets_come_from_the_binary() {
     let (app, _state) = app::app();
-    let r = get(&app, "/").await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert!(
-        r.headers[header::CONTENT_TYPE]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
+    let html = asset(&app, "/", "text/html").await;
+    assert_contains(
+        &html,
+        &[
+            "/ui/matrix.js",
+            "/ui/matrix.css",
+            "href=\"/api/v1/list\"",
+            "href=\"/api/v1/scraper\"",
+            "href=\"/metrics\"",
+            "href=\"/metrics.json\"",
+        ],
     );
-    let html = r.text();
-    for needle in [
-        "/ui/matrix.js",
-        "/ui/matrix.css",
-        "href=\"/api/v1/list\"",
-        "href=\"/api/v1/scraper\"",
-        "href=\"/metrics\"",
-        "href=\"/metrics.json\"",
-    ] {
-        assert!(html.contains(needle), "{needle}");
-    }
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "no external resources"
     );
-    let js = get(&app, "/ui/matrix.js").await;
-    assert_eq!(js.status, StatusCode::OK);
-    assert!(
-        js.headers[header::CONTENT_TYPE]
-            .to_str()
-            .unwrap()
-            .starts_with("text/javascript")
-    );
-    assert!(js.text().contains("/api/v1/matrix"));
-    assert_eq!(get(&app, "/ui/matrix.css").await.status, StatusCode::OK);
+    let js = asset(&app, "/ui/matrix.js", "text/javascript").await;
+    assert!(js.contains("/api/v1/matrix"));
+    asset(&app, "/ui/matrix.css", "text/css").await;
     let missing = get(&app, "/ui/nope.js").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.error(), "no asset 'nope.js'");
@@ -398,14 +374,15 @@ async fn the_page_and_its_assets_come_from_the_binary() {
 async fn metrics_report_the_history() {
     let (app, _state) = setup().await;
     let text = get(&app, "/metrics").await.text();
-    for needle in [
-        "llama_history_paths 12",
-        "llama_history_samples 24",
-        &format!(
-            "llama_history_budget_bytes {}",
-            llama_server::history::DEFAULT_MAX_BYTES
-        ),
-    ] {
-        assert!(text.contains(needle), "{needle} in:\n{text}");
-    }
+    assert_contains(
+        &text,
+        &[
+            "llama_history_paths 12",
+            "llama_history_samples 24",
+            &format!(
+                "llama_history_budget_bytes {}",
+                llama_server::history::DEFAULT_MAX_BYTES
+            ),
+        ],
+    );
 }

@@ -25,7 +25,11 @@ use llama_server::{
 use llama_testkit::{eventually, free_port};
 use serde_json::json;
 
-use crate::support::{agents, app, influxd};
+use crate::support::{
+    agents,
+    app::{self, get_text},
+    assert_contains, influxd,
+};
 
 fn influx_settings(url_port: u16, name: &str) -> InfluxSettings {
     InfluxSettings {
@@ -79,10 +83,7 @@ fn scraper(
 
 /// Asserts that the server's `/metrics` text holds every one of `lines`.
 fn assert_metrics(metrics: &Metrics, lines: &[&str]) {
-    let text = metrics.prometheus(Default::default());
-    for line in lines {
-        assert!(text.contains(line), "{line} missing in:\n{text}");
-    }
+    assert_contains(&metrics.prometheus(Default::default()), lines);
 }
 
 async fn register_all(base: &str, ips: &[IpAddr]) {
@@ -90,6 +91,26 @@ async fn register_all(base: &str, ips: &[IpAddr]) {
         let body = app::reg(8100, &format!("agent{i}"), json!({"ip": ip.to_string()}));
         app::register_http(base, body).await;
     }
+}
+
+/// A server on a loopback port collecting every second from agents on
+/// `agent_port`, each bounded by `timeout`.
+fn collecting(agent_port: u16, timeout: Duration) -> Settings {
+    Settings {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        interval: 1,
+        scrape: scrape_settings(agent_port, timeout),
+        ..Settings::default()
+    }
+}
+
+/// Starts a server with `settings` and registers the agents at `ips` with
+/// it: the server and its base URL.
+async fn start_with_agents(settings: Settings, ips: &[IpAddr]) -> (Server, String) {
+    let server = Server::start(AppState::new(settings)).await.unwrap();
+    let base = format!("http://{}", server.addrs[0]);
+    register_all(&base, ips).await;
+    (server, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,15 +122,10 @@ async fn server_scrapes_registered_agents_into_influxdb() {
     };
     let agents = agents::start(20, 3, true).await;
     let settings = Settings {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        interval: 1,
         influx: Some(influx_settings(influx.http.port(), "llama_it")),
-        scrape: scrape_settings(agents.port, Duration::from_secs(2)),
-        ..Settings::default()
+        ..collecting(agents.port, Duration::from_secs(2))
     };
-    let server = Server::start(AppState::new(settings)).await.unwrap();
-    let base = format!("http://{}", server.addrs[0]);
-    register_all(&base, &agents.ips).await;
+    let (server, base) = start_with_agents(settings, &agents.ips).await;
 
     let q = r#"SELECT count("rtt") FROM "raw_stats" GROUP BY "src_name""#;
     eventually(
@@ -271,9 +287,7 @@ async fn scrape_mode_follows_the_server_list() {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         ..Settings::default()
     };
-    let server = Server::start(AppState::new(settings)).await.unwrap();
-    let base = format!("http://{}", server.addrs[0]);
-    register_all(&base, &agents.ips[..2]).await;
+    let (server, base) = start_with_agents(settings, &agents.ips[..2]).await;
     let scraper = scraper(
         TargetSource::server(&base).unwrap(),
         (influx.http.port(), "list_test"),
@@ -433,16 +447,9 @@ async fn writes_to_a_dead_influxdb_are_dropped_at_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_collects_without_influxdb_and_marks_dead_agents() {
     let agents = agents::start(80, 2, true).await;
-    let settings = Settings {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        interval: 1,
-        influx: None,
-        scrape: scrape_settings(agents.port, Duration::from_secs(1)),
-        ..Settings::default()
-    };
-    let server = Server::start(AppState::new(settings)).await.unwrap();
-    let base = format!("http://{}", server.addrs[0]);
-    register_all(&base, &agents.ips).await;
+    // No InfluxDB configured.
+    let settings = collecting(agents.port, Duration::from_secs(1));
+    let (server, base) = start_with_agents(settings, &agents.ips).await;
     let history = server.state.history.clone();
     let (live, dead) = (agents.ips[0], agents.ips[2]);
     eventually(
@@ -467,20 +474,16 @@ async fn the_server_collects_without_influxdb_and_marks_dead_agents() {
     assert_eq!((agent.path_count(), agent.failure), (2, None));
     assert!(snap.agent(&dead).unwrap().last_ok.is_none());
     drop(snap);
-    let m = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for needle in [
-        "llama_history_paths 4",
-        "llama_history_budget_bytes ",
-        "llama_scrapes_total{result=\"timeout\"}",
-        "llama_scrape_round_seconds_count ",
-    ] {
-        assert!(m.contains(needle), "{needle} in {m}");
-    }
+    let m = get_text(format!("{base}/metrics")).await;
+    assert_contains(
+        &m,
+        &[
+            "llama_history_paths 4",
+            "llama_history_budget_bytes ",
+            "llama_scrapes_total{result=\"timeout\"}",
+            "llama_scrape_round_seconds_count ",
+        ],
+    );
     assert!(
         !m.contains("llama_influx_writes_total{"),
         "no InfluxDB: {m}"
@@ -522,24 +525,14 @@ async fn an_oversized_answer_is_refused_and_counted() {
 async fn collection_can_be_turned_off() {
     let agents = agents::start(100, 1, false).await;
     let settings = Settings {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        interval: 1,
-        scrape: scrape_settings(agents.port, Duration::from_secs(1)),
         collect: false,
-        ..Settings::default()
+        ..collecting(agents.port, Duration::from_secs(1))
     };
-    let server = Server::start(AppState::new(settings)).await.unwrap();
-    let base = format!("http://{}", server.addrs[0]);
-    register_all(&base, &agents.ips).await;
+    let (server, base) = start_with_agents(settings, &agents.ips).await;
     // Three intervals: a collecting server would have scraped by now.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(server.state.history.stats().agents, 0);
-    let m = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(format!("{base}/metrics")).await;
     assert!(!m.contains("llama_scrapes_total{"), "{m}");
     server.shutdown().await;
 }

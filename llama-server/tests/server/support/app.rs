@@ -7,7 +7,7 @@ use axum::{
     Router,
     body::{Body, Bytes},
     extract::ConnectInfo,
-    http::{HeaderMap, Request, StatusCode},
+    http::{HeaderMap, Request, StatusCode, header},
 };
 use http_body_util::BodyExt;
 use llama_server::{AppState, Settings, router};
@@ -27,6 +27,14 @@ impl Reply {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `Content-Type` header ("" without one).
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     /// The `error` of a JSON error body.
@@ -79,6 +87,11 @@ pub async fn register_http(base: &str, body: String) -> serde_json::Value {
         .unwrap();
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
+}
+
+/// `GET url` over HTTP, as text.
+pub async fn get_text(url: String) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
 /// `GET url` over HTTP, as JSON.
