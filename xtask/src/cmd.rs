@@ -32,6 +32,20 @@ pub fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs `cmd` quietly and returns its stdout; fails with the command line
+/// and its stderr if it cannot run or fails.
+pub fn checked(cmd: &mut Command) -> Result<String> {
+    let line = describe(cmd);
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    if !out.status.success() {
+        bail!("{line}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for arg in cmd.get_args() {
@@ -62,6 +76,15 @@ pub fn target_dir() -> PathBuf {
         }
         None => workspace_root().join("target"),
     }
+}
+
+/// `cargo build --release -p <package>` in the workspace: the path of the
+/// package's binary (named as the package), for the benchmarks.
+pub fn build_release(package: &str) -> Result<PathBuf> {
+    run(Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--quiet", "-p", package]))?;
+    Ok(target_dir().join("release").join(package))
 }
 
 /// Whether we run as root (needed for apt installs and privileged tests).

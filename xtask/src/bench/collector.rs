@@ -17,7 +17,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -27,7 +27,7 @@ use llama_agent::xdp::{AttachMode, XdpReflector};
 use llama_common::{DEFAULT_PROBE_PORT, ReflectorConfig};
 use llama_testkit::{NetNs, TwoHosts, http_get_ok};
 
-use crate::build_ebpf;
+use crate::{build_ebpf, cmd};
 
 const TARGETS: u32 = 20;
 const PORTS: u32 = 4;
@@ -55,16 +55,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("bench collector needs root (network namespaces)");
     }
-    let root = workspace_root()?;
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "llama-agent"])
-        .current_dir(&root)
-        .status()
-        .context("cargo build")?;
-    if !status.success() {
-        bail!("building llama-agent failed");
-    }
-    let agent = root.join("target/release/llama-agent");
+    let agent = cmd::build_release("llama-agent")?;
     let (warmup, window) = if quick {
         (Duration::from_secs(2), Duration::from_secs(5))
     } else {
@@ -97,7 +88,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         );
         samples.push(s);
     }
-    let doc = root.join("docs/benchmarks/collector.md");
+    let doc = cmd::workspace_root().join("docs/benchmarks/collector.md");
     std::fs::write(&doc, report(&samples, quick))
         .with_context(|| format!("write {}", doc.display()))?;
     println!("wrote {}", doc.display());
@@ -110,14 +101,6 @@ fn loss_pct(s: &Sample) -> f64 {
     } else {
         s.lost as f64 * 100.0 / s.sent as f64
     }
-}
-
-fn workspace_root() -> anyhow::Result<PathBuf> {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    Ok(here
-        .parent()
-        .context("xtask has a parent directory")?
-        .to_owned())
 }
 
 fn measure(agent: &Path, rate: u32, warmup: Duration, window: Duration) -> anyhow::Result<Sample> {

@@ -51,12 +51,7 @@ pub fn run(quick: bool) -> Result<()> {
     let object =
         fs::read(&object_path).with_context(|| format!("read {}", object_path.display()))?;
     // The agent binary embeds the object as it is now.
-    cmd::run(
-        Command::new("cargo")
-            .current_dir(cmd::workspace_root())
-            .args(["build", "--release", "--quiet", "-p", "llama-agent"]),
-    )?;
-    let agent = cmd::target_dir().join("release/llama-agent");
+    let agent = cmd::build_release("llama-agent")?;
 
     let (rounds, repeat, duration) = if quick {
         (3, 200_000, Duration::from_secs(3))

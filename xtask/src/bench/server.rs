@@ -12,14 +12,17 @@
 use std::{
     fmt::Write as _,
     io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    net::TcpStream,
+    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, anyhow, bail};
+use llama_testkit::free_port;
+
+use crate::cmd;
 
 /// The original server's figures (wrk -t1 -c16, 10 s, same machine type).
 mod anchor {
@@ -36,17 +39,6 @@ mod anchor {
 
 const GOAL_FACTOR: f64 = 20.0;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// A running server, killed on drop.
 struct Server {
     child: Child,
@@ -55,7 +47,7 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, extra: &[&str]) -> Result<Server> {
-        let port = free_port()?;
+        let port = free_port();
         let child = Command::new(bin)
             .args([
                 "-i",
@@ -501,26 +493,24 @@ fn loadavg() -> String {
 
 /// The live matrix's budgets: runs the release-built `matrix_bench`
 /// example and returns its Markdown table.
-fn bench_matrix(root: &Path, target: &Path, quick: bool) -> Result<String> {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "llama-server",
-            "--example",
-            "matrix_bench",
-        ])
-        .current_dir(root)
-        .status()?;
-    if !status.success() {
-        bail!("building the matrix_bench example failed");
-    }
-    let mut cmd = Command::new(target.join("release/examples/matrix_bench"));
+fn bench_matrix(quick: bool) -> Result<String> {
+    cmd::run(
+        Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "llama-server",
+                "--example",
+                "matrix_bench",
+            ])
+            .current_dir(cmd::workspace_root()),
+    )?;
+    let mut bench = Command::new(cmd::target_dir().join("release/examples/matrix_bench"));
     if quick {
-        cmd.arg("--quick");
+        bench.arg("--quick");
     }
-    let out = cmd.stderr(Stdio::inherit()).output()?;
+    let out = bench.stderr(Stdio::inherit()).output()?;
     if !out.status.success() {
         bail!("matrix_bench failed");
     }
@@ -537,6 +527,18 @@ const MATRIX_METHOD: &str = "\
 - API: the server's router on 127.0.0.1, requests one after another on one keep-alive connection (reqwest), 100 each (30 with `--quick`); p50 and p99 of the wall time of request + body. Baselines in the same run: `/api/v1/interval` (the HTTP floor) and `/api/v1/list/big` (the 300 entries).
 ";
 
+/// A table row of a throughput against the original's `anchor` range
+/// (`anchor_text` as the table shows it): ours, the ratio and whether the
+/// goal (at least [`GOAL_FACTOR`] times the original's best) is met.
+fn throughput_row(md: &mut String, figure: &str, anchor_text: &str, ours: f64, anchor: (f64, f64)) {
+    let _ = writeln!(
+        md,
+        "| {figure} | {anchor_text} | {ours:.0} | {} | {} |",
+        ratio(ours, anchor),
+        verdict(ours >= GOAL_FACTOR * anchor.1)
+    );
+}
+
 fn report(f: &Figures, secs: u64, quick: bool, load_before: &str) -> String {
     let cfg = f
         .config
@@ -550,7 +552,6 @@ fn report(f: &Figures, secs: u64, quick: bool, load_before: &str) -> String {
     let per_probe_10k = (f.rss_10k_kib.saturating_sub(f.rss_empty_kib)) as f64 * 1024.0 / 10_000.0;
     let per_probe_100k =
         (f.rss_100k_kib.saturating_sub(f.rss_100k_base_kib)) as f64 * 1024.0 / 100_000.0;
-    let goal = |ours: f64, a: (f64, f64)| verdict(ours >= GOAL_FACTOR * a.1);
     let machine = Command::new("uname")
         .arg("-srm")
         .output()
@@ -572,27 +573,28 @@ fn report(f: &Figures, secs: u64, quick: bool, load_before: &str) -> String {
     );
     let _ = writeln!(md, "| figure | original anchor | ours | ratio | goal |");
     let _ = writeln!(md, "|---|---|---|---|---|");
-    let _ = writeln!(
-        md,
-        "| registrations/s, one probe re-registering | 2,000–2,500 | {:.0} | {} | {} |",
-        f.reg_one,
-        ratio(f.reg_one, anchor::REG_ONE),
-        goal(f.reg_one, anchor::REG_ONE)
-    );
-    let _ = writeln!(
-        md,
-        "| registrations/s, random source IPs | 200–230 | {:.0} | {} | {} |",
-        f.reg_random,
-        ratio(f.reg_random, anchor::REG_RANDOM),
-        goal(f.reg_random, anchor::REG_RANDOM)
-    );
-    let _ = writeln!(
-        md,
-        "| config of a 1,000-member group (10,000 registered), requests/s | 52–66 | {:.0} | {} | {} |",
-        cfg.0,
-        ratio(cfg.0, anchor::CONFIG_RPS),
-        goal(cfg.0, anchor::CONFIG_RPS)
-    );
+    for (figure, anchor_text, ours, anchor) in [
+        (
+            "registrations/s, one probe re-registering",
+            "2,000–2,500",
+            f.reg_one,
+            anchor::REG_ONE,
+        ),
+        (
+            "registrations/s, random source IPs",
+            "200–230",
+            f.reg_random,
+            anchor::REG_RANDOM,
+        ),
+        (
+            "config of a 1,000-member group (10,000 registered), requests/s",
+            "52–66",
+            cfg.0,
+            anchor::CONFIG_RPS,
+        ),
+    ] {
+        throughput_row(&mut md, figure, anchor_text, ours, anchor);
+    }
     let _ = writeln!(
         md,
         "| config, p50 latency at 16 connections | 240–290 ms | {:.2} ms | {:.0}–{:.0}× lower | {} (< 5 ms) |",
@@ -611,12 +613,12 @@ fn report(f: &Figures, secs: u64, quick: bool, load_before: &str) -> String {
         "| config, 1 connection: requests/s, p50, p99 | – | {:.0}/s, {:.2} ms, {:.2} ms | | |",
         single.0, single.1, single.2
     );
-    let _ = writeln!(
-        md,
-        "| `/api/v1/list` with 10,000 probes, requests/s | 25–31 | {:.0} | {} | {} |",
+    throughput_row(
+        &mut md,
+        "`/api/v1/list` with 10,000 probes, requests/s",
+        "25–31",
         list.0,
-        ratio(list.0, anchor::LIST_RPS),
-        goal(list.0, anchor::LIST_RPS)
+        anchor::LIST_RPS,
     );
     let _ = writeln!(
         md,
@@ -695,33 +697,22 @@ fn report(f: &Figures, secs: u64, quick: bool, load_before: &str) -> String {
 
 /// Runs the server benchmark; `quick` shortens every run.
 pub fn run(quick: bool) -> Result<()> {
-    let root = workspace_root();
     if Command::new("wrk").arg("-v").output().is_err() {
         bail!("wrk is not installed (apt-get install -y wrk)");
     }
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "llama-server"])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        bail!("cargo build --release -p llama-server failed");
-    }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("release/llama-server");
+    let bin = cmd::build_release("llama-server")?;
     let secs = if quick { 3 } else { 10 };
     let load_before = loadavg();
     let mut f = Figures::default();
     bench_registrations(&bin, secs, &mut f)?;
     bench_reads(&bin, secs, &mut f)?;
     bench_reap(&bin, if quick { 12 } else { 20 }, &mut f)?;
-    let matrix = bench_matrix(&root, &target, quick)?;
+    let matrix = bench_matrix(quick)?;
     let mut md = report(&f, secs, quick, &load_before);
     md.push_str(&format!(
         "\n## Live matrix\n\nBudgets: `/api/v1/matrix` of a 300-member group (90,000 paths) p50 < 20 ms; one collection round of 300 agents answering in 1 ms < 2 s of wall time; the history within its byte budget with 300 members for an hour of 10 s intervals.\n\n{matrix}\n### Method\n\n{MATRIX_METHOD}"
     ));
-    let out = root.join("docs/benchmarks/server.md");
-    std::fs::create_dir_all(out.parent().unwrap_or(&root))?;
+    let out = cmd::workspace_root().join("docs/benchmarks/server.md");
     std::fs::write(&out, &md)?;
     println!("\n{md}\nwritten to {}", out.display());
     Ok(())

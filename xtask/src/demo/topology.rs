@@ -31,44 +31,17 @@ pub struct Topology {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("run ip")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    cmd::checked(Command::new("ip").args(args)).map(drop)
 }
 
 /// Sets a sysctl inside namespace `ns` (through /proc/sys, which shows the
 /// writer's own namespace's values).
 fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "sh",
-            "-c",
-            &format!("echo {value} > {path}"),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .context("run sysctl")?;
-    if !out.status.success() {
-        bail!(
-            "sysctl {key}={value} in {ns}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    let echo = format!("echo {value} > {path}");
+    cmd::checked(Command::new("ip").args(["netns", "exec", ns, "sh", "-c", &echo]))
+        .with_context(|| format!("sysctl {key}={value} in {ns}"))
+        .map(drop)
 }
 
 /// Removes what an earlier demo left (killed with SIGKILL, say).

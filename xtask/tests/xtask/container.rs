@@ -13,25 +13,18 @@
 //!   dist binary byte for byte (the arm64 and arm/v7 images cannot run here:
 //!   their binaries run under qemu-user in the dist_qemu test).
 
-#[path = "support/dashboards.rs"]
-mod dashboards;
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/podman.rs"]
-mod podman;
-
-use std::time::Duration;
-
-use http::{get, wait_for};
 use llama_testkit::{
-    NetNs, TwoHosts,
+    NetNs, TwoHosts, cannot_run,
     dist::{self, Arch, XDP_CAPABILITIES},
-    privileged, privileged_required,
+    privileged, wait_for_explained,
 };
-use podman::{Container, images_available};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(90);
+use crate::support::{
+    EVERY, WAIT, dashboards,
+    http::get,
+    podman::{Container, images_available},
+};
 
 fn network(ns: &NetNs) -> String {
     format!("ns:/run/netns/{}", ns.name())
@@ -49,19 +42,20 @@ fn prerequisites(test: &str) -> bool {
         return false;
     }
     let profile = dist::seccomp_profile();
-    if !profile.is_file() {
-        assert!(
-            !privileged_required(),
-            "{test}: {} is missing",
-            profile.display()
-        );
-        eprintln!(
-            "SKIPPED {test}: {} is missing; run `cargo xtask image`",
-            profile.display()
-        );
-        return false;
-    }
-    true
+    profile.is_file()
+        || cannot_run(
+            test,
+            &format!(
+                "{} is missing; run `cargo xtask image` (`cargo xtask test` does)",
+                profile.display()
+            ),
+        )
+}
+
+/// The two hosts a container test runs in, when it can run here
+/// ([`prerequisites`]).
+fn hosts_for(test: &str) -> Option<TwoHosts> {
+    prerequisites(test).then(|| TwoHosts::new().expect("two hosts"))
 }
 
 fn seccomp_option() -> String {
@@ -110,11 +104,9 @@ fn influx_column(ns: &NetNs, query: &str) -> Option<Vec<String>> {
 
 #[test]
 fn server_influxdb_and_two_agents_in_containers() {
-    let test = "container::server_influxdb_and_two_agents_in_containers";
-    if !prerequisites(test) {
+    let Some(hosts) = hosts_for("container::server_influxdb_and_two_agents_in_containers") else {
         return;
-    }
-    let hosts = TwoHosts::new().expect("two hosts");
+    };
     // Each agent attaches XDP to the interface of its default route.
     hosts
         .left
@@ -198,9 +190,10 @@ fn server_influxdb_and_two_agents_in_containers() {
         format!("{}:8100", hosts.left_v4),
         format!("{}:8100", hosts.right_v4),
     );
-    wait_for(
+    wait_for_explained(
         "both agents registered",
         WAIT,
+        EVERY,
         || {
             let group: Value =
                 serde_json::from_str(&get(&hosts.left, &server_addr, "/api/v1/list/containers")?)
@@ -223,9 +216,10 @@ fn server_influxdb_and_two_agents_in_containers() {
 
     // Each agent's path to the other, answered (by XDP on the left).
     let clean_path = |ns: &NetNs, api: String, dst: String| {
-        wait_for(
+        wait_for_explained(
             &format!("a clean interval from {api} to {dst}"),
             WAIT,
+            EVERY,
             || {
                 let points: Vec<Value> =
                     serde_json::from_str(&get(ns, &api, "/influxdata")?).ok()?;
@@ -271,9 +265,10 @@ fn server_influxdb_and_two_agents_in_containers() {
     }
 
     // The scraper's points in InfluxDB carry everything the dashboard asks for.
-    let fields = wait_for(
+    let fields = wait_for_explained(
         "raw_stats in InfluxDB",
         WAIT,
+        EVERY,
         || {
             let fields = influx_column(&hosts.left, "SHOW FIELD KEYS FROM \"raw_stats\"")?;
             let tags = influx_column(&hosts.left, "SHOW TAG KEYS FROM \"raw_stats\"")?;
@@ -331,9 +326,10 @@ fn attach_xdp(ns: &NetNs, iface: &str, caps: &[&str], our_seccomp: bool) -> Resu
     let container = Container::run("caps", &args.iter().map(String::as_str).collect::<Vec<_>>());
     let attached = format!("{iface}: xdp generic");
     let mut verdict = None;
-    wait_for(
+    wait_for_explained(
         "the agent to attach XDP or give up",
         WAIT,
+        EVERY,
         || {
             let logs = container.logs();
             verdict = if logs.contains(&attached) {
@@ -351,11 +347,10 @@ fn attach_xdp(ns: &NetNs, iface: &str, caps: &[&str], our_seccomp: bool) -> Resu
 
 #[test]
 fn xdp_needs_bpf_net_admin_and_perfmon_and_nothing_else() {
-    let test = "container::xdp_needs_bpf_net_admin_and_perfmon_and_nothing_else";
-    if !prerequisites(test) {
+    let Some(hosts) = hosts_for("container::xdp_needs_bpf_net_admin_and_perfmon_and_nothing_else")
+    else {
         return;
-    }
-    let hosts = TwoHosts::new().expect("two hosts");
+    };
     let iface = hosts.veth.a.clone();
     attach_xdp(&hosts.left, &iface, &XDP_CAPABILITIES, true)
         .unwrap_or_else(|logs| panic!("XDP with {XDP_CAPABILITIES:?}:\n{logs}"));
@@ -416,22 +411,16 @@ fn image_archives_load_and_carry_the_dist_binaries() {
                 "{image}: {platform}"
             );
             // The binary inside is the dist binary, byte for byte.
-            let name = format!("llama-t{}-{component}-{}", std::process::id(), arch.name());
-            let created = dist::podman()
-                .args(["create", "--name", &name, &image])
-                .output()
-                .expect("podman create");
-            assert!(
-                created.status.success(),
-                "{}",
-                String::from_utf8_lossy(&created.stderr)
-            );
-            let copy = dir.join(&name);
+            let created = Container::create(&format!("{component}-{}", arch.name()), &[&image]);
+            let copy = dir.join(&created.name);
             let cp = dist::podman()
-                .args(["cp", &format!("{name}:/usr/local/bin/{component}")])
+                .args([
+                    "cp",
+                    &format!("{}:/usr/local/bin/{component}", created.name),
+                ])
                 .arg(&copy)
                 .status();
-            let _ = dist::podman().args(["rm", "-f", &name]).output();
+            drop(created);
             assert!(cp.is_ok_and(|s| s.success()), "podman cp from {image}");
             assert!(
                 std::fs::read(&copy).expect("copied binary")

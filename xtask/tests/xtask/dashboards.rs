@@ -4,15 +4,12 @@
 //! container test checks both again against a real InfluxDB and a real
 //! agent's `/metrics`.)
 
-#[path = "support/dashboards.rs"]
-mod dashboards;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
 };
 
-use dashboards::{parse_influxql, parse_promql};
+use crate::support::dashboards::{self, parse_influxql, parse_promql};
 
 #[test]
 fn dashboards_name_what_the_agents_and_scraper_write() {

@@ -11,25 +11,23 @@
 //!   architecture registering with it and probing itself through the
 //!   config it pulled; its start-up line says whether XDP is embedded.
 
-#[path = "support/http.rs"]
-mod http;
-
 use std::{
     fs::File,
     process::{Command, Stdio},
     time::Duration,
 };
 
-use http::{get, request, wait_for};
 use llama_testkit::{
-    NetNs,
+    NetNs, cannot_run,
     dist::{self, Arch},
-    privileged, privileged_required,
+    privileged, wait_for_explained,
 };
 use serde_json::Value;
 
-/// qemu-user is slow and the machine is shared: generous bounds.
-const WAIT: Duration = Duration::from_secs(90);
+use crate::support::{
+    EVERY, WAIT,
+    http::{get, request},
+};
 
 #[test]
 fn x86_64_binaries_run() {
@@ -81,12 +79,10 @@ fn emulator_available(test: &str, arch: Arch) -> bool {
     {
         return true;
     }
-    assert!(
-        !privileged_required(),
-        "{test}: {qemu} is missing (`cargo xtask test` installs qemu-user)"
-    );
-    eprintln!("SKIPPED {test}: {qemu} is not installed (apt-get install qemu-user)");
-    false
+    cannot_run(
+        test,
+        &format!("{qemu} is not installed (apt-get install qemu-user; `cargo xtask test` does)"),
+    )
 }
 
 fn tempdir(test: &str) -> std::path::PathBuf {
@@ -197,9 +193,10 @@ fn reflector_and_collector(arch: Arch, ns: &NetNs, logs: &std::path::Path) {
         ],
         &reflector_log,
     );
-    wait_for(
+    wait_for_explained(
         "the reflector to listen",
         WAIT,
+        EVERY,
         || {
             read(&reflector_log)
                 .contains("reflector running")
@@ -231,9 +228,10 @@ targets: {default: [{ip: 127.0.0.1, port: 8100, tags: {name: v4}}, {ip: '::1', p
     );
     // Two intervals in a row with both paths fully answered.
     let mut clean_intervals = 0;
-    let points = wait_for(
+    let points = wait_for_explained(
         "two intervals with both paths at 0 % loss",
         WAIT,
+        EVERY,
         || {
             let body = get(ns, "127.0.0.1:5001", "/influxdata")?;
             let points: Vec<Value> = serde_json::from_str(&body).ok()?;
@@ -304,9 +302,10 @@ fn server_and_agent(arch: Arch, ns: &NetNs, logs: &std::path::Path) {
         &server_log,
     );
     let server = "127.0.0.1:5000";
-    wait_for(
+    wait_for_explained(
         "the server to answer",
         WAIT,
+        EVERY,
         || get(ns, server, "/api/v1/interval"),
         || read(&server_log),
     );
@@ -404,9 +403,10 @@ fn server_and_agent(arch: Arch, ns: &NetNs, logs: &std::path::Path) {
         ],
         &agent_log,
     );
-    wait_for(
+    wait_for_explained(
         "the agent to register",
         WAIT,
+        EVERY,
         || {
             let group: Value = serde_json::from_str(&get(ns, server, "/api/v1/list/self")?).ok()?;
             group["127.0.0.1:8200"].is_object().then_some(())
@@ -419,9 +419,10 @@ fn server_and_agent(arch: Arch, ns: &NetNs, logs: &std::path::Path) {
             )
         },
     );
-    wait_for(
+    wait_for_explained(
         "the agent to probe itself with 0 % loss",
         WAIT,
+        EVERY,
         || {
             let points: Vec<Value> =
                 serde_json::from_str(&get(ns, "127.0.0.1:8200", "/influxdata")?).ok()?;

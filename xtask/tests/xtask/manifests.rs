@@ -3,22 +3,21 @@
 //! builds, files that exist, environment variables the binaries' `--help`
 //! lists, the ports the binaries use and the minimal capabilities.
 
-#[path = "support/help.rs"]
-mod help;
-#[path = "support/podman.rs"]
-mod podman;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
 };
 
-use help::{binaries_available, help, read, workspace};
 use llama_testkit::{
     dist::{self, Arch, XDP_CAPABILITIES},
     privileged,
 };
 use serde_yaml_ng::Value;
+
+use crate::support::{
+    help::{binaries_available, help},
+    podman, read, workspace,
+};
 
 fn with_defaults(s: &str) -> String {
     let mut out = String::new();

@@ -2,11 +2,12 @@
 //! for: the measurements, fields and tags named by the InfluxQL queries, and
 //! the metrics and labels named by the PromQL expressions. The tests check
 //! these against what the scraper and the agents really write.
-#![allow(dead_code)]
 
 use std::{collections::BTreeSet, path::PathBuf};
 
 use serde_json::Value;
+
+use super::workspace;
 
 pub fn influxdb_dashboard() -> PathBuf {
     workspace().join("docker/grafana/llama-influxdb.json")
@@ -14,13 +15,6 @@ pub fn influxdb_dashboard() -> PathBuf {
 
 pub fn prometheus_dashboard() -> PathBuf {
     workspace().join("docker/grafana/llama-prometheus.json")
-}
-
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
 }
 
 /// Every string under `key` anywhere in the dashboard.

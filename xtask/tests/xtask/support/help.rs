@@ -1,23 +1,9 @@
 //! The dist binaries' own description of themselves: environment variable
-//! names and option defaults from `--help`, and repository files by path.
-#![allow(dead_code)]
+//! names and option defaults from `--help`.
 
 use std::collections::BTreeSet;
 
 use llama_testkit::dist::{self, Arch};
-
-/// The repository's root.
-pub fn workspace() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
-}
-
-/// A file of the repository, as text.
-pub fn read(rel: &str) -> String {
-    std::fs::read_to_string(workspace().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
 
 /// What one binary's `--help` (and its subcommands') says.
 pub struct Help {

@@ -1,13 +1,12 @@
 //! Containers started by a test with the images of `cargo xtask image`,
 //! removed on drop, and the check that those images exist.
-#![allow(dead_code)]
 
 use std::{
     process::Stdio,
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use llama_testkit::{dist, privileged_required};
+use llama_testkit::{cannot_run, dist};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -19,20 +18,31 @@ pub struct Container {
 impl Container {
     /// `podman run -d --name <unique> <args…>`; panics if podman refuses.
     pub fn run(label: &str, args: &[&str]) -> Self {
+        Self::start(&["run", "-d"], label, args)
+    }
+
+    /// `podman create --name <unique> <args…>`: a container that does not
+    /// run, to copy files out of; panics if podman refuses.
+    pub fn create(label: &str, args: &[&str]) -> Self {
+        Self::start(&["create"], label, args)
+    }
+
+    fn start(command: &[&str], label: &str, args: &[&str]) -> Self {
         let name = format!(
             "llama-t{}-{}-{label}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let out = dist::podman()
-            .args(["run", "-d", "--name", &name])
+            .args(command)
+            .args(["--name", &name])
             .args(args)
             .stdin(Stdio::null())
             .output()
             .expect("run podman");
         assert!(
             out.status.success(),
-            "podman run {args:?}: {}",
+            "podman {command:?} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         Self { name }
@@ -83,13 +93,11 @@ pub fn images_available(test: &str, images: &[String]) -> bool {
                 .is_ok_and(|s| s.success())
         })
         .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        !privileged_required(),
-        "{test}: missing images {missing:?} (`cargo xtask test` runs `cargo xtask image` first)"
-    );
-    eprintln!("SKIPPED {test}: missing images {missing:?}; run `cargo xtask image`");
-    false
+    missing.is_empty()
+        || cannot_run(
+            test,
+            &format!(
+                "missing images {missing:?}; run `cargo xtask image` (`cargo xtask test` does)"
+            ),
+        )
 }
