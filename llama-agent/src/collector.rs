@@ -22,6 +22,7 @@ pub mod cli;
 pub mod clock;
 mod engine;
 pub mod inflight;
+mod memory;
 pub mod metrics;
 pub mod paths;
 mod reconfigure;

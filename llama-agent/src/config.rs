@@ -6,8 +6,11 @@
 //! Loading is two steps: [`raw`] mirrors the YAML (unknown keys are accepted
 //! and ignored, as the original's yaml.v2 did) and [`resolve`] checks every
 //! reference and value, resolves host names and expands port groups, so the
-//! collector never sees a half-valid configuration.
+//! collector never sees a half-valid configuration. Resolution also enforces
+//! the agent's [`limits`] (rates, targets, sockets, timeouts, group-wide
+//! addresses), before anything sized by the configuration is allocated.
 
+pub mod limits;
 pub mod raw;
 pub mod resolve;
 
@@ -17,6 +20,8 @@ use std::{
     path::{Path, PathBuf},
     time::Duration,
 };
+
+pub use self::limits::Limits;
 
 /// The port legacy-format targets are probed on (the original's
 /// `-llama.dst-port` default).
@@ -85,6 +90,44 @@ pub enum ConfigError {
     BadCps { name: String, cps: f64 },
     #[error("ports.{name}: timeout must be > 0 ms, got {timeout}")]
     BadTimeout { name: String, timeout: i64 },
+    #[error(
+        "ports.{name}: timeout {timeout} ms exceeds this agent's limit of {max} ms (--max-timeout)"
+    )]
+    TimeoutTooLong {
+        name: String,
+        timeout: i64,
+        max: u128,
+    },
+    #[error(
+        "port_groups.{group}: {count} sockets exceed this agent's limit of {max} (--max-sockets)"
+    )]
+    TooManySockets {
+        group: String,
+        count: i128,
+        max: usize,
+    },
+    #[error("tests use {count} sockets in all, over this agent's limit of {max} (--max-sockets)")]
+    TooManyTestSockets { count: usize, max: usize },
+    #[error("{what}: {count} targets exceed this agent's limit of {max} (--max-targets)")]
+    TooManyTargets {
+        what: String,
+        count: usize,
+        max: usize,
+    },
+    #[error(
+        "the configuration asks for {rate:.0} probes/s, over this agent's limit of {max} (--max-probe-rate)"
+    )]
+    ProbeRateTooHigh { rate: f64, max: f64 },
+    #[error(
+        "target {target} would get {rate:.0} probes/s, over this agent's limit of {max} per address (--max-target-rate)"
+    )]
+    TargetRateTooHigh { target: IpAddr, rate: f64, max: f64 },
+    #[error("{context}: {addr} is {what}, which is never probed")]
+    RefusedTarget {
+        context: String,
+        addr: IpAddr,
+        what: &'static str,
+    },
     #[error("ports.{name}: tos must be 0..=255, got {tos}")]
     BadTos { name: String, tos: i64 },
     #[error("port_groups.{group}: count of port `{port}` must be >= 1, got {count}")]
@@ -130,12 +173,15 @@ pub enum ConfigError {
 pub struct LoadOptions {
     /// Port of the targets of a legacy-format file.
     pub legacy_port: u16,
+    /// What the configuration may ask of this agent.
+    pub limits: Limits,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             legacy_port: DEFAULT_LEGACY_PORT,
+            limits: Limits::default(),
         }
     }
 }
@@ -211,7 +257,7 @@ impl CollectorConfig {
     /// Parses and validates YAML text in either format.
     pub fn from_yaml(text: &str, opts: &LoadOptions) -> Result<Self, ConfigError> {
         let (format, raw) = raw::parse(text, opts)?;
-        resolve::resolve(format, &raw)
+        resolve::resolve(format, &raw, &opts.limits)
     }
 
     /// Reads, parses and validates a file.

@@ -9,6 +9,10 @@
 //! next start before the server is asked, so an agent restarted during a
 //! server outage keeps probing its peers. The collector is reached only
 //! through [`ConfigSink`].
+//!
+//! At shutdown, once both loops stopped, the agent deregisters
+//! (`DELETE /api/v1/register/<id>`, [`deregister`]) so its peers stop
+//! probing it at once rather than when its keepalive runs out.
 
 pub mod backoff;
 pub mod client;
@@ -19,24 +23,30 @@ pub mod poller;
 pub mod registration;
 pub mod sink;
 pub mod state;
+pub mod token;
 
 use std::{
     collections::BTreeMap,
     future::Future,
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use reqwest::Url;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use self::{
-    client::ServerClient, error::Error, metrics::ControlMetrics, registration::RegisterBody,
-    sink::ConfigSink, state::StateFile,
+    client::ServerClient,
+    error::Error,
+    metrics::ControlMetrics,
+    registration::RegisterBody,
+    sink::ConfigSink,
+    state::StateFile,
+    token::{Token, TokenError},
 };
 /// Bound on every request to the server (connect + answer).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,7 +57,10 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CEILING: Duration = Duration::from_secs(300);
 /// How long an in-flight request may still finish after shutdown; part of
 /// the agent's shutdown bound (see `daemon`).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// Bound on the deregistration sent at shutdown, after [`SHUTDOWN_GRACE`];
+/// also part of the agent's shutdown bound.
+pub const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Everything the control loop needs; the agent builds it from its
 /// settings (`Settings::control_config`), tests and embedders directly.
@@ -81,6 +94,10 @@ pub struct ControlConfig {
     pub backoff_max: Option<Duration>,
     /// How long an in-flight request may still finish after shutdown.
     pub shutdown_grace: Duration,
+    /// Sent as a bearer token on register and deregister.
+    pub registration_token: Option<Token>,
+    /// Bound on the `DELETE` sent at shutdown.
+    pub deregister_timeout: Duration,
 }
 
 impl ControlConfig {
@@ -109,6 +126,9 @@ struct Shared {
     reregister: Notify,
     /// Set after the first registration attempt, whatever its outcome.
     first_registration: watch::Sender<bool>,
+    /// The entry id of the last successful registration: what to delete at
+    /// shutdown.
+    registered_id: Mutex<Option<String>>,
 }
 
 /// Run the control loop until `shutdown` is cancelled.
@@ -124,7 +144,14 @@ pub async fn run(
     metrics: ControlMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let client = ServerClient::new(config.server.clone(), config.request_timeout)?;
+    let client = ServerClient::new(
+        config.server.clone(),
+        config.request_timeout,
+        config.registration_token.clone(),
+    )?;
+    if let Some(dir) = &config.state_dir {
+        state::remove_stale_temporaries(dir);
+    }
     let state = config.state_file();
     let initial = apply_initial(&config, state.as_ref(), &sink, &metrics).await;
     let shared = Arc::new(Shared {
@@ -135,6 +162,7 @@ pub async fn run(
         shutdown,
         reregister: Notify::new(),
         first_registration: watch::Sender::new(false),
+        registered_id: Mutex::new(None),
     });
     let register = tokio::spawn(registration::run_loop(Arc::clone(&shared)));
     let poll = tokio::spawn(poller::Poller::new(Arc::clone(&shared), state, initial).run_loop());
@@ -144,7 +172,35 @@ pub async fn run(
             warn!(loop = name, error = %e, "control loop task ended abnormally");
         }
     }
+    deregister(&shared).await;
     Ok(())
+}
+
+/// Tells the server this agent is leaving (`DELETE /api/v1/register/<id>`),
+/// when it registered successfully; bounded by `deregister_timeout`. A
+/// server that does not know the route (404/405: older servers) or the
+/// entry is fine; anything else is logged and ignored, since the entry
+/// expires with its keepalive anyway.
+async fn deregister(shared: &Shared) {
+    let id = shared.registered_id.lock().ok().and_then(|id| id.clone());
+    let Some(id) = id else {
+        debug!("never registered with an entry id: nothing to deregister");
+        return;
+    };
+    match shared
+        .client
+        .deregister(&id, shared.config.deregister_timeout)
+        .await
+    {
+        Ok(_) => info!(%id, "deregistered from the server"),
+        Err(Error::Status {
+            status: status @ (404 | 405),
+            ..
+        }) => debug!(%id, status, "the server has no such entry or route; nothing to deregister"),
+        Err(error) => {
+            warn!(%id, %error, "deregistering failed; the entry expires with its keepalive")
+        }
+    }
 }
 
 /// Standalone mode (`--config` without `--server`): apply a collector config

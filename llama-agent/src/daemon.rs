@@ -35,13 +35,16 @@ use crate::{
 pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
 
 /// Stage 2 of stopping, after the control loop's
-/// [`control::SHUTDOWN_GRACE`]: the collector stops (no more probes), then
+/// [`control::SHUTDOWN_GRACE`] and [`control::DEREGISTER_TIMEOUT`]: the collector stops (no more probes), then
 /// the reflector detaches XDP and stops. What is left of
 /// [`SHUTDOWN_BOUND`] lets the HTTP API close.
 pub const STOP_BUDGET: Duration = Duration::from_secs(2);
 
 const _: () = assert!(
-    control::SHUTDOWN_GRACE.as_millis() + STOP_BUDGET.as_millis() < SHUTDOWN_BOUND.as_millis(),
+    control::SHUTDOWN_GRACE.as_millis()
+        + control::DEREGISTER_TIMEOUT.as_millis()
+        + STOP_BUDGET.as_millis()
+        < SHUTDOWN_BOUND.as_millis(),
     "the daemon's shutdown stages must fit inside the binary's bound"
 );
 
@@ -112,6 +115,7 @@ pub async fn run(
         settings.port,
         settings.reflector.allow == AllowSpec::Peers,
         Arc::clone(&reflector),
+        settings.limits,
     ));
     let mut control_registry = Registry::default();
     metrics.register(&mut control_registry);

@@ -8,6 +8,7 @@
 //! variable — a mistyped `LLAMA_TAGS` in a compose file must fail loudly at
 //! start-up, not register garbage every minute.
 
+pub mod limits;
 pub mod state_dir;
 
 use std::{
@@ -20,8 +21,10 @@ use clap::Args;
 use llama_common::DEFAULT_PROBE_PORT;
 use reqwest::Url;
 
+use self::limits::{LimitArgs, LimitError};
 use crate::{
-    control::{self, ControlConfig},
+    config::Limits,
+    control::{self, ControlConfig, Token, TokenError},
     duration,
     reflector::{
         ReflectorSetup,
@@ -125,6 +128,27 @@ pub struct RunArgs {
     #[command(flatten)]
     pub reflector: ReflectorArgs,
 
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// Token the server requires for registration, sent as `Authorization:
+    /// Bearer <token>` on register and on the deregistration at shutdown.
+    /// No default (servers without a token accept any agent). Never logged;
+    /// prefer `--registration-token-file`, which keeps it out of the
+    /// process list.
+    #[arg(
+        long,
+        env = "LLAMA_REGISTRATION_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        conflicts_with = "registration_token_file"
+    )]
+    pub registration_token: Option<String>,
+
+    /// File holding the registration token (surrounding whitespace ignored).
+    #[arg(long, env = "LLAMA_REGISTRATION_TOKEN_FILE", value_name = "FILE")]
+    pub registration_token_file: Option<PathBuf>,
+
     /// Address of the agent's HTTP API (`/status`, `/influxdata`, `/metrics`).
     #[arg(
         long,
@@ -158,6 +182,10 @@ pub struct Settings {
     /// What the reflector answers, where and how often (port = `port`).
     pub reflector: ReflectorSetup,
     pub api_bind: SocketAddr,
+    /// What a collector configuration may ask of this agent.
+    pub limits: Limits,
+    /// Sent on register and deregister; `Debug` never shows it.
+    pub registration_token: Option<Token>,
 }
 
 /// A bad flag or environment value. Each message names the flag and its
@@ -204,6 +232,10 @@ pub enum SettingsError {
     PortZero,
     #[error("--config / APP_CONFIG {path:?} is not a readable file")]
     ConfigFile { path: PathBuf },
+    #[error(transparent)]
+    Limits(#[from] LimitError),
+    #[error("--registration-token / LLAMA_REGISTRATION_TOKEN(_FILE): {0}")]
+    Token(#[from] TokenError),
 }
 
 impl RunArgs {
@@ -249,6 +281,12 @@ impl RunArgs {
         }
         let (probe_name, probe_shortname) = self.probe_names()?;
         let reflector = self.reflector.setup(self.port)?;
+        let limits = self.limits.limits()?;
+        let registration_token = match (&self.registration_token, &self.registration_token_file) {
+            (Some(text), _) => Some(Token::new(text)?),
+            (None, Some(path)) => Some(Token::from_file(path)?),
+            (None, None) => None,
+        };
         Ok(Settings {
             server,
             group,
@@ -265,6 +303,8 @@ impl RunArgs {
             state_dir: self.state_dir.clone(),
             reflector,
             api_bind: self.api_bind,
+            limits,
+            registration_token,
         })
     }
 
@@ -306,6 +346,8 @@ impl Settings {
             backoff_base: control::BACKOFF_BASE,
             backoff_max: None,
             shutdown_grace: control::SHUTDOWN_GRACE,
+            registration_token: self.registration_token.clone(),
+            deregister_timeout: control::DEREGISTER_TIMEOUT,
         })
     }
 }

@@ -14,6 +14,7 @@ use super::Collector;
 use crate::{
     api,
     config::{CollectorConfig, ConfigError, DEFAULT_LEGACY_PORT, LoadOptions},
+    settings::limits::LimitArgs,
 };
 
 /// Why `collect` could not run.
@@ -23,6 +24,8 @@ pub enum Error {
     Collector(#[from] super::Error),
     #[error(transparent)]
     Api(#[from] api::Error),
+    #[error(transparent)]
+    Limits(#[from] crate::settings::limits::LimitError),
     #[error("cannot start the async runtime or watch signals: {0}")]
     Runtime(#[source] std::io::Error),
     /// The API task panicked: a bug, not bad input.
@@ -48,6 +51,8 @@ pub struct CollectArgs {
     /// Debug logging (RUST_LOG overrides).
     #[arg(short, long, env = "APP_VERBOSE", default_value_t = false)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Loads `path`, or the built-in default when there is none.
@@ -68,6 +73,7 @@ pub fn load_config(
 pub fn run(args: CollectArgs) -> Result<(), Error> {
     let opts = LoadOptions {
         legacy_port: args.dst_port,
+        limits: args.limits.limits()?,
     };
     let config = load_config(args.config.as_deref(), &opts).map_err(super::Error::from)?;
     let bind = args.api_bind.unwrap_or(config.api_bind);

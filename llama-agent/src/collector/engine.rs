@@ -27,6 +27,7 @@ use super::{
     Error, Shared, SwapReport,
     clock::{monotonic_ns, realtime_ns},
     inflight::{InFlight, ReplyOutcome},
+    memory,
     paths::Paths,
     recv::{BATCH, RecvBatch},
     schedule::Schedule,
@@ -45,6 +46,8 @@ const MAX_SLEEP_NS: u64 = 200_000_000;
 /// Most probes one turn sends before it drains replies again.
 const MAX_SENDS_PER_TURN: usize = 4096;
 const WAKE_TOKEN: u64 = u64::MAX;
+/// Freed paths (about 18 KiB each) worth returning to the kernel at once.
+const FREED_PATHS_TRIM: usize = 64;
 
 pub enum Command {
     Swap(
@@ -367,8 +370,11 @@ impl Engine {
             self.started = true;
             return;
         }
-        let paths = self.paths.publish();
-        tracing::debug!(paths = paths.len(), "published summaries");
+        let (paths, freed) = self.paths.publish();
+        tracing::debug!(paths = paths.len(), freed, "published summaries");
+        if freed >= FREED_PATHS_TRIM {
+            memory::release_free_pages();
+        }
         self.shared.publish(Published {
             interval_end: boundary / 1_000_000_000,
             paths,

@@ -128,6 +128,43 @@ impl InFlight {
         self.fired.reserve(1024);
     }
 
+    /// Records the table has room for without allocating.
+    pub fn capacity(&self) -> usize {
+        self.records.capacity()
+    }
+
+    /// Rebuilds the table around its live records with room for
+    /// `capacity`, releasing what a larger configuration made it grow to.
+    /// Live records keep their state and their wheel events (renumbered);
+    /// stale events are dropped.
+    pub fn compact(&mut self, capacity: usize) {
+        let live = self.index.len();
+        let mut renumber = vec![u32::MAX; self.records.len()];
+        let mut records = Vec::with_capacity(capacity.max(live));
+        let mut index = Index::default();
+        index.reserve(capacity.max(live));
+        for (old, rec) in self.records.iter().enumerate() {
+            if !rec.live {
+                continue;
+            }
+            let new = records.len() as u32;
+            renumber[old] = new;
+            if let Some(key) = sig_key(&rec.sig) {
+                index.insert(key, new);
+            }
+            records.push(*rec);
+        }
+        self.wheel.remap(|(old, generation)| {
+            let new = *renumber.get(old as usize)?;
+            let rec = records.get(new as usize)?;
+            (rec.generation == generation).then_some((new, generation))
+        });
+        self.records = records;
+        self.index = index;
+        self.free = Vec::with_capacity(capacity);
+        self.fired = Vec::with_capacity(1024);
+    }
+
     /// Records in the table (pending, or resolved and lingering).
     pub fn len(&self) -> usize {
         self.index.len()
@@ -351,6 +388,37 @@ mod tests {
         );
         p.acquire(path);
         sig
+    }
+
+    #[test]
+    fn compaction_keeps_live_probes_matchable_and_expiring() {
+        let (mut t, mut paths, path, dst) = setup();
+        t.reserve(100_000);
+        let sig_a = [1u8; SIGNATURE_LEN];
+        let sig_b = [2u8; SIGNATURE_LEN];
+        let sig_gone = [3u8; SIGNATURE_LEN];
+        let other: SocketAddr = "10.0.0.9:8100".parse().unwrap();
+        for (sig, to) in [(sig_gone, other), (sig_a, dst), (sig_b, dst)] {
+            paths.acquire(path);
+            t.insert(sig, 0, Flow::default(), path, to, 0, 0, 10 * MS);
+        }
+        t.drop_where(&mut paths, |_, d| d == other);
+        t.compact(16);
+        assert!(t.capacity() < 100_000, "capacity {}", t.capacity());
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t.on_reply(&sig_a, Some(dst), MS, &mut paths),
+            ReplyOutcome::Answered(MS)
+        );
+        assert_eq!(
+            t.on_reply(&sig_gone, Some(other), MS, &mut paths),
+            ReplyOutcome::Unknown
+        );
+        // b is still pending and times out on schedule.
+        assert_eq!(t.expire(10 * MS, &mut paths), 1);
+        // Both records are freed after their linger.
+        t.expire(2_000 * MS, &mut paths);
+        assert!(t.is_empty());
     }
 
     #[test]

@@ -93,8 +93,11 @@ impl Paths {
     }
 
     /// Closes the interval: the summary of every path with activity, sorted
-    /// by path; frees unconfigured paths nothing refers to any more.
-    pub fn publish(&mut self) -> Vec<PathSummary> {
+    /// by path; frees unconfigured paths nothing refers to any more (the
+    /// tables shrink when many were freed). Returns the summaries and how
+    /// many paths were freed.
+    pub fn publish(&mut self) -> (Vec<PathSummary>, usize) {
+        let mut freed = 0;
         let mut out = Vec::with_capacity(self.index.len());
         for id in 0..self.slots.len() {
             let Some(slot) = self.slots[id].as_mut() else {
@@ -108,9 +111,28 @@ impl Paths {
                 self.slots[id] = None;
                 self.index.remove(&key);
                 self.free.push(id as u32);
+                freed += 1;
             }
         }
+        if freed > 0 {
+            self.shrink();
+        }
         out.sort_by_key(|s| (s.src_ip, s.dst_ip));
-        out
+        (out, freed)
+    }
+
+    /// Drops trailing free slots and excess capacity (ids stay valid: only
+    /// free slots past the last live one go).
+    fn shrink(&mut self) {
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        let len = self.slots.len() as u32;
+        self.free.retain(|&id| id < len);
+        if self.slots.capacity() > 2 * self.slots.len() + 64 {
+            self.slots.shrink_to_fit();
+            self.free.shrink_to_fit();
+            self.index.shrink_to_fit();
+        }
     }
 }

@@ -7,6 +7,11 @@
 //! the new configuration is kept, with its fd and its source port, so the
 //! ECMP paths it measures stay the same. A TOS change is applied to the kept
 //! socket in place.
+//!
+//! The in-flight table is sized from the new rates and timeouts, within
+//! [`MAX_RESERVED_RECORDS`] (it grows past that on demand), and compacted
+//! when a much smaller configuration replaces a large one, so the memory a
+//! large configuration took is given back.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,11 +23,17 @@ use super::{
     Error, SwapReport,
     clock::{monotonic_ns, realtime_ns},
     engine::{BATCHED_PPS, Engine, TestRun},
+    memory,
     schedule::Schedule,
     socket::{ProbeSocket, SocketKey},
     summary::PathKey,
 };
 use crate::config::CollectorConfig;
+
+/// Most in-flight records reserved up front (about 100 bytes each). The
+/// configuration limits keep real needs below it; past it the table grows
+/// as probes are sent rather than all at once.
+const MAX_RESERVED_RECORDS: usize = 1 << 18;
 
 /// Identity of a socket across configurations (TOS excluded).
 type Identity = (IpAddr, u16, u32);
@@ -173,7 +184,17 @@ impl Engine {
             tests.push(run);
         }
         self.tests = tests;
-        self.inflight.reserve((capacity * 1.25) as usize + 1024);
+        // Float to integer casts saturate (NaN gives 0): no rate or timeout
+        // can turn this into an absurd allocation.
+        let want = ((capacity * 1.25) as usize)
+            .saturating_add(1024)
+            .min(MAX_RESERVED_RECORDS);
+        if self.inflight.capacity() > want.saturating_mul(4) {
+            self.inflight.compact(want);
+            memory::release_free_pages();
+        } else {
+            self.inflight.reserve(want);
+        }
 
         // 6. Summaries: a new interval applies from the next boundary.
         let interval = cfg.interval.as_nanos().min(u128::from(u64::MAX)) as u64;

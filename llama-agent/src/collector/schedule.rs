@@ -34,7 +34,9 @@ impl Schedule {
         let slots_per_cycle = (ports * targets).max(1) as u64;
         let cycle_ns = 1e9 / cps;
         Self {
-            start_ns: now_ns + (phase.clamp(0.0, 1.0) * cycle_ns) as u64,
+            // Saturating: a tiny cps makes the cycle (and the phase) longer
+            // than the clock's range; such a test simply never sends.
+            start_ns: now_ns.saturating_add((phase.clamp(0.0, 1.0) * cycle_ns) as u64),
             slot_ns: cycle_ns / slots_per_cycle as f64,
             slots_per_cycle,
             targets: targets.max(1) as u64,
@@ -48,7 +50,8 @@ impl Schedule {
         let cycle = k / self.slots_per_cycle;
         let within = k % self.slots_per_cycle;
         let cycle_ns = self.slot_ns * self.slots_per_cycle as f64;
-        self.start_ns + (cycle as f64 * cycle_ns + within as f64 * self.slot_ns) as u64
+        self.start_ns
+            .saturating_add((cycle as f64 * cycle_ns + within as f64 * self.slot_ns) as u64)
     }
 
     /// When the next probe is due.
@@ -119,6 +122,13 @@ mod tests {
         assert_eq!(s.next_deadline(), 250_000_000);
         assert!(s.pop_due(249_999_999).is_none());
         assert!(s.pop_due(250_000_000).is_some());
+    }
+
+    #[test]
+    fn a_vanishing_rate_never_sends_and_never_overflows() {
+        let mut s = Schedule::new(1e-300, 4, 3, u64::MAX / 2, 0.9);
+        assert_eq!(s.next_deadline(), u64::MAX);
+        assert!(s.pop_due(u64::MAX - 1).is_none());
     }
 
     #[test]

@@ -77,6 +77,22 @@ impl<T: Copy> Wheel<T> {
         self.current = now;
     }
 
+    /// Rewrites every item through `f`, dropping those it maps to `None`;
+    /// buckets are reallocated to their new size, so a wheel that once held
+    /// many items gives that memory back.
+    pub fn remap(&mut self, mut f: impl FnMut(T) -> Option<T>) {
+        let mut len = 0;
+        for bucket in &mut self.buckets {
+            let kept: Vec<(u64, T)> = bucket
+                .iter()
+                .filter_map(|&(tick, item)| f(item).map(|item| (tick, item)))
+                .collect();
+            len += kept.len();
+            *bucket = kept;
+        }
+        self.len = len;
+    }
+
     /// Removes everything (after a reconfiguration that drops all probes).
     pub fn clear(&mut self) {
         for b in &mut self.buckets {
@@ -139,6 +155,21 @@ mod tests {
         assert!(out.is_empty(), "nothing fires without time passing");
         w.advance(51 * MS, &mut out);
         assert_eq!(out, ['x']);
+    }
+
+    #[test]
+    fn remap_rewrites_and_drops_items_keeping_deadlines() {
+        let mut w = Wheel::new(MS, 8, 0);
+        for i in 0..6u32 {
+            w.insert(u64::from(i + 1) * MS, i);
+        }
+        w.remap(|i| (i % 2 == 0).then_some(i + 100));
+        assert_eq!(w.len(), 3);
+        let mut out = Vec::new();
+        w.advance(3 * MS, &mut out);
+        assert_eq!(out, [100, 102]);
+        w.advance(10 * MS, &mut out);
+        assert_eq!(out, [100, 102, 104]);
     }
 
     #[test]

@@ -2,15 +2,20 @@
 //! every name a test references must exist, every number must be in range,
 //! every target must resolve. Everything defined is checked, used or not, so
 //! a typo in an unused entry is caught before it is ever referenced.
+//!
+//! The agent's [`Limits`] are checked on the way, each before the thing it
+//! bounds is allocated or resolved: port group counts before expansion,
+//! target counts before any name is resolved, rates once tests are known.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs},
     time::Duration,
 };
 
 use super::{
-    CollectorConfig, ConfigError, Format, PortInstance, PortSpec, Target, Test,
+    CollectorConfig, ConfigError, Format, Limits, PortInstance, PortSpec, Target, Test,
+    limits::refused_target,
     raw::{RawConfig, RawPort, RawTarget, scalar_string},
 };
 
@@ -18,7 +23,11 @@ use super::{
 const DEFAULT_API_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5000);
 
 /// Checks and resolves `raw`.
-pub fn resolve(format: Format, raw: &RawConfig) -> Result<CollectorConfig, ConfigError> {
+pub fn resolve(
+    format: Format,
+    raw: &RawConfig,
+    limits: &Limits,
+) -> Result<CollectorConfig, ConfigError> {
     let interval = raw.summarization.interval;
     if interval < 1 {
         return Err(ConfigError::BadInterval(interval));
@@ -27,10 +36,20 @@ pub fn resolve(format: Format, raw: &RawConfig) -> Result<CollectorConfig, Confi
 
     let mut ports = BTreeMap::new();
     for (name, p) in &raw.ports {
-        ports.insert(name.as_str(), port_spec(name, p)?);
+        ports.insert(name.as_str(), port_spec(name, p, limits)?);
     }
     let mut groups = BTreeMap::new();
     for (group, entries) in &raw.port_groups {
+        // Counted before anything is expanded: a count of 10^12 must be an
+        // error, not an allocation.
+        let sockets: i128 = entries.iter().map(|e| i128::from(e.count.max(0))).sum();
+        if sockets > limits.max_sockets as i128 {
+            return Err(ConfigError::TooManySockets {
+                group: group.clone(),
+                count: sockets,
+                max: limits.max_sockets,
+            });
+        }
         let mut expanded = Vec::new();
         for e in entries {
             let spec = *ports
@@ -71,6 +90,15 @@ pub fn resolve(format: Format, raw: &RawConfig) -> Result<CollectorConfig, Confi
         }
         rates.insert(name.as_str(), r.cps);
     }
+    // Counted before any host name is resolved (each may be a DNS query).
+    let defined: usize = raw.targets.values().map(Vec::len).sum();
+    if defined > limits.max_targets {
+        return Err(ConfigError::TooManyTargets {
+            what: "targets".into(),
+            count: defined,
+            max: limits.max_targets,
+        });
+    }
     let mut target_sets = BTreeMap::new();
     for (name, set) in &raw.targets {
         if set.is_empty() {
@@ -84,7 +112,8 @@ pub fn resolve(format: Format, raw: &RawConfig) -> Result<CollectorConfig, Confi
         target_sets.insert(name.as_str(), resolved);
     }
 
-    let mut tests = Vec::with_capacity(raw.tests.len());
+    let mut tests = Vec::with_capacity(raw.tests.len().min(limits.max_targets));
+    let (mut probed, mut sockets) = (0usize, 0usize);
     for (i, t) in raw.tests.iter().enumerate() {
         let targets =
             target_sets
@@ -108,6 +137,22 @@ pub fn resolve(format: Format, raw: &RawConfig) -> Result<CollectorConfig, Confi
                     name: t.rate_limit.clone(),
                 })?;
         check_families(i, ports, targets)?;
+        // Totals over tests, checked before this test's lists are copied.
+        probed += targets.len();
+        sockets += ports.len();
+        if probed > limits.max_targets {
+            return Err(ConfigError::TooManyTargets {
+                what: "tests (targets probed, summed over tests)".into(),
+                count: probed,
+                max: limits.max_targets,
+            });
+        }
+        if sockets > limits.max_sockets {
+            return Err(ConfigError::TooManyTestSockets {
+                count: sockets,
+                max: limits.max_sockets,
+            });
+        }
         tests.push(Test {
             targets_name: t.targets.clone(),
             port_group: t.port_group.clone(),
@@ -117,6 +162,7 @@ pub fn resolve(format: Format, raw: &RawConfig) -> Result<CollectorConfig, Confi
             targets: targets.clone(),
         });
     }
+    check_rates(&tests, limits)?;
     if tests.is_empty() {
         tracing::warn!("the configuration defines no tests: nothing will be probed");
     }
@@ -156,7 +202,38 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
     t.parse().ok()
 }
 
-fn port_spec(name: &str, p: &RawPort) -> Result<PortSpec, ConfigError> {
+/// The whole configuration's probe rate, and each address's.
+fn check_rates(tests: &[Test], limits: &Limits) -> Result<(), ConfigError> {
+    let mut total = 0f64;
+    let mut per_address: HashMap<IpAddr, f64> = HashMap::new();
+    for t in tests {
+        let per_target = t.cps * t.ports.len() as f64;
+        total += per_target * t.targets.len() as f64;
+        for target in &t.targets {
+            *per_address.entry(target.addr.ip()).or_default() += per_target;
+        }
+    }
+    // A NaN (not reachable with cps checked above, but cheap) is refused too.
+    if total.is_nan() || total > limits.max_probe_rate {
+        return Err(ConfigError::ProbeRateTooHigh {
+            rate: total,
+            max: limits.max_probe_rate,
+        });
+    }
+    let worst = per_address.into_iter().max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((target, rate)) = worst
+        && (rate.is_nan() || rate > limits.max_target_rate)
+    {
+        return Err(ConfigError::TargetRateTooHigh {
+            target,
+            rate,
+            max: limits.max_target_rate,
+        });
+    }
+    Ok(())
+}
+
+fn port_spec(name: &str, p: &RawPort, limits: &Limits) -> Result<PortSpec, ConfigError> {
     let context = format!("ports.{name}");
     // The original passed "ip:port" to Go's ListenUDP, where an empty ip
     // means every address.
@@ -181,6 +258,13 @@ fn port_spec(name: &str, p: &RawPort) -> Result<PortSpec, ConfigError> {
         return Err(ConfigError::BadTimeout {
             name: name.to_owned(),
             timeout: p.timeout,
+        });
+    }
+    if u128::from(p.timeout.unsigned_abs()) > limits.max_timeout.as_millis() {
+        return Err(ConfigError::TimeoutTooLong {
+            name: name.to_owned(),
+            timeout: p.timeout,
+            max: limits.max_timeout.as_millis(),
         });
     }
     Ok(PortSpec {
@@ -211,6 +295,13 @@ fn target(context: &str, t: &RawTarget) -> Result<Target, ConfigError> {
         Some(ip) => SocketAddr::new(ip, port),
         None => resolve_host(context, host, port)?,
     };
+    if let Some(what) = refused_target(addr.ip()) {
+        return Err(ConfigError::RefusedTarget {
+            context: context.to_owned(),
+            addr: addr.ip(),
+            what,
+        });
+    }
     let mut tags = BTreeMap::new();
     for (k, v) in &t.tags {
         let v = scalar_string(v).ok_or_else(|| ConfigError::BadTag {

@@ -1,11 +1,12 @@
-//! HTTP client for the server API (docs/server-api.md): the three calls the agent makes.
+//! HTTP client for the server API (docs/server-api.md): the calls the agent
+//! makes. Register and deregister carry the registration token, when set.
 
 use std::{net::IpAddr, time::Duration};
 
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
-use super::{error::Error, registration::RegisterBody};
+use super::{error::Error, registration::RegisterBody, token::Token};
 
 /// Largest answer accepted. A group of 10,000 agents renders to a few MiB of
 /// YAML; anything far beyond is a misbehaving server or proxy.
@@ -20,12 +21,14 @@ pub struct ServerClient {
     http: reqwest::Client,
     base: Url,
     timeout: Duration,
+    token: Option<Token>,
 }
 
 impl ServerClient {
     /// `base` is the server URL (a path prefix such as `/llama` is kept);
-    /// every request is bounded by `timeout`.
-    pub fn new(base: Url, timeout: Duration) -> Result<Self, Error> {
+    /// every request is bounded by `timeout`; `token` goes with register
+    /// and deregister requests as a bearer token.
+    pub fn new(base: Url, timeout: Duration, token: Option<Token>) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -40,6 +43,7 @@ impl ServerClient {
             http,
             base,
             timeout,
+            token,
         })
     }
 
@@ -48,17 +52,44 @@ impl ServerClient {
         &self.base
     }
 
-    /// `POST /api/v1/register`.
-    pub async fn register(&self, body: &RegisterBody) -> Result<(), Error> {
+    /// `POST /api/v1/register`. Returns the `id` of the stored entry the
+    /// server answers with (`None` when the answer has none, as with
+    /// servers that answer `{"success": true}`).
+    pub async fn register(&self, body: &RegisterBody) -> Result<Option<String>, Error> {
         let url = self.endpoint(&["api", "v1", "register"]);
-        let response = self
-            .http
-            .post(url)
-            .json(body)
-            .send()
+        let request = self.authorized(self.http.post(url)).json(body);
+        let response = request.send().await.map_err(|e| self.map(e))?;
+        let bytes = self.read(response).await?;
+        #[derive(Deserialize)]
+        struct Entry {
+            id: Option<String>,
+        }
+        Ok(serde_json::from_slice::<Entry>(&bytes)
+            .ok()
+            .and_then(|e| e.id))
+    }
+
+    /// `DELETE /api/v1/register/<id>` (the id percent-encoded as one path
+    /// segment), bounded by `timeout`. `Ok` carries the success status.
+    pub async fn deregister(&self, id: &str, timeout: Duration) -> Result<u16, Error> {
+        let url = self.endpoint(&["api", "v1", "register", id]);
+        let request = self.authorized(self.http.delete(url)).timeout(timeout);
+        let send = async {
+            let response = request.send().await.map_err(|e| self.map(e))?;
+            let status = response.status().as_u16();
+            self.read(response).await.map(|_| status)
+        };
+        // reqwest's timeout covers the answer; this one covers everything.
+        tokio::time::timeout(timeout, send)
             .await
-            .map_err(|e| self.map(e))?;
-        self.read(response).await.map(drop)
+            .unwrap_or(Err(Error::Timeout(timeout)))
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose()),
+            None => request,
+        }
     }
 
     /// `GET /api/v1/config/<group>?llamaport=<port>[&srcip=<ip>]`: the YAML text.

@@ -78,7 +78,10 @@ pub(super) async fn run_loop(shared: Arc<Shared>) {
             break;
         };
         let delay = match result {
-            Ok(()) => {
+            Ok(id) => {
+                if let Ok(mut last) = shared.registered_id.lock() {
+                    *last = id;
+                }
                 shared.metrics.registrations_ok.inc();
                 shared.metrics.server_reachable.set(1);
                 backoff.reset();

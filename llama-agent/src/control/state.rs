@@ -3,13 +3,57 @@
 //! Written atomically (temporary file, fsync, rename, fsync of the directory)
 //! so a crash or power cut mid-write leaves either the old config or the new
 //! one, never a truncated file that would be refused at the next start.
+//! A kill during the write leaves the temporary file
+//! (`config-<group>.yaml.tmp.<pid>`); [`remove_stale_temporaries`] clears
+//! those at the next start.
 
 use std::{
     io::Write,
     path::{Path, PathBuf},
 };
 
+use tracing::{info, warn};
+
 use super::error::Error;
+
+/// What a temporary file's name has between the state file's name and the
+/// writer's process id.
+const TMP_MARK: &str = ".yaml.tmp.";
+
+/// Removes the temporary files that writers killed mid-write left in `dir`:
+/// those of processes that no longer run, and this process's own (after a
+/// restart in a container the agent often has the same pid, and it has
+/// written nothing yet). A live process's file is left alone: another agent
+/// may share the directory for another group. Best effort, logged.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = name
+            .starts_with("config-")
+            .then(|| name.rsplit_once(TMP_MARK))
+            .flatten()
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != me && Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => {
+                info!(file = %entry.path().display(), "removed a temporary state file left by an interrupted write")
+            }
+            Err(e) => {
+                warn!(file = %entry.path().display(), error = %e, "cannot remove a stale temporary state file")
+            }
+        }
+    }
+}
 
 /// The state file of one group.
 #[derive(Debug, Clone)]
@@ -62,7 +106,7 @@ impl StateFile {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let tmp = self
             .path
-            .with_extension(format!("yaml.tmp.{}", std::process::id()));
+            .with_extension(format!("{}{}", &TMP_MARK[1..], std::process::id()));
         let result = (|| {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(text.as_bytes())?;
@@ -108,6 +152,34 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("config-g.yaml")]);
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_and_own_pids_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = StateFile::new(dir.path(), "g");
+        f.store("kept\n").unwrap();
+        let put = |name: &str| std::fs::write(dir.path().join(name), "x").unwrap();
+        // pid_max is at most 2^22: this process can never exist.
+        put("config-g.yaml.tmp.2147483647");
+        put(&format!("config-g.yaml.tmp.{}", std::process::id()));
+        put("config-g.yaml.tmp.1"); // init: alive
+        put("notes.yaml.tmp.2147483647"); // not ours
+        remove_stale_temporaries(dir.path());
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "config-g.yaml",
+                "config-g.yaml.tmp.1",
+                "notes.yaml.tmp.2147483647"
+            ]
+        );
+        assert_eq!(f.load().unwrap().as_deref(), Some("kept\n"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::{
     collector::{Collector, Shared},
-    config::{CollectorConfig, LoadOptions},
+    config::{CollectorConfig, Limits, LoadOptions},
     control::ConfigSink,
     reflector::{Reflector, allowlist},
 };
@@ -19,6 +19,7 @@ use crate::{
 pub struct CollectorSink {
     legacy_port: u16,
     allow_peers: bool,
+    limits: Limits,
     collector: Mutex<Option<Collector>>,
     /// The state the API serves: a detached one until the collector runs.
     shared: RwLock<Arc<Shared>>,
@@ -30,10 +31,12 @@ impl CollectorSink {
         legacy_port: u16,
         allow_peers: bool,
         reflector: Arc<Mutex<Option<Reflector>>>,
+        limits: Limits,
     ) -> Self {
         Self {
             legacy_port,
             allow_peers,
+            limits,
             collector: Mutex::new(None),
             shared: RwLock::new(Shared::detached()),
             reflector,
@@ -93,6 +96,7 @@ impl ConfigSink for CollectorSink {
             yaml,
             &LoadOptions {
                 legacy_port: self.legacy_port,
+                limits: self.limits,
             },
         )
         .map_err(|e| e.to_string())?;

@@ -204,3 +204,79 @@ fn malformed_documents_are_errors_not_panics() {
         assert!(load(doc).is_err(), "{doc:?} must be rejected");
     }
 }
+
+/// The agent's limits (docs/collector-config.md, "Limits"): each is checked
+/// before anything it bounds is allocated, and named in the error.
+#[test]
+fn configs_over_the_agents_limits_are_refused() {
+    use llama_agent::config::Limits;
+    let cases: &[(&str, &str, &str)] = &[
+        ("cps: 4.0", "cps: 1e9", "--max-probe-rate"),
+        (
+            "timeout: 1000",
+            "timeout: 9000000000000000",
+            "--max-timeout",
+        ),
+        ("count: 2", "count: 1000000000000", "--max-sockets"),
+        ("count: 2", "count: 9223372036854775807", "--max-sockets"),
+        // 2 sockets × 600 cps to one address: under the total, over the
+        // per-address limit.
+        ("cps: 4.0", "cps: 600", "--max-target-rate"),
+        ("ip: 127.0.0.1", "ip: 224.0.0.1", "is a multicast address"),
+        ("ip: 127.0.0.1", "ip: \"ff02::1\"", "is a multicast address"),
+        (
+            "ip: 127.0.0.1",
+            "ip: 255.255.255.255",
+            "is the broadcast address",
+        ),
+        ("ip: 127.0.0.1", "ip: 0.0.0.0", "is the unspecified address"),
+        ("ip: 127.0.0.1", "ip: \"::\"", "is the unspecified address"),
+    ];
+    for (from, to, want) in cases {
+        let (_, msg) = err(&replace(from, to));
+        assert!(msg.contains(want), "{to}: {msg}");
+    }
+    // Too many targets, refused before any is resolved: host names that
+    // would each need a lookup.
+    let many: String = (0..5_001)
+        .map(|i| format!("    - {{ip: host{i}.invalid, port: 8100}}\n"))
+        .collect();
+    let (e, msg) = err(&format!("{BASE}{many}"));
+    assert!(
+        matches!(e, ConfigError::TooManyTargets { count: 5_002, .. }),
+        "{e:?}"
+    );
+    assert!(msg.contains("--max-targets"), "{msg}");
+    // The same target set probed by many tests counts once per test.
+    let tests: String = (0..3)
+        .map(|_| "  - {targets: t, port_group: g, rate_limit: r}\n")
+        .collect();
+    let yaml = replace(
+        "tests:\n  - {targets: t, port_group: g, rate_limit: r}\n",
+        &format!("tests:\n{tests}"),
+    );
+    let tight = Limits {
+        max_targets: 2,
+        ..Limits::default()
+    };
+    let opts = LoadOptions {
+        limits: tight,
+        ..LoadOptions::default()
+    };
+    let e = CollectorConfig::from_yaml(&yaml, &opts).unwrap_err();
+    assert!(
+        matches!(e, ConfigError::TooManyTargets { count: 3, .. }),
+        "{e:?}"
+    );
+    // And the limits are configurable: the base config at 8 probes/s is
+    // refused under a limit of 5.
+    let opts = LoadOptions {
+        limits: Limits {
+            max_probe_rate: 5.0,
+            ..Limits::default()
+        },
+        ..LoadOptions::default()
+    };
+    let e = CollectorConfig::from_yaml(BASE, &opts).unwrap_err();
+    assert!(matches!(e, ConfigError::ProbeRateTooHigh { .. }), "{e:?}");
+}

@@ -70,8 +70,14 @@ fn original_legacy_example_loads_as_default_config_with_its_targets() {
 
 #[test]
 fn legacy_port_is_configurable() {
-    let c = CollectorConfig::from_yaml("10.0.0.1: {name: a}\n", &LoadOptions { legacy_port: 9000 })
-        .expect("valid");
+    let c = CollectorConfig::from_yaml(
+        "10.0.0.1: {name: a}\n",
+        &LoadOptions {
+            legacy_port: 9000,
+            ..Default::default()
+        },
+    )
+    .expect("valid");
     assert_eq!(
         c.tests[0].targets[0].addr,
         "10.0.0.1:9000".parse::<SocketAddr>().unwrap()

@@ -1,5 +1,6 @@
 //! The real `llama-agent run` binary against an in-test server: it registers
-//! with the flags it was given, polls, persists, and exits 0 soon after SIGTERM.
+//! with the flags it was given (its registration token included), polls,
+//! persists, and on SIGTERM deregisters and exits 0 soon after.
 
 use std::{
     process::{Command, Stdio},
@@ -28,6 +29,8 @@ async fn registers_polls_persists_and_stops_on_sigterm() {
     // over loopback (nothing here touches a real interface).
     server.set_config("bin", CONFIG);
     let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "bin-secret\n").unwrap();
     // Killed if the test fails half-way, so no process outlives it.
     let mut agent = ChildGuard::new(
         Command::new(env!("CARGO_BIN_EXE_llama-agent"))
@@ -60,6 +63,8 @@ async fn registers_polls_persists_and_stops_on_sigterm() {
             ])
             .arg("--state-dir")
             .arg(dir.path())
+            .arg("--registration-token-file")
+            .arg(&token)
             .env_clear()
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -79,6 +84,13 @@ async fn registers_polls_persists_and_stops_on_sigterm() {
     assert_eq!(body["tags"]["location"], "Las Vegas");
     assert_eq!(body["tags"]["src_name"], "Office");
     assert_eq!(body["tags"]["probe_shortname"], "bin1");
+    assert!(
+        server
+            .register_auth()
+            .iter()
+            .all(|a| a.as_deref() == Some("Bearer bin-secret"))
+    );
+    assert!(server.deletes().is_empty());
     let (_, query) = &server.config_requests()[0];
     assert_eq!(query.get("llamaport").map(String::as_str), Some("8123"));
 
@@ -90,4 +102,12 @@ async fn registers_polls_persists_and_stops_on_sigterm() {
         .expect("still running 5 s after SIGTERM");
     assert!(status.success(), "{status:?}");
     assert_eq!(std::fs::read_to_string(persisted).unwrap(), CONFIG);
+    // The entry the server answered with is deleted, with the token.
+    assert_eq!(
+        server.deletes(),
+        [(
+            "127.0.0.1:8123".to_owned(),
+            Some("Bearer bin-secret".to_owned())
+        )]
+    );
 }

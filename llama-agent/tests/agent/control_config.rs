@@ -224,3 +224,22 @@ async fn shutdown_is_prompt_even_with_a_request_in_flight() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporaries_left_by_a_killed_write_are_removed_at_start() {
+    let server = TestServer::start().await;
+    server.set_config("lab", A);
+    let dir = tempfile::tempdir().unwrap();
+    // pid_max is at most 2^22: no process has this pid.
+    let stale = dir.path().join("config-lab.yaml.tmp.2147483647");
+    std::fs::write(&stale, vec![b'x'; 1 << 20]).unwrap();
+    let agent = Agent::start(config(server.url(), Some(dir.path())));
+    until("config A applied", WAIT, || agent.sink.applied() == [A]).await;
+    agent.stop().await;
+    assert!(!stale.exists(), "the stale temporary file is still there");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [std::ffi::OsString::from("config-lab.yaml")]);
+}

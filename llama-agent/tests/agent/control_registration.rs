@@ -168,3 +168,89 @@ async fn server_restart_re_registers_within_the_backoff_bound() {
     assert_eq!(agent.sink.offered(), 1);
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_goes_with_every_registration_and_the_deregistration() {
+    let server = TestServer::start().await;
+    let mut cfg = config(server.url(), None);
+    cfg.ip = Some("::1".parse().unwrap());
+    cfg.registration_token = Some(llama_agent::control::Token::new("s3cret").unwrap());
+    let agent = Agent::start(cfg);
+    until("two registrations", WAIT, || {
+        server.registrations().len() >= 2
+    })
+    .await;
+    assert!(server.deletes().is_empty(), "no DELETE before shutdown");
+    agent.stop().await;
+    let auth = server.register_auth();
+    assert!(!auth.is_empty());
+    for a in auth {
+        assert_eq!(a.as_deref(), Some("Bearer s3cret"));
+    }
+    // The id of the entry the server answered with, decoded from one path
+    // segment (an IPv6 id has brackets and colons).
+    assert_eq!(
+        server.deletes(),
+        [("[::1]:8100".to_owned(), Some("Bearer s3cret".to_owned()))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_no_authorization_header_is_sent() {
+    let server = TestServer::start().await;
+    let agent = Agent::start(config(server.url(), None));
+    until("a registration", WAIT, || {
+        !server.registrations().is_empty()
+    })
+    .await;
+    agent.stop().await;
+    assert!(server.register_auth().iter().all(Option::is_none));
+    assert_eq!(server.deletes(), [("127.0.0.1:8100".to_owned(), None)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_server_without_delete_and_a_hanging_one_do_not_hold_shutdown() {
+    // 405: a server that predates deregistration.
+    let server = TestServer::start().await;
+    server.set_delete_status(405);
+    let agent = Agent::start(config(server.url(), None));
+    until("a registration", WAIT, || {
+        !server.registrations().is_empty()
+    })
+    .await;
+    agent.stop().await;
+    assert_eq!(server.deletes().len(), 1);
+
+    // A server that never answers the DELETE: bounded by deregister_timeout.
+    let server = TestServer::start().await;
+    let mut cfg = config(server.url(), None);
+    cfg.shutdown_grace = Duration::from_millis(200);
+    cfg.deregister_timeout = Duration::from_millis(300);
+    let agent = Agent::start(cfg);
+    until("a registration", WAIT, || {
+        !server.registrations().is_empty()
+    })
+    .await;
+    server.set_mode(Mode::Hang);
+    let started = std::time::Instant::now();
+    agent.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!server.deletes().is_empty(), "the DELETE was attempted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_never_registered_sends_no_delete() {
+    let server = TestServer::start().await;
+    server.set_mode(Mode::Fail);
+    let agent = Agent::start(config(server.url(), None));
+    until("a failed registration", WAIT, || {
+        server.register_attempts() >= 1
+    })
+    .await;
+    agent.stop().await;
+    assert!(server.deletes().is_empty());
+}

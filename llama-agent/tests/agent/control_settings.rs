@@ -282,6 +282,21 @@ fn bad_environment_values_are_refused_by_the_binary() {
             ],
             "\"fast\" is not a mode",
         ),
+        (
+            &[("LLAMA_SERVER", "http://h"), ("LLAMA_MAX_PROBE_RATE", "0")],
+            "--max-probe-rate / LLAMA_MAX_PROBE_RATE must be a finite number greater than 0",
+        ),
+        (
+            &[("LLAMA_SERVER", "http://h"), ("LLAMA_MAX_TIMEOUT", "0s")],
+            "--max-timeout / LLAMA_MAX_TIMEOUT \"0s\" is not a duration",
+        ),
+        (
+            &[
+                ("LLAMA_SERVER", "http://h"),
+                ("LLAMA_REGISTRATION_TOKEN_FILE", "/nonexistent/token"),
+            ],
+            "cannot read the registration token file",
+        ),
         (&[], "nothing to do"),
     ];
     for (env, want) in cases {
@@ -308,6 +323,7 @@ fn environment_values_are_read() {
         .env("PROBE_SHORTNAME", "envp")
         .env("LLAMA_STATE_DIR", dir.path())
         .env("LLAMA_INTERFACES", "lo,eth0")
+        .env("LLAMA_REGISTRATION_TOKEN", "envsecret")
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -333,4 +349,83 @@ fn environment_values_are_read() {
     ] {
         assert!(first.contains(want), "{first:?} lacks {want:?}");
     }
+    assert!(
+        !first.contains("envsecret"),
+        "the token was logged: {first}"
+    );
+}
+
+#[test]
+fn limits_and_the_registration_token() {
+    let s = parse(&["-s", "http://h"]).unwrap();
+    assert_eq!(s.limits, llama_agent::config::Limits::default());
+    assert_eq!(s.limits.max_probe_rate, 40_000.0);
+    assert_eq!(s.limits.max_targets, 5_000);
+    assert!(s.registration_token.is_none());
+
+    let s = parse(&[
+        "-s",
+        "http://h",
+        "--max-probe-rate",
+        "100",
+        "--max-target-rate",
+        "10",
+        "--max-targets",
+        "7",
+        "--max-sockets",
+        "2",
+        "--max-timeout",
+        "1500ms",
+        "--registration-token",
+        "flag-secret",
+    ])
+    .unwrap();
+    assert_eq!(s.limits.max_probe_rate, 100.0);
+    assert_eq!(s.limits.max_target_rate, 10.0);
+    assert_eq!(s.limits.max_targets, 7);
+    assert_eq!(s.limits.max_sockets, 2);
+    assert_eq!(s.limits.max_timeout, Duration::from_millis(1500));
+    assert_eq!(
+        s.registration_token.as_ref().unwrap().expose(),
+        "flag-secret"
+    );
+    // Settings are debug-printed; the secret is not.
+    assert!(!format!("{s:?}").contains("flag-secret"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "file-secret\n").unwrap();
+    let s = parse(&[
+        "-s",
+        "http://h",
+        "--registration-token-file",
+        file.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(s.registration_token.unwrap().expose(), "file-secret");
+    std::fs::write(&file, "\n").unwrap();
+    assert!(
+        err(&[
+            "-s",
+            "http://h",
+            "--registration-token-file",
+            file.to_str().unwrap()
+        ])
+        .contains("the registration token is empty")
+    );
+    // Both at once is a usage error.
+    let both = Cli::try_parse_from([
+        "llama-agent",
+        "-s",
+        "http://h",
+        "--registration-token",
+        "a",
+        "--registration-token-file",
+        "/x",
+    ]);
+    assert!(both.is_err());
+    assert!(
+        err(&["-s", "http://h", "--max-targets", "0"])
+            .contains("--max-targets / LLAMA_MAX_TARGETS must be at least 1")
+    );
 }

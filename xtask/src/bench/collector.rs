@@ -130,9 +130,13 @@ fn measure(agent: &Path, rate: u32, warmup: Duration, window: Duration) -> anyho
         std::env::temp_dir().join(format!("llama-bench-collector-{}.yaml", std::process::id()));
     std::fs::write(&file, yaml)?;
     let mut cmd = Command::new(agent);
+    // The agent's default limits (40,000 probes/s, 1,000 per address) are
+    // below the rates measured here: raise them to exactly the rate.
+    let limit = rate.to_string();
     cmd.arg("collect")
         .arg("--config")
         .arg(&file)
+        .args(["--max-probe-rate", &limit, "--max-target-rate", &limit])
         .env("RUST_LOG", "warn");
     let mut child = hosts.left.spawn(cmd)?;
     let pid = child.child().id();

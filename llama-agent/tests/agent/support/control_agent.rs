@@ -58,6 +58,8 @@ pub fn config(server: reqwest::Url, state_dir: Option<&Path>) -> ControlConfig {
         backoff_base: Duration::from_millis(50),
         backoff_max: Some(Duration::from_millis(400)),
         shutdown_grace: Duration::from_millis(500),
+        registration_token: None,
+        deregister_timeout: Duration::from_millis(500),
     }
 }
 

@@ -1,5 +1,7 @@
 //! A minimal in-test llama server (a subset of docs/server-api.md) on 127.0.0.1 that tests
 //! can make fail, hang, forget its registry, stop and restart on the same port.
+//! It records the `Authorization` header of registrations and every
+//! `DELETE /api/v1/register/<id>`.
 
 use std::{
     collections::HashMap,
@@ -11,9 +13,9 @@ use std::{
 use axum::{
     Json,
     extract::{Path, Query, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode, header::AUTHORIZATION},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use serde_json::{Value, json};
 
@@ -34,6 +36,12 @@ struct Inner {
     registrations: Vec<(Instant, Value)>,
     /// Attempts of any outcome, across restarts.
     register_attempts: usize,
+    /// The `Authorization` header of every registration attempt.
+    register_auth: Vec<Option<String>>,
+    /// (id as decoded from the path, `Authorization`) of every DELETE.
+    deletes: Vec<(String, Option<String>)>,
+    /// Status DELETE answers (default 204).
+    delete_status: Option<u16>,
     /// group → YAML served.
     configs: HashMap<String, String>,
     /// (group, query) of every config request.
@@ -121,6 +129,18 @@ impl TestServer {
         self.inner.lock().unwrap().registrations.clone()
     }
 
+    pub fn register_auth(&self) -> Vec<Option<String>> {
+        self.inner.lock().unwrap().register_auth.clone()
+    }
+
+    pub fn deletes(&self) -> Vec<(String, Option<String>)> {
+        self.inner.lock().unwrap().deletes.clone()
+    }
+
+    pub fn set_delete_status(&self, status: u16) {
+        self.inner.lock().unwrap().delete_status = Some(status);
+    }
+
     pub fn register_attempts(&self) -> usize {
         self.inner.lock().unwrap().register_attempts
     }
@@ -145,6 +165,7 @@ impl Drop for TestServer {
 fn spawn(listener: tokio::net::TcpListener, inner: Shared) -> tokio::task::JoinHandle<()> {
     let app = axum::Router::new()
         .route("/api/v1/register", post(register))
+        .route("/api/v1/register/{id}", delete(deregister))
         .route("/api/v1/config/{group}", get(config))
         .route("/api/v1/my_ip_address", get(my_ip))
         .with_state(inner);
@@ -166,8 +187,22 @@ async fn misbehave(inner: &Shared) -> Option<Response> {
     }
 }
 
-async fn register(State(inner): State<Shared>, Json(body): Json<Value>) -> Response {
-    inner.lock().unwrap().register_attempts += 1;
+fn authorization(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("<not UTF-8>").to_owned())
+}
+
+async fn register(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    {
+        let mut inner = inner.lock().unwrap();
+        inner.register_attempts += 1;
+        inner.register_auth.push(authorization(&headers));
+    }
     if let Some(r) = misbehave(&inner).await {
         return r;
     }
@@ -183,12 +218,36 @@ async fn register(State(inner): State<Shared>, Json(body): Json<Value>) -> Respo
         )
             .into_response();
     }
+    // The stored entry, as the real server answers (its `id` is what the
+    // agent deletes at shutdown).
+    let ip = body["ip"].as_str().unwrap_or("127.0.0.1").to_owned();
+    let id = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{}", body["port"]),
+        _ => format!("{ip}:{}", body["port"]),
+    };
+    let entry = json!({"ip": ip, "port": body["port"], "group": body["group"], "id": id});
     inner
         .lock()
         .unwrap()
         .registrations
         .push((Instant::now(), body));
-    Json(json!({"success": true})).into_response()
+    Json(entry).into_response()
+}
+
+async fn deregister(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let status = {
+        let mut inner = inner.lock().unwrap();
+        inner.deletes.push((id, authorization(&headers)));
+        inner.delete_status.unwrap_or(204)
+    };
+    if let Some(r) = misbehave(&inner).await {
+        return r;
+    }
+    StatusCode::from_u16(status).unwrap().into_response()
 }
 
 async fn config(
