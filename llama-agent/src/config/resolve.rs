@@ -50,7 +50,10 @@ pub fn resolve(
                 max: limits.max_sockets,
             });
         }
-        let mut expanded = Vec::new();
+        // Validated but not expanded: only the groups tests use are, once
+        // their total is known to be within the limit (a thousand unused
+        // groups of the maximum size must not cost a thousand expansions).
+        let mut validated = Vec::with_capacity(entries.len());
         for e in entries {
             let spec = *ports
                 .get(e.port.as_str())
@@ -65,20 +68,10 @@ pub fn resolve(
                     count: e.count,
                 });
             }
-            for index in 0..e.count {
-                let index = u32::try_from(index).map_err(|_| ConfigError::BadCount {
-                    group: group.clone(),
-                    port: e.port.clone(),
-                    count: e.count,
-                })?;
-                expanded.push(PortInstance {
-                    name: e.port.clone(),
-                    index,
-                    spec,
-                });
-            }
+            // Within the socket limit (a usize) by the check above.
+            validated.push((e.port.as_str(), spec, e.count as usize));
         }
-        groups.insert(group.as_str(), expanded);
+        groups.insert(group.as_str(), (sockets as usize, validated));
     }
     let mut rates = BTreeMap::new();
     for (name, r) in &raw.rate_limits {
@@ -122,7 +115,7 @@ pub fn resolve(
                     test: i,
                     name: t.targets.clone(),
                 })?;
-        let ports =
+        let (group_sockets, entries) =
             groups
                 .get(t.port_group.as_str())
                 .ok_or_else(|| ConfigError::UnknownPortGroup {
@@ -136,10 +129,9 @@ pub fn resolve(
                     test: i,
                     name: t.rate_limit.clone(),
                 })?;
-        check_families(i, ports, targets)?;
-        // Totals over tests, checked before this test's lists are copied.
+        // Totals over tests, checked before this test's lists are built.
         probed += targets.len();
-        sockets += ports.len();
+        sockets += group_sockets;
         if probed > limits.max_targets {
             return Err(ConfigError::TooManyTargets {
                 what: "tests (targets probed, summed over tests)".into(),
@@ -153,12 +145,14 @@ pub fn resolve(
                 max: limits.max_sockets,
             });
         }
+        let ports = expand(entries);
+        check_families(i, &ports, targets)?;
         tests.push(Test {
             targets_name: t.targets.clone(),
             port_group: t.port_group.clone(),
             rate_limit: t.rate_limit.clone(),
             cps,
-            ports: ports.clone(),
+            ports,
             targets: targets.clone(),
         });
     }
@@ -200,6 +194,22 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
         .and_then(|t| t.strip_suffix(']'))
         .unwrap_or(t);
     t.parse().ok()
+}
+
+/// One socket per count of each entry of a port group.
+fn expand(entries: &[(&str, PortSpec, usize)]) -> Vec<PortInstance> {
+    let mut out = Vec::with_capacity(entries.iter().map(|e| e.2).sum());
+    for &(name, spec, count) in entries {
+        for index in 0..count {
+            out.push(PortInstance {
+                name: name.to_owned(),
+                // `count` is within the socket limit, far below u32::MAX.
+                index: index as u32,
+                spec,
+            });
+        }
+    }
+    out
 }
 
 /// The whole configuration's probe rate, and each address's.
