@@ -1,5 +1,7 @@
 //! `GET /api/v1/config/<group>?llamaport=<p>&srcip=<ip>`: the collector
-//! config for one member of a group (see `render`).
+//! config for one member of a group (see `render`). A config's size is
+//! bounded by the group's member limit; all configs being sent together by
+//! the render budget (`budget`).
 
 use axum::{
     extract::{Path, Query, State},
@@ -55,5 +57,8 @@ pub async fn config(
         collector: &state.settings.collector,
     };
     let yaml = render_config(&group, &members, requester, &params);
+    // Rendering is synchronous, so at most one config per worker thread is
+    // being built; the budget bounds the ones being sent.
+    let yaml = state.render_budget.reserve(yaml.len())?.body(yaml);
     Ok(([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], yaml).into_response())
 }
