@@ -120,6 +120,8 @@ pub struct Access {
     allow: Vec<Cidr>,
     rate: Option<RateLimiter>,
     rate_log: Throttle,
+    capacity_log: Throttle,
+    conflict_log: Throttle,
 }
 
 impl Access {
@@ -134,6 +136,24 @@ impl Access {
             rate: (l.register_rate > 0.0)
                 .then(|| RateLimiter::new(l.register_rate, l.register_burst, l.max_rate_sources)),
             rate_log: Throttle::default(),
+            capacity_log: Throttle::default(),
+            conflict_log: Throttle::default(),
+        }
+    }
+
+    /// Logs a registration the registry refused (full: 503; a shortname
+    /// held by a live entry: 409), at most once a minute per kind.
+    pub fn log_refusal(&self, err: &ApiError) {
+        let throttle = match err.status {
+            StatusCode::SERVICE_UNAVAILABLE => &self.capacity_log,
+            StatusCode::CONFLICT => &self.conflict_log,
+            _ => return,
+        };
+        if throttle.ready() {
+            tracing::warn!(
+                error = %err.message,
+                "registration refused (logged at most once a minute)"
+            );
         }
     }
 

@@ -48,8 +48,11 @@ pub mod defaults {
     /// Bytes of configs and lists being sent at once, all requests together.
     pub const MAX_RENDER_BYTES: usize = 64 * 1024 * 1024;
     /// Seconds a client may take to send a request's headers (and an idle
-    /// keep-alive connection may wait for its next request).
-    pub const HEADER_READ_TIMEOUT_S: f64 = 10.0;
+    /// keep-alive connection may wait for its next request). Well away from
+    /// the periods of the server's clients (scraper 10 s, agents' config
+    /// poll 30 s and registration 60 s), so a pooled connection is not
+    /// closed just as its next request is sent.
+    pub const HEADER_READ_TIMEOUT_S: f64 = 20.0;
     /// Most connections served at once, all listen addresses together
     /// (below the common 1,024 file-descriptor limit).
     pub const MAX_CONNECTIONS: usize = 768;

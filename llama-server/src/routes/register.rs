@@ -60,6 +60,7 @@ pub async fn register(
                     status: err.status.as_u16(),
                 })
                 .inc();
+            state.access.log_refusal(&err);
             tracing::debug!(%client, %err, "registration refused");
             err.into_response()
         }

@@ -168,6 +168,42 @@ async fn each_source_address_has_a_registration_rate() {
 }
 
 #[tokio::test]
+async fn refusals_by_token_do_not_use_up_the_rate() {
+    let (app, _) = app_with(Settings {
+        limits: Limits {
+            register_burst: 1.0,
+            register_rate: 0.01,
+            ..Limits::default()
+        },
+        ..with_token()
+    });
+    for _ in 0..5 {
+        let r = send(
+            &app,
+            register_req(reg(8100, "a", json!({})), None),
+            peer(V4),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    let r = send(
+        &app,
+        register_req(reg(8100, "a", json!({})), Some(&bearer)),
+        peer(V4),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = send(
+        &app,
+        register_req(reg(8100, "a", json!({})), Some(&bearer)),
+        peer(V4),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
 async fn the_default_rate_lets_an_agent_reregister_every_second() {
     let (app, _) = app();
     // 150 registrations, more than the burst, as fast as the router goes:
@@ -385,4 +421,69 @@ async fn configs_and_lists_being_sent_share_a_byte_budget() {
         get(&app, "/api/v1/list", peer(V4)).await.status,
         StatusCode::OK
     );
+}
+
+/// Log lines written while the guard lives (this thread only: the tests
+/// here run on a current-thread runtime).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn start(&self) -> tracing::subscriber::DefaultGuard {
+        let out = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .matches(needle)
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn limits_hit_over_and_over_log_once() {
+    let log = Captured::default();
+    let _guard = log.start();
+    let (app, _) = app_with(limits(|l| {
+        l.max_group_members = 1;
+        l.max_render_bytes = 1024;
+    }));
+    post_json(
+        &app,
+        reg(8100, "a", json!({"tags": {"note": "x".repeat(250)}})),
+        peer(V4),
+    )
+    .await;
+    for i in 0..10 {
+        let r = post_json(&app, reg(8101 + i, "b", json!({})), peer(V4)).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    // One answer larger than the budget is served alone; the budget is
+    // spent while it is held.
+    let held = get(&app, "/api/v1/list", peer(V4)).await;
+    assert_eq!(held.status, StatusCode::OK);
+    for _ in 0..10 {
+        let r = get(&app, "/api/v1/list", peer(V4)).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    drop(held);
+    assert_eq!(log.count("max_group_members"), 1);
+    assert_eq!(log.count("render budget spent"), 1);
 }
