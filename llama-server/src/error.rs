@@ -29,7 +29,7 @@ pub enum Error {
     #[error("too many groups: {max} (limit max_groups)")]
     TooManyGroups { max: usize },
     /// An unauthenticated registration named the `probe_shortname` of a
-    /// live entry of another address in its group.
+    /// live entry with another id in its group.
     #[error(
         "probe_shortname '{shortname}' belongs to the live entry {holder} of group '{group}' until it expires (only a registration with the token may take it over)"
     )]

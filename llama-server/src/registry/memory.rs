@@ -43,7 +43,7 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 /// What a registration that names the `probe_shortname` of a live entry
-/// of another IP address does.
+/// with another id (address or port) does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShortnameRule {
     /// It is stored; the reaper keeps the most recently refreshed entry of
@@ -133,11 +133,13 @@ impl GroupMembers {
         removed
     }
 
-    /// A live entry of another IP address holding `probe`'s shortname.
+    /// A live entry with another id holding `probe`'s shortname. (Not only
+    /// another IP address: a registration may name any `ip`, so "the same
+    /// host on another port" would let anyone evict a probe.)
     fn live_holder(&self, probe: &Probe, now: SystemTime) -> Option<Id> {
         let ids = self.shortnames.get(probe.shortname())?;
         ids.iter()
-            .filter(|id| id.ip() != probe.ip())
+            .filter(|id| **id != probe.id)
             .find(|id| {
                 self.index
                     .get(id)

@@ -140,7 +140,7 @@ async fn each_source_address_has_a_registration_rate() {
         l.register_burst = 3.0;
     }));
     for i in 0..3 {
-        let r = post_json(&app, reg(8100 + i, "a", json!({})), peer(V4)).await;
+        let r = post_json(&app, reg(8100 + i, &format!("a{i}"), json!({})), peer(V4)).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     }
     let r = post_json(&app, reg(8100, "a", json!({})), peer(V4)).await;
@@ -326,16 +326,19 @@ async fn without_a_token_a_live_entry_keeps_its_shortname() {
     let list = get(&app, "/api/v1/list/default", peer(V4)).await.json();
     assert_eq!(list.as_object().unwrap().len(), 1);
     assert!(list.get("10.0.0.1:8100").is_some(), "{list}");
-    // The same address on another port is the same host: stored, and the
-    // newest of the two is kept.
+    // Nor from the same address on another port: a registration may name
+    // any `ip`, so that would be a way to evict too.
     let r = post_json(
         &app,
-        reg(8200, "las1", json!({"ip": "10.0.0.1", "keepalive": 0.5})),
+        reg(8200, "las1", json!({"ip": "10.0.0.1", "keepalive": 60})),
         peer(V4),
     )
     .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    // The holder itself refreshes as ever.
+    let r = post_json(&app, body("10.0.0.1", 0.5), peer(V4)).await;
     assert_eq!(r.status, StatusCode::OK);
-    // Once the entries expire, the newcomer takes the name.
+    // Once the entry expires, the newcomer takes the name.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let r = post_json(&app, body("10.0.0.66", 60.0), peer(OTHER)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -486,4 +489,18 @@ async fn limits_hit_over_and_over_log_once() {
     drop(held);
     assert_eq!(log.count("max_group_members"), 1);
     assert_eq!(log.count("render budget spent"), 1);
+}
+
+#[tokio::test]
+async fn a_deleted_entry_frees_its_shortname() {
+    let (app, _) = app();
+    let r = post_json(&app, reg(8100, "las1", json!({})), peer(V4)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = post_json(&app, reg(8100, "las1", json!({})), peer(OTHER)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    // The probe stops (and says so); it moved.
+    let r = send(&app, delete_req("192.0.2.10:8100", None), peer(V4)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = post_json(&app, reg(8100, "las1", json!({})), peer(OTHER)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
