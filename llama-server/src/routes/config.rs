@@ -5,7 +5,7 @@
 
 use axum::{
     extract::{Path, Query, State},
-    http::header,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
@@ -47,6 +47,19 @@ pub async fn config(
     let Some(members) = state.store.group(&group).await? else {
         return Err(ApiError::unknown_group(&group));
     };
+    // The registry keeps groups within the limit; a shared store written
+    // by servers with a larger one might not, and a config of every member
+    // is what the limit bounds.
+    let max = state.settings.limits.max_group_members;
+    if members.len() > max {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "group '{group}' has {} members, more than this server serves configs for (limit max_group_members {max})",
+                members.len()
+            ),
+        ));
+    }
     let Some(requester) = members.iter().find(|e| e.probe.id == id) else {
         return Err(ApiError::not_found(format!(
             "unknown probe '{id}', please register"

@@ -504,3 +504,29 @@ async fn a_deleted_entry_frees_its_shortname() {
     let r = post_json(&app, reg(8100, "las1", json!({})), peer(OTHER)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
+
+#[tokio::test]
+async fn configs_of_groups_above_the_member_limit_are_refused() {
+    // A store filled beyond this server's limit (as a shared store written
+    // by other servers could be).
+    let store = std::sync::Arc::new(llama_server::registry::MemoryStore::new(100));
+    let state = llama_server::AppState::with_store(limits(|l| l.max_group_members = 2), store);
+    for i in 1..=3u8 {
+        let p = llama_server::registration::Registration::parse(
+            reg(8100, &format!("p{i}"), json!({"ip": format!("10.0.0.{i}")})).as_bytes(),
+            &Limits::default(),
+        )
+        .unwrap()
+        .into_probe("10.0.0.1".parse().unwrap(), "default", 60.0);
+        state.store.register(p, SystemTime::now()).await.unwrap();
+    }
+    let app = llama_server::router(state);
+    let r = get(
+        &app,
+        "/api/v1/config/default?llamaport=8100&srcip=10.0.0.1",
+        peer(V4),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.error().contains("max_group_members"), "{}", r.error());
+}
