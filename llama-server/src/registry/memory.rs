@@ -9,8 +9,8 @@
 //! flood of registrations keeps the runtime busy.
 //!
 //! Registrations are bounded by [`StoreLimits`]: entries in all, members per
-//! group, groups; and a [`ShortnameRule`] says whether a new address may
-//! take over the `probe_shortname` of a live entry.
+//! group, groups; and a [`ShortnameRule`] says whether another id may take
+//! over the `probe_shortname` of a live entry.
 
 use std::{
     collections::HashMap,
