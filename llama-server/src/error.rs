@@ -21,6 +21,23 @@ pub enum Error {
     /// The registry refused a new entry because it holds `max_entries`.
     #[error("registry full: {max} entries (limit max_entries)")]
     Full { max: usize },
+    /// The registry refused a new entry because its group holds
+    /// `max_group_members`.
+    #[error("group '{group}' full: {max} members (limit max_group_members)")]
+    GroupFull { group: String, max: usize },
+    /// The registry refused a new group because it holds `max_groups`.
+    #[error("too many groups: {max} (limit max_groups)")]
+    TooManyGroups { max: usize },
+    /// An unauthenticated registration named the `probe_shortname` of a
+    /// live entry with another id in its group.
+    #[error(
+        "probe_shortname '{shortname}' belongs to the live entry {holder} of group '{group}' until it expires (only a registration with the token may take it over)"
+    )]
+    ShortnameTaken {
+        shortname: String,
+        group: String,
+        holder: String,
+    },
     /// An HTTP exchange with InfluxDB, an agent or the server failed.
     #[error("{what}: {reason}")]
     Http { what: String, reason: String },
@@ -44,6 +61,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for a `Retry-After` header (429 and 503).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -59,7 +78,14 @@ impl ApiError {
             status,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
+    }
+
+    /// Adds a `Retry-After` of `secs` seconds.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// 400 for a schema violation; the message starts with the field's name
@@ -70,6 +96,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message: format!("{field}: {problem}"),
             field: Some(field),
+            retry_after: None,
         }
     }
 
@@ -87,7 +114,10 @@ impl From<Error> for ApiError {
         let status = match err {
             // The registry is full: a capacity problem of this server, which
             // may clear when the reaper runs, so a retryable 503.
-            Error::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Full { .. } | Error::GroupFull { .. } | Error::TooManyGroups { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::ShortnameTaken { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, err.to_string())
@@ -100,7 +130,18 @@ impl IntoResponse for ApiError {
             error: &self.message,
             field: self.field.as_deref(),
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
     }
 }
 

@@ -9,11 +9,14 @@
 //! entries that stopped registering. The binary only parses flags and calls
 //! [`server::serve`] or [`server::scrape`].
 
+pub mod access;
+pub mod budget;
 pub mod clock;
 pub mod entry;
 pub mod error;
 pub mod history;
 pub mod influx;
+pub mod listener;
 pub mod matrix;
 pub mod metrics;
 pub mod reaper;
@@ -25,6 +28,7 @@ pub mod scraper;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod throttle;
 pub mod ui;
 
 pub use error::{ApiError, Error};

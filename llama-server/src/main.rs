@@ -50,6 +50,54 @@ struct Cli {
     /// Most entries the registry holds.
     #[arg(long, env = "APP_MAX_ENTRIES", default_value_t = defaults::MAX_ENTRIES)]
     max_entries: usize,
+    /// Shared secret: registrations and deletions must send
+    /// `Authorization: Bearer <token>` (401 otherwise). Unset, anyone may
+    /// register, as with the original server.
+    #[arg(
+        long,
+        env = "LLAMA_REGISTRATION_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    registration_token: String,
+    /// Networks (CIDR, comma-separated or repeated) whose peers may register
+    /// and delete (403 otherwise); judged on the TCP peer address, never
+    /// X-Forwarded-For. Unset: all.
+    #[arg(long, env = "LLAMA_REGISTER_ALLOW", value_delimiter = ',')]
+    register_allow: Vec<String>,
+    /// Registrations and deletions per second one source address (IPv6: one
+    /// /64) may make, sustained (429 beyond); 0 turns the limit off.
+    #[arg(long, env = "LLAMA_REGISTER_RATE", default_value_t = defaults::REGISTER_RATE)]
+    register_rate: f64,
+    /// Registrations one source address may make at once before
+    /// --register-rate applies.
+    #[arg(long, env = "LLAMA_REGISTER_BURST", default_value_t = defaults::REGISTER_BURST)]
+    register_burst: f64,
+    /// Source addresses whose registration rate is tracked at once (new
+    /// sources beyond: 429).
+    #[arg(long, env = "LLAMA_MAX_RATE_SOURCES", default_value_t = defaults::MAX_RATE_SOURCES)]
+    max_rate_sources: usize,
+    /// Most members one group holds (503 for a new member beyond).
+    #[arg(long, env = "LLAMA_MAX_GROUP_MEMBERS", default_value_t = defaults::MAX_GROUP_MEMBERS)]
+    max_group_members: usize,
+    /// Most groups the registry holds (503 for a new group beyond).
+    #[arg(long, env = "LLAMA_MAX_GROUPS", default_value_t = defaults::MAX_GROUPS)]
+    max_groups: usize,
+    /// Longest keepalive, seconds, a registration may ask for (400 beyond).
+    #[arg(long, env = "LLAMA_MAX_KEEPALIVE", default_value_t = defaults::MAX_KEEPALIVE_S)]
+    max_keepalive: f64,
+    /// Bytes of configs and lists being sent at once, all requests together
+    /// (503 beyond).
+    #[arg(long, env = "LLAMA_MAX_RENDER_BYTES", default_value_t = defaults::MAX_RENDER_BYTES)]
+    max_render_bytes: usize,
+    /// Seconds a client may take to send a request's headers, and an idle
+    /// connection may wait for its next request, before it is closed.
+    #[arg(long, env = "LLAMA_HEADER_READ_TIMEOUT", default_value_t = defaults::HEADER_READ_TIMEOUT_S)]
+    header_read_timeout: f64,
+    /// Most connections served at once, all listen addresses together; more
+    /// wait in the kernel's backlog. Keep it below the file-descriptor limit.
+    #[arg(long, env = "LLAMA_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
+    max_connections: usize,
     /// InfluxDB host; the scraper runs when set.
     #[arg(long, env = "INFLUXDB_HOST", default_value = "")]
     influxdb_host: String,
@@ -144,12 +192,81 @@ fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool)> {
         ),
     });
     let mut limits = file.limits.clone().unwrap_or_default();
+    let fl = file.limits.as_ref();
     limits.max_entries = layered(
         m,
         "max_entries",
         &cli.max_entries,
-        file.limits.as_ref().map(|l| l.max_entries),
+        fl.map(|l| l.max_entries),
     );
+    limits.register_rate = layered(
+        m,
+        "register_rate",
+        &cli.register_rate,
+        fl.map(|l| l.register_rate),
+    );
+    limits.register_burst = layered(
+        m,
+        "register_burst",
+        &cli.register_burst,
+        fl.map(|l| l.register_burst),
+    );
+    limits.max_rate_sources = layered(
+        m,
+        "max_rate_sources",
+        &cli.max_rate_sources,
+        fl.map(|l| l.max_rate_sources),
+    );
+    limits.max_group_members = layered(
+        m,
+        "max_group_members",
+        &cli.max_group_members,
+        fl.map(|l| l.max_group_members),
+    );
+    limits.max_groups = layered(m, "max_groups", &cli.max_groups, fl.map(|l| l.max_groups));
+    limits.max_keepalive = layered(
+        m,
+        "max_keepalive",
+        &cli.max_keepalive,
+        fl.map(|l| l.max_keepalive),
+    );
+    limits.max_render_bytes = layered(
+        m,
+        "max_render_bytes",
+        &cli.max_render_bytes,
+        fl.map(|l| l.max_render_bytes),
+    );
+    let token = layered(
+        m,
+        "registration_token",
+        &cli.registration_token,
+        file.registration_token.clone(),
+    );
+    let allow = layered(
+        m,
+        "register_allow",
+        &cli.register_allow,
+        file.register_allow.clone().map(cfg::Hosts::into_vec),
+    );
+    let register_allow = llama_server::access::parse_networks(&allow)
+        .map_err(|e| anyhow::anyhow!("--register-allow: {e}"))?;
+    let listener = cfg::ListenerSettings {
+        header_read_timeout: secs(
+            layered(
+                m,
+                "header_read_timeout",
+                &cli.header_read_timeout,
+                file.header_read_timeout,
+            ),
+            "header read timeout",
+        )?,
+        max_connections: layered(
+            m,
+            "max_connections",
+            &cli.max_connections,
+            file.max_connections,
+        ),
+    };
     let scrape = ScrapeSettings {
         agent_port: layered(m, "agent_port", &cli.agent_port, file.agent_port),
         agent_timeout: secs(
@@ -192,6 +309,9 @@ fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool)> {
             file.trust_forwarded_for,
         ),
         limits,
+        registration_token: (!token.is_empty()).then_some(token),
+        register_allow,
+        listener,
         collector: file.collector.clone().unwrap_or_default(),
         influx,
         scrape,

@@ -47,6 +47,15 @@ impl Registration {
         let keepalive = match obj.get("keepalive") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => match n.as_f64() {
+                Some(k) if k.is_finite() && k > limits.max_keepalive => {
+                    return Err(ApiError::field(
+                        "keepalive",
+                        format!(
+                            "longer than {} seconds (limit max_keepalive)",
+                            limits.max_keepalive
+                        ),
+                    ));
+                }
                 Some(k) if k.is_finite() && k > 0.0 => Some(k),
                 _ => return Err(ApiError::field("keepalive", "must be a positive number")),
             },
@@ -367,6 +376,14 @@ mod tests {
             (
                 format!(r#"{{"port":1,"group":"abcde","tags":{{{base}}}}}"#),
                 "group",
+            ),
+            (
+                format!(r#"{{"port":1,"keepalive":1e300,"tags":{{{base}}}}}"#),
+                "keepalive",
+            ),
+            (
+                format!(r#"{{"port":1,"keepalive":604801,"tags":{{{base}}}}}"#),
+                "keepalive",
             ),
         ];
         for (body, field) in cases {

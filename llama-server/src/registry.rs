@@ -11,10 +11,10 @@ use std::{
 };
 
 use futures::future::BoxFuture;
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, ShortnameRule, StoreLimits};
 
 use crate::{
-    entry::{Entry, Probe},
+    entry::{Entry, Id, Probe},
     error::Error,
 };
 
@@ -58,6 +58,10 @@ pub trait Store: Send + Sync + 'static {
     /// and returns the stored entry.
     fn register(&self, probe: Probe, now: SystemTime) -> StoreFuture<'_, Arc<Entry>>;
 
+    /// Removes the entry `id` from every group holding it; the number of
+    /// entries removed (0: unknown id).
+    fn remove(&self, id: Id) -> StoreFuture<'_, usize>;
+
     /// The members of one group, or `None` for an unknown group.
     fn group<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Members>>;
 
@@ -70,6 +74,7 @@ pub trait Store: Send + Sync + 'static {
     /// Removes entries older than their keepalive and all but the most
     /// recently refreshed entry among those of a group sharing a
     /// `probe_shortname`, then drops empty groups. Must not block
-    /// registrations for more than a few milliseconds at a time.
+    /// registrations for more than a few milliseconds at a time, and must
+    /// finish while registrations keep arriving.
     fn reap(&self, now: SystemTime) -> StoreFuture<'_, ReapReport>;
 }

@@ -15,9 +15,9 @@ use axum::{
     extract::{DefaultBodyLimit, Path, State},
     http::{Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post},
 };
-pub use client::{ClientIp, forwarded_for};
+pub use client::{ClientIp, PeerIp, forwarded_for};
 use llama_common::OPENMETRICS_CONTENT_TYPE;
 
 use crate::{error::ApiError, registry::Members, state::AppState};
@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/matrix", get(matrix::matrix))
         .route("/api/v1/path", get(matrix::path))
         .route("/api/v1/register", post(register::register))
+        .route("/api/v1/register/{id}", delete(register::unregister))
         .route("/api/v1/list", get(list_all))
         .route("/api/v1/list/{group}", get(list_group))
         .route("/api/v1/config/{group}", get(config::config))
@@ -45,8 +46,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn json_response(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+/// A large JSON answer, within the render budget.
+fn budgeted_json(state: &AppState, body: String) -> Result<Response, ApiError> {
+    let body = state.render_budget.reserve(body.len())?.body(body);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `{"<id>": <entry>, ...}` from the entries' stored JSON.
@@ -68,6 +71,8 @@ async fn list_all(State(state): State<AppState>) -> Result<Response, ApiError> {
         .flat_map(|(_, m)| m)
         .map(|e| e.list_member().len() + 1)
         .sum();
+    // Reserved before the answer is built: it can be the whole registry.
+    let reservation = state.render_budget.reserve(size + 2)?;
     let mut out = String::with_capacity(size + 2);
     out.push('{');
     for (i, (name, members)) in groups.iter().enumerate() {
@@ -79,7 +84,8 @@ async fn list_all(State(state): State<AppState>) -> Result<Response, ApiError> {
         push_members(&mut out, members);
     }
     out.push('}');
-    Ok(json_response(out))
+    let body = reservation.body(out);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn list_group(
@@ -91,7 +97,7 @@ async fn list_group(
     };
     let mut out = String::with_capacity(members.iter().map(|e| e.list_member().len() + 1).sum());
     push_members(&mut out, &members);
-    Ok(json_response(out))
+    budgeted_json(&state, out)
 }
 
 /// Comma-separated agent IPs (each once), `127.0.0.1` when there are none.

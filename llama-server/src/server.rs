@@ -1,15 +1,15 @@
 //! Running the server: bind every listen address (IPv4 and IPv6 side by
-//! side), serve the router with peer addresses, run the reaper and the
-//! scraper (into memory, and into InfluxDB when one is configured); stop
-//! gracefully on SIGINT/SIGTERM.
+//! side), serve the router on them (`listener`: timeouts and a connection
+//! limit), run the reaper and the scraper (into memory, and into InfluxDB
+//! when one is configured); stop gracefully on SIGINT/SIGTERM.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt;
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 use crate::{
     error::Error,
+    listener::{self, ConnectionLimit},
     reaper, routes,
     scraper::{Scraper, TargetSource},
     settings::Settings,
@@ -58,27 +58,19 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();
+        let limit = Arc::new(ConnectionLimit::new(
+            state.settings.listener.max_connections,
+        ));
         for listener in listeners {
             let addr = listener.local_addr()?;
             addrs.push(addr);
-            let listener = listener.tap_io(|tcp| {
-                // Small answers must not wait for Nagle.
-                let _ = tcp.set_nodelay(true);
-            });
-            let app =
-                routes::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-            let mut stopped = stopped.clone();
-            tasks.spawn(async move {
-                let shutdown = async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!(%addr, %e, "server stopped with an error");
-                }
-            });
+            tasks.spawn(listener::serve(
+                listener,
+                routes::router(state.clone()),
+                limit.clone(),
+                state.settings.listener.clone(),
+                stopped.clone(),
+            ));
             tracing::info!(%addr, "listening");
         }
         tasks.spawn(reaper::run(state.clone(), stopped.clone()));

@@ -7,6 +7,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
+pub use crate::access::Cidr;
 use crate::error::Error;
 
 /// The defaults of the server's settings (the original server's where it
@@ -28,6 +29,33 @@ pub mod defaults {
     pub const REAP_INTERVAL_S: f64 = 5.0;
     /// Most entries the registry holds.
     pub const MAX_ENTRIES: usize = 200_000;
+    /// Most members one group holds (every member probes every other, so
+    /// this also bounds the probes one registration can direct at an
+    /// address, and the size of one config).
+    pub const MAX_GROUP_MEMBERS: usize = 1_000;
+    /// Most groups the registry holds.
+    pub const MAX_GROUPS: usize = 1_000;
+    /// Longest keepalive a registration may ask for, seconds (a week).
+    pub const MAX_KEEPALIVE_S: f64 = 604_800.0;
+    /// Registrations (and deletions) per second one source address may
+    /// make, sustained; 0 turns the limit off.
+    pub const REGISTER_RATE: f64 = 10.0;
+    /// Registrations one source address may make at once before the rate
+    /// applies.
+    pub const REGISTER_BURST: f64 = 100.0;
+    /// Source addresses whose registration rate is tracked at once.
+    pub const MAX_RATE_SOURCES: usize = 65_536;
+    /// Bytes of configs and lists being sent at once, all requests together.
+    pub const MAX_RENDER_BYTES: usize = 64 * 1024 * 1024;
+    /// Seconds a client may take to send a request's headers (and an idle
+    /// keep-alive connection may wait for its next request). Well away from
+    /// the periods of the server's clients (scraper 10 s, agents' config
+    /// poll 30 s and registration 60 s), so a pooled connection is not
+    /// closed just as its next request is sent.
+    pub const HEADER_READ_TIMEOUT_S: f64 = 20.0;
+    /// Most connections served at once, all listen addresses together
+    /// (below the common 1,024 file-descriptor limit).
+    pub const MAX_CONNECTIONS: usize = 768;
     /// InfluxDB's HTTP port.
     pub const INFLUXDB_PORT: u16 = 8086;
     /// InfluxDB database.
@@ -54,6 +82,22 @@ pub struct Limits {
     pub max_group_len: usize,
     /// Most entries the registry holds (all groups together).
     pub max_entries: usize,
+    /// Most members one group holds.
+    pub max_group_members: usize,
+    /// Most groups the registry holds.
+    pub max_groups: usize,
+    /// Longest keepalive a registration may ask for, seconds (longer: 400).
+    pub max_keepalive: f64,
+    /// Registrations and deletions per second per source address (IPv6:
+    /// per /64), sustained; 0 turns the limit off.
+    pub register_rate: f64,
+    /// Registrations a source may make at once before `register_rate`
+    /// applies.
+    pub register_burst: f64,
+    /// Source addresses whose rate is tracked at once.
+    pub max_rate_sources: usize,
+    /// Bytes of rendered configs and lists in flight at once (more: 503).
+    pub max_render_bytes: usize,
 }
 
 impl Default for Limits {
@@ -65,6 +109,13 @@ impl Default for Limits {
             max_tag_value_len: 256,
             max_group_len: 64,
             max_entries: defaults::MAX_ENTRIES,
+            max_group_members: defaults::MAX_GROUP_MEMBERS,
+            max_groups: defaults::MAX_GROUPS,
+            max_keepalive: defaults::MAX_KEEPALIVE_S,
+            register_rate: defaults::REGISTER_RATE,
+            register_burst: defaults::REGISTER_BURST,
+            max_rate_sources: defaults::MAX_RATE_SOURCES,
+            max_render_bytes: defaults::MAX_RENDER_BYTES,
         }
     }
 }
@@ -162,6 +213,25 @@ impl Default for ScrapeSettings {
     }
 }
 
+/// Limits of the HTTP listener (see `listener`).
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    /// How long a client may take to send a request's headers; also how
+    /// long an idle keep-alive connection is kept.
+    pub header_read_timeout: Duration,
+    /// Most connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        ListenerSettings {
+            header_read_timeout: Duration::from_secs_f64(defaults::HEADER_READ_TIMEOUT_S),
+            max_connections: defaults::MAX_CONNECTIONS,
+        }
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -176,6 +246,13 @@ pub struct Settings {
     /// a trusted proxy: anyone can send the header).
     pub trust_forwarded_for: bool,
     pub limits: Limits,
+    /// Shared secret registrations must present as `Authorization: Bearer
+    /// <token>`; `None` leaves registration open (the original's way).
+    pub registration_token: Option<String>,
+    /// Networks whose peers may register and delete; empty allows all.
+    pub register_allow: Vec<Cidr>,
+    /// Limits of the HTTP listener.
+    pub listener: ListenerSettings,
     pub collector: CollectorDefaults,
     pub influx: Option<InfluxSettings>,
     pub scrape: ScrapeSettings,
@@ -195,6 +272,9 @@ impl Default for Settings {
             reap_interval: Duration::from_secs_f64(defaults::REAP_INTERVAL_S),
             trust_forwarded_for: false,
             limits: Limits::default(),
+            registration_token: None,
+            register_allow: Vec::new(),
+            listener: ListenerSettings::default(),
             collector: CollectorDefaults::default(),
             influx: None,
             scrape: ScrapeSettings::default(),
@@ -256,6 +336,10 @@ pub struct FileConfig {
     pub history_max_bytes: Option<usize>,
     pub scrape_max_body_bytes: Option<usize>,
     pub collect: Option<bool>,
+    pub registration_token: Option<String>,
+    pub register_allow: Option<Hosts>,
+    pub header_read_timeout: Option<f64>,
+    pub max_connections: Option<usize>,
     pub limits: Option<Limits>,
     pub collector: Option<CollectorDefaults>,
 }
@@ -328,6 +412,35 @@ pub fn validate(s: &Settings) -> Result<(), Error> {
     }
     if s.limits.max_tags < 3 {
         return Err(bad("limits.max_tags must allow the 3 required tags"));
+    }
+    let l = &s.limits;
+    if !(l.max_keepalive.is_finite() && l.max_keepalive >= s.keepalive) {
+        return Err(bad(
+            "max_keepalive must be a number of seconds no shorter than keepalive",
+        ));
+    }
+    let rate_ok = l.register_rate.is_finite() && l.register_rate >= 0.0;
+    let burst_ok = l.register_burst.is_finite() && l.register_burst >= 1.0;
+    if !(rate_ok && burst_ok) {
+        return Err(bad(
+            "register_rate must be 0 or more and register_burst at least 1",
+        ));
+    }
+    if l.max_group_members == 0
+        || l.max_groups == 0
+        || l.max_rate_sources == 0
+        || l.max_render_bytes == 0
+        || s.listener.max_connections == 0
+    {
+        return Err(bad(
+            "max_group_members, max_groups, max_rate_sources, max_render_bytes and max_connections must be positive",
+        ));
+    }
+    if s.listener.header_read_timeout.is_zero() {
+        return Err(bad("header_read_timeout must be positive"));
+    }
+    if s.registration_token.as_deref() == Some("") {
+        return Err(bad("the registration token must not be empty"));
     }
     Ok(())
 }

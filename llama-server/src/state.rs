@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use crate::{
+    access::Access,
+    budget::RenderBudget,
     history::History,
     metrics::Metrics,
-    registry::{MemoryStore, Store},
+    registry::{MemoryStore, ShortnameRule, Store, StoreLimits},
     settings::Settings,
 };
 
@@ -16,6 +18,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub history: Arc<History>,
+    /// Who may register and delete.
+    pub access: Arc<Access>,
+    /// Bytes of configs and lists in flight.
+    pub render_budget: Arc<RenderBudget>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -26,10 +32,27 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// The store bounds `settings` ask for. With a registration token every
+/// registration is authenticated, so a probe that moved to a new address
+/// takes its name over at once; without one, a live entry keeps its name.
+pub fn store_limits(settings: &Settings) -> StoreLimits {
+    let l = &settings.limits;
+    StoreLimits {
+        max_entries: l.max_entries,
+        max_group_members: l.max_group_members,
+        max_groups: l.max_groups,
+        shortnames: if settings.registration_token.is_some() {
+            ShortnameRule::NewestWins
+        } else {
+            ShortnameRule::LiveKeeps
+        },
+    }
+}
+
 impl AppState {
     /// State over the in-memory store.
     pub fn new(settings: Settings) -> Self {
-        let store = Arc::new(MemoryStore::new(settings.limits.max_entries));
+        let store = Arc::new(MemoryStore::with_limits(store_limits(&settings)));
         Self::with_store(settings, store)
     }
 
@@ -38,6 +61,8 @@ impl AppState {
         let history = History::new(&settings.history_limits(), metrics.history.clone());
         AppState {
             store,
+            access: Arc::new(Access::new(&settings)),
+            render_budget: Arc::new(RenderBudget::new(settings.limits.max_render_bytes)),
             settings: Arc::new(settings),
             metrics: Arc::new(metrics),
             history: Arc::new(history),

@@ -4,6 +4,13 @@
 //! locks, decides without any lock, then removes in small batches under short
 //! write locks, re-checking that each doomed entry was not refreshed since it
 //! was scanned: no lock is held for longer than one chunk, whatever the size.
+//! It yields to other tasks after every [`SCAN_CHUNK`] entries of work, not
+//! after every group, so a pass over many small groups also ends while a
+//! flood of registrations keeps the runtime busy.
+//!
+//! Registrations are bounded by [`StoreLimits`]: entries in all, members per
+//! group, groups; and a [`ShortnameRule`] says whether another id may take
+//! over the `probe_shortname` of a live entry.
 
 use std::{
     collections::HashMap,
@@ -35,22 +42,110 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What a registration that names the `probe_shortname` of a live entry
+/// with another id (address or port) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShortnameRule {
+    /// It is stored; the reaper keeps the most recently refreshed entry of
+    /// the name (a probe that moved). For authenticated registrations.
+    NewestWins,
+    /// It is refused while the live entry keeps refreshing: without
+    /// authentication anyone could otherwise evict a running probe.
+    LiveKeeps,
+}
+
+/// Bounds of a [`MemoryStore`].
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    pub max_entries: usize,
+    pub max_group_members: usize,
+    pub max_groups: usize,
+    pub shortnames: ShortnameRule,
+}
+
+impl StoreLimits {
+    /// `max_entries` in all, no other bound, newest wins.
+    pub fn entries(max_entries: usize) -> Self {
+        StoreLimits {
+            max_entries,
+            max_group_members: usize::MAX,
+            max_groups: usize::MAX,
+            shortnames: ShortnameRule::NewestWins,
+        }
+    }
+}
+
 #[derive(Default)]
 struct GroupMembers {
     slots: Vec<Arc<Entry>>,
     index: HashMap<Id, usize>,
+    /// The ids holding each `probe_shortname`.
+    shortnames: HashMap<Box<str>, Vec<Id>>,
 }
 
 impl GroupMembers {
+    fn name_added(&mut self, e: &Entry) {
+        let short = e.probe.shortname();
+        match self.shortnames.get_mut(short) {
+            Some(ids) => ids.push(e.probe.id),
+            None => {
+                self.shortnames.insert(short.into(), vec![e.probe.id]);
+            }
+        }
+    }
+
+    fn name_removed(&mut self, e: &Entry) {
+        let short = e.probe.shortname();
+        if let Some(ids) = self.shortnames.get_mut(short) {
+            ids.retain(|id| *id != e.probe.id);
+            if ids.is_empty() {
+                self.shortnames.remove(short);
+            }
+        }
+    }
+
+    fn push(&mut self, entry: Arc<Entry>) {
+        self.name_added(&entry);
+        self.index.insert(entry.probe.id, self.slots.len());
+        self.slots.push(entry);
+    }
+
+    /// Replaces slot `i`, returning the old entry (to be freed unlocked).
+    fn replace(&mut self, i: usize, entry: Arc<Entry>) -> Arc<Entry> {
+        let renamed = self.slots[i].probe.shortname() != entry.probe.shortname();
+        if renamed {
+            let old = self.slots[i].clone();
+            self.name_removed(&old);
+            self.name_added(&entry);
+        }
+        std::mem::replace(&mut self.slots[i], entry)
+    }
+
     /// Removes slot `i`, returning the entry so the caller can free it after
     /// releasing the lock.
     fn remove_at(&mut self, i: usize) -> Arc<Entry> {
         let removed = self.slots.swap_remove(i);
         self.index.remove(&removed.probe.id);
+        self.name_removed(&removed);
         if let Some(moved) = self.slots.get(i) {
             self.index.insert(moved.probe.id, i);
         }
         removed
+    }
+
+    /// A live entry with another id holding `probe`'s shortname. (Not only
+    /// another IP address: a registration may name any `ip`, so "the same
+    /// host on another port" would let anyone evict a probe.)
+    fn live_holder(&self, probe: &Probe, now: SystemTime) -> Option<Id> {
+        let ids = self.shortnames.get(probe.shortname())?;
+        ids.iter()
+            .filter(|id| **id != probe.id)
+            .find(|id| {
+                self.index
+                    .get(id)
+                    .is_some_and(|&i| !self.slots[i].expired(now))
+            })
+            .copied()
     }
 }
 
@@ -64,8 +159,10 @@ pub struct MemoryStore {
     groups: RwLock<HashMap<Arc<str>, Arc<Group>>>,
     total: AtomicUsize,
     seq: AtomicU64,
-    max_entries: usize,
-    /// One reap at a time: the chunked scan relies on no other removals.
+    limits: StoreLimits,
+    /// One reap at a time. (A deletion during a reap's scan can move an
+    /// unscanned entry into the scanned part; it is then looked at by the
+    /// next reap, which is harmless.)
     reaping: tokio::sync::Mutex<()>,
 }
 
@@ -95,12 +192,17 @@ fn approx_size(e: &Entry) -> u64 {
 }
 
 impl MemoryStore {
+    /// A store of at most `max_entries`, without other bounds.
     pub fn new(max_entries: usize) -> Self {
+        Self::with_limits(StoreLimits::entries(max_entries))
+    }
+
+    pub fn with_limits(limits: StoreLimits) -> Self {
         MemoryStore {
             groups: RwLock::default(),
             total: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
-            max_entries,
+            limits,
             reaping: tokio::sync::Mutex::new(()),
         }
     }
@@ -108,6 +210,15 @@ impl MemoryStore {
     fn upsert(&self, group: &Group, probe: Probe, now: SystemTime) -> Result<Arc<Entry>, Error> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut m = write(&group.members);
+        if self.limits.shortnames == ShortnameRule::LiveKeeps
+            && let Some(holder) = m.live_holder(&probe, now)
+        {
+            return Err(Error::ShortnameTaken {
+                shortname: probe.shortname().to_owned(),
+                group: probe.group.to_string(),
+                holder: holder.to_string(),
+            });
+        }
         if let Some(&i) = m.index.get(&probe.id) {
             let old = &m.slots[i].probe;
             // Keep the old probe (and its rendered target) when nothing changed.
@@ -117,22 +228,26 @@ impl MemoryStore {
                 Arc::new(probe)
             };
             let entry = Arc::new(Entry::new(probe, now, seq));
-            let old = std::mem::replace(&mut m.slots[i], entry.clone());
+            let old = m.replace(i, entry.clone());
             drop(m);
             // The replaced entry is freed outside the lock.
             drop(old);
             return Ok(entry);
         }
-        if self.total.fetch_add(1, Ordering::Relaxed) >= self.max_entries {
+        if m.slots.len() >= self.limits.max_group_members {
+            return Err(Error::GroupFull {
+                group: probe.group.to_string(),
+                max: self.limits.max_group_members,
+            });
+        }
+        if self.total.fetch_add(1, Ordering::Relaxed) >= self.limits.max_entries {
             self.total.fetch_sub(1, Ordering::Relaxed);
             return Err(Error::Full {
-                max: self.max_entries,
+                max: self.limits.max_entries,
             });
         }
         let entry = Arc::new(Entry::new(Arc::new(probe), now, seq));
-        let i = m.slots.len();
-        m.index.insert(entry.probe.id, i);
-        m.slots.push(entry.clone());
+        m.push(entry.clone());
         Ok(entry)
     }
 
@@ -146,6 +261,11 @@ impl MemoryStore {
             }
         }
         let mut map = write(&self.groups);
+        if !map.contains_key(&*probe.group) && map.len() >= self.limits.max_groups {
+            return Err(Error::TooManyGroups {
+                max: self.limits.max_groups,
+            });
+        }
         let g = map.entry(probe.group.clone()).or_default().clone();
         let result = self.upsert(&g, probe, now);
         if result.is_err() && read(&g.members).slots.is_empty() {
@@ -158,12 +278,61 @@ impl MemoryStore {
         read(&group.members).slots.clone()
     }
 
+    /// Drops the groups of `names` that are (still) empty, under one write
+    /// lock of the map.
+    fn drop_empty(&self, names: &[(Arc<str>, Arc<Group>)], report: Option<&mut ReapReport>) {
+        if names.is_empty() {
+            return;
+        }
+        let t = Instant::now();
+        let mut dropped = 0;
+        {
+            let mut map = write(&self.groups);
+            for (name, group) in names {
+                // Registrations hold the map's read lock while inserting, so
+                // the group is still empty if it is empty now.
+                if read(&group.members).slots.is_empty()
+                    && map.get(name).is_some_and(|g| Arc::ptr_eq(g, group))
+                {
+                    map.remove(name);
+                    dropped += 1;
+                }
+            }
+        }
+        if let Some(report) = report {
+            report.groups_removed += dropped;
+            report.longest_lock = report.longest_lock.max(t.elapsed());
+        }
+    }
+
+    fn remove_now(&self, id: Id) -> usize {
+        let groups: Vec<(Arc<str>, Arc<Group>)> = read(&self.groups)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut removed = Vec::new();
+        let mut emptied = Vec::new();
+        for (name, group) in groups {
+            let mut m = write(&group.members);
+            if let Some(&i) = m.index.get(&id) {
+                removed.push(m.remove_at(i));
+                if m.slots.is_empty() {
+                    drop(m);
+                    emptied.push((name, group));
+                }
+            }
+        }
+        self.total.fetch_sub(removed.len(), Ordering::Relaxed);
+        self.drop_empty(&emptied, None);
+        removed.len()
+    }
+
     async fn reap_group(
         &self,
-        name: &Arc<str>,
         group: &Arc<Group>,
         now: SystemTime,
         report: &mut ReapReport,
+        work: &mut Work,
     ) {
         let mut live: Vec<Arc<Entry>> = Vec::new();
         let mut doomed: Vec<(Id, u64, Reason)> = Vec::new();
@@ -185,10 +354,11 @@ impl MemoryStore {
                     }
                 }
                 report.scanned += end - start;
+                work.done(end - start);
                 start = end;
             }
             report.longest_lock = report.longest_lock.max(t.elapsed());
-            tokio::task::yield_now().await;
+            work.pause().await;
         }
         // Newest wins among live entries sharing a probe_shortname: O(n).
         let mut newest: HashMap<&str, &Arc<Entry>> = HashMap::with_capacity(live.len());
@@ -233,18 +403,10 @@ impl MemoryStore {
             report.longest_lock = report.longest_lock.max(t.elapsed());
             drop(graveyard);
             self.total.fetch_sub(removed, Ordering::Relaxed);
-            tokio::task::yield_now().await;
-        }
-        if read(&group.members).slots.is_empty() {
-            let mut map = write(&self.groups);
-            // Registrations hold the map's read lock while inserting, so the
-            // group is still empty if it is empty now.
-            if read(&group.members).slots.is_empty()
-                && map.get(name).is_some_and(|g| Arc::ptr_eq(g, group))
-            {
-                map.remove(name);
-                report.groups_removed += 1;
-            }
+            // A removal under the write lock costs about what scanning a
+            // few entries does.
+            work.done(batch.len() * (SCAN_CHUNK / REMOVE_BATCH));
+            work.pause().await;
         }
     }
 
@@ -256,11 +418,46 @@ impl MemoryStore {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let mut work = Work::default();
+        let mut empty = Vec::new();
         for (name, group) in &groups {
-            self.reap_group(name, group, now, &mut report).await;
+            self.reap_group(group, now, &mut report, &mut work).await;
+            // Every group costs something, even an empty one.
+            work.done(1);
+            if read(&group.members).slots.is_empty() {
+                empty.push((name.clone(), group.clone()));
+                if empty.len() >= REMOVE_BATCH {
+                    self.drop_empty(&empty, Some(&mut report));
+                    empty.clear();
+                    work.done(SCAN_CHUNK);
+                }
+            }
+            work.pause().await;
         }
+        self.drop_empty(&empty, Some(&mut report));
         report.duration = started.elapsed();
         report
+    }
+}
+
+/// Work a reap did since it last yielded to other tasks. Yielding after
+/// every group made a pass over 100,000 one-entry groups wait 100,000 times
+/// behind every task a registration flood keeps ready; yielding after a
+/// fixed amount of work bounds the pauses by the registry's size instead.
+#[derive(Default)]
+struct Work(usize);
+
+impl Work {
+    fn done(&mut self, units: usize) {
+        self.0 += units;
+    }
+
+    /// Yields once a chunk's worth of work has been done.
+    async fn pause(&mut self) {
+        if self.0 >= SCAN_CHUNK {
+            self.0 = 0;
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -268,6 +465,11 @@ impl Store for MemoryStore {
     fn register(&self, probe: Probe, now: SystemTime) -> StoreFuture<'_, Arc<Entry>> {
         let result = self.register_now(probe, now);
         Box::pin(std::future::ready(result))
+    }
+
+    fn remove(&self, id: Id) -> StoreFuture<'_, usize> {
+        let removed = self.remove_now(id);
+        Box::pin(std::future::ready(Ok(removed)))
     }
 
     fn group<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Members>> {

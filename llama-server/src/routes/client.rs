@@ -1,5 +1,7 @@
 //! Who is asking: the peer address, or the first `X-Forwarded-For` address
-//! when the server is told it sits behind a trusted proxy.
+//! when the server is told it sits behind a trusted proxy ([`ClientIp`],
+//! what an agent is registered as); and the peer address alone
+//! ([`PeerIp`], what access decisions judge).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -30,6 +32,29 @@ pub fn forwarded_for(parts: &Parts) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
+/// The TCP peer's address (IPv4-mapped IPv6 shown as IPv4), whatever
+/// `X-Forwarded-For` says.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerIp(pub IpAddr);
+
+fn peer(parts: &Parts) -> Result<IpAddr, ApiError> {
+    match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => Ok(peer.ip().to_canonical()),
+        None => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "peer address unknown (serve with connect info)",
+        )),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        peer(parts).map(PeerIp)
+    }
+}
+
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = ApiError;
 
@@ -39,12 +64,6 @@ impl FromRequestParts<AppState> for ClientIp {
         {
             return Ok(ClientIp(ip));
         }
-        match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(peer)) => Ok(ClientIp(peer.ip().to_canonical())),
-            None => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "peer address unknown (serve with connect info)",
-            )),
-        }
+        peer(parts).map(ClientIp)
     }
 }

@@ -1,9 +1,11 @@
 //! `GET /api/v1/config/<group>?llamaport=<p>&srcip=<ip>`: the collector
-//! config for one member of a group (see `render`).
+//! config for one member of a group (see `render`). A config's size is
+//! bounded by the group's member limit; all configs being sent together by
+//! the render budget (`budget`).
 
 use axum::{
     extract::{Path, Query, State},
-    http::header,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
@@ -45,6 +47,19 @@ pub async fn config(
     let Some(members) = state.store.group(&group).await? else {
         return Err(ApiError::unknown_group(&group));
     };
+    // The registry keeps groups within the limit; a shared store written
+    // by servers with a larger one might not, and a config of every member
+    // is what the limit bounds.
+    let max = state.settings.limits.max_group_members;
+    if members.len() > max {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "group '{group}' has {} members, more than this server serves configs for (limit max_group_members {max})",
+                members.len()
+            ),
+        ));
+    }
     let Some(requester) = members.iter().find(|e| e.probe.id == id) else {
         return Err(ApiError::not_found(format!(
             "unknown probe '{id}', please register"
@@ -55,5 +70,8 @@ pub async fn config(
         collector: &state.settings.collector,
     };
     let yaml = render_config(&group, &members, requester, &params);
+    // Rendering is synchronous, so at most one config per worker thread is
+    // being built; the budget bounds the ones being sent.
+    let yaml = state.render_budget.reserve(yaml.len())?.body(yaml);
     Ok(([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], yaml).into_response())
 }

@@ -1,15 +1,21 @@
-//! `POST /api/v1/register`: validate, apply defaults, store, and answer with
-//! the stored entry (the original answered with the whole database).
+//! `POST /api/v1/register`: check access (`access`), validate, apply
+//! defaults, store, and answer with the stored entry (the original answered
+//! with the whole database). `DELETE /api/v1/register/<id>`: remove an entry
+//! (an agent leaving).
+
+use std::time::Instant;
 
 use axum::{
     body::Bytes,
-    extract::{State, rejection::BytesRejection},
+    extract::{Path, State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
-use super::client::ClientIp;
-use crate::{error::ApiError, metrics::StatusLabel, registration::Registration, state::AppState};
+use super::client::{ClientIp, PeerIp};
+use crate::{
+    entry::Id, error::ApiError, metrics::StatusLabel, registration::Registration, state::AppState,
+};
 
 /// Whether a Content-Type names JSON (`application/json`, any parameters,
 /// or a `+json` type).
@@ -32,11 +38,16 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 pub async fn register(
     State(state): State<AppState>,
+    PeerIp(peer): PeerIp,
     ClientIp(client): ClientIp,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match register_inner(&state, client, &headers, body).await {
+    let result = match state.access.check(peer, &headers, Instant::now()) {
+        Ok(()) => register_inner(&state, client, &headers, body).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(resp) => {
             state.metrics.registrations.inc();
             resp
@@ -49,6 +60,7 @@ pub async fn register(
                     status: err.status.as_u16(),
                 })
                 .inc();
+            state.access.log_refusal(&err);
             tracing::debug!(%client, %err, "registration refused");
             err.into_response()
         }
@@ -89,4 +101,65 @@ async fn register_inner(
         entry.json().to_owned(),
     )
         .into_response())
+}
+
+/// Parses an entry id as the API writes it (`10.0.0.1:8100`,
+/// `[2001:db8::1]:8100`); IPv4-mapped IPv6 is the IPv4 address.
+fn parse_id(s: &str) -> Result<Id, ApiError> {
+    let id: Id = s.trim().parse().map_err(|_| {
+        ApiError::field(
+            "id",
+            "must be an entry id, ip:port or [ipv6]:port (as in the register answer)",
+        )
+    })?;
+    Ok(Id::new(id.ip().to_canonical(), id.port()))
+}
+
+pub async fn unregister(
+    State(state): State<AppState>,
+    PeerIp(peer): PeerIp,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    match unregister_inner(&state, peer, &headers, &id).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            state
+                .metrics
+                .rejected
+                .get_or_create(&StatusLabel {
+                    status: err.status.as_u16(),
+                })
+                .inc();
+            tracing::debug!(%peer, %err, "deletion refused");
+            err.into_response()
+        }
+    }
+}
+
+async fn unregister_inner(
+    state: &AppState,
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Response, ApiError> {
+    state.access.check(peer, headers, Instant::now())?;
+    let id = parse_id(id)?;
+    // Without a token, an address may remove only its own entries: the
+    // peer is the one thing a client cannot choose.
+    if !state.access.token_required() && id.ip() != peer {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{peer} may delete only its own entries, not {id} (or send the registration token)"
+            ),
+        ));
+    }
+    match state.store.remove(id).await? {
+        0 => Err(ApiError::not_found(format!("unknown entry '{id}'"))),
+        n => {
+            tracing::debug!(%id, entries = n, "deleted");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+    }
 }

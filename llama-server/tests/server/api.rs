@@ -177,7 +177,7 @@ async fn forwarded_for_is_used_only_when_trusted() {
         with_xff(
             "/api/v1/register",
             "POST",
-            reg(8100, "a", json!({"ip": "10.9.9.9"})).into(),
+            reg(8100, "b", json!({"ip": "10.9.9.9"})).into(),
         ),
         peer(V4),
     )

@@ -55,6 +55,17 @@ fn command(args: &[&str]) -> Command {
         "LLAMA_AGENT_PORT",
         "LLAMA_HISTORY_MAX_BYTES",
         "LLAMA_SCRAPE_MAX_BODY_BYTES",
+        "LLAMA_REGISTRATION_TOKEN",
+        "LLAMA_REGISTER_ALLOW",
+        "LLAMA_REGISTER_RATE",
+        "LLAMA_REGISTER_BURST",
+        "LLAMA_MAX_RATE_SOURCES",
+        "LLAMA_MAX_GROUP_MEMBERS",
+        "LLAMA_MAX_GROUPS",
+        "LLAMA_MAX_KEEPALIVE",
+        "LLAMA_MAX_RENDER_BYTES",
+        "LLAMA_HEADER_READ_TIMEOUT",
+        "LLAMA_MAX_CONNECTIONS",
     ] {
         c.env_remove(var);
     }
@@ -166,6 +177,118 @@ async fn environment_and_config_file_set_the_defaults() {
     assert!(terminate(&mut server).success());
 }
 
+/// `POST /api/v1/register` with an optional bearer token: the status and
+/// the `error` of a refusal.
+async fn post_register(base: &str, token: Option<&str>, body: String) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/api/v1/register"))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let v: serde_json::Value = r.json().await.unwrap();
+    (status, v["error"].as_str().unwrap_or("").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_settings_come_from_flags_environment_and_file() {
+    // The file sets a token and limits; the environment's token wins.
+    let (_dir, cfg) = config_file(
+        "registration_token: from-file\nlimits:\n  max_group_members: 1\n  max_keepalive: 100000\n",
+    );
+    let port = free_port();
+    let mut server = spawn(
+        command(&["-c", cfg.to_str().unwrap(), "-p", &port.to_string()])
+            .env("LLAMA_REGISTRATION_TOKEN", "from-env"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_up(&base).await;
+    let body = |port: u16, name: &str| app::reg(port, name, json!({}));
+    assert_eq!(post_register(&base, None, body(8100, "a")).await.0, 401);
+    assert_eq!(
+        post_register(&base, Some("from-file"), body(8100, "a"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post_register(&base, Some("from-env"), body(8100, "a"))
+            .await
+            .0,
+        200
+    );
+    let (status, error) = post_register(&base, Some("from-env"), body(8101, "b")).await;
+    assert_eq!(status, 503);
+    assert!(error.contains("max_group_members"), "{error}");
+    let (status, error) = post_register(
+        &base,
+        Some("from-env"),
+        app::reg(8100, "a", json!({"keepalive": 100001})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(error.contains("max_keepalive"), "{error}");
+    // Deleting with the token.
+    let r = reqwest::Client::new()
+        .delete(format!("{base}/api/v1/register/127.0.0.1:8100"))
+        .bearer_auth("from-env")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(terminate(&mut server).success());
+
+    // Flags: the allowed networks and the rate.
+    let port = free_port();
+    let mut server = spawn(&mut command(&[
+        "-p",
+        &port.to_string(),
+        "--register-allow",
+        "10.0.0.0/8,192.0.2.0/24",
+    ]));
+    let base = format!("http://127.0.0.1:{port}");
+    wait_up(&base).await;
+    let (status, error) = post_register(&base, None, body(8100, "a")).await;
+    assert_eq!(status, 403);
+    assert!(error.contains("register_allow"), "{error}");
+    assert!(terminate(&mut server).success());
+
+    // The rate, and its one log line however often it is hit.
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut server = ChildGuard::new(
+        command(&["-p", &port.to_string(), "--register-burst", "2"])
+            .env("LLAMA_REGISTER_RATE", "0.01")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_up(&base).await;
+    assert_eq!(post_register(&base, None, body(8100, "a")).await.0, 200);
+    assert_eq!(post_register(&base, None, body(8100, "a")).await.0, 200);
+    for _ in 0..20 {
+        let (status, error) = post_register(&base, None, body(8100, "a")).await;
+        assert_eq!(status, 429);
+        assert!(error.contains("register_rate"), "{error}");
+    }
+    assert!(terminate(&mut server).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("registration rate limit hit").count(),
+        1,
+        "{text}"
+    );
+}
+
 #[test]
 fn bad_settings_fail_with_a_message() {
     let out = command(&["-c", "/nonexistent/llama.yml"]).output().unwrap();
@@ -176,6 +299,20 @@ fn bad_settings_fail_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("keepalive"));
+    for (args, says) in [
+        (&["--register-allow", "10.0.0/8"][..], "register-allow"),
+        (&["--max-keepalive", "60"][..], "max_keepalive"),
+        (&["--max-connections", "0"][..], "max_connections"),
+        (&["--header-read-timeout", "0"][..], "header read timeout"),
+    ] {
+        let out = command(args)
+            .args(["-p", &free_port().to_string()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

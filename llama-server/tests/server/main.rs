@@ -8,10 +8,12 @@ mod support;
 
 mod api;
 mod binary;
+mod guard;
 mod listen;
 mod matrix_api;
 mod registry;
 mod render;
 mod render_roundtrip;
 mod scraper;
+mod slow_clients;
 mod ui_browser;

@@ -273,3 +273,62 @@ async fn registrations_stay_fast_while_100k_entries_are_reaped() {
         "a registration waited {worst:?} during the reap"
     );
 }
+
+/// A pass over 20,000 one-entry groups while 32 tasks keep registering
+/// (each one registration, then a yield to the scheduler, as connection
+/// tasks do). On one thread the interleaving is deterministic: every time
+/// the reap yields, each flooder registers once. A reap that yields per
+/// group (40,000 times) outlasts the whole flood; one that yields per
+/// chunk of work ends while the flood still runs.
+#[tokio::test(flavor = "current_thread")]
+async fn a_reap_over_many_groups_ends_during_a_registration_flood() {
+    const GROUPS: u32 = 20_000;
+    const FLOODERS: u32 = 32;
+    const ROUNDS: u32 = 2_000;
+    let store = Arc::new(MemoryStore::new(1_000_000));
+    let t0 = SystemTime::now();
+    for i in 0..GROUPS {
+        let ip = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+        let p = probe(
+            &SocketAddr::new(ip, 8100).to_string(),
+            &format!("g{i}"),
+            &format!("p{i}"),
+            10.0,
+        );
+        store.register(p, t0).await.unwrap();
+    }
+    let now = t0 + secs(60);
+    let flooded = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for f in 0..FLOODERS {
+        let (store, flooded) = (store.clone(), flooded.clone());
+        flood.spawn(async move {
+            for r in 0..ROUNDS {
+                let n = f * ROUNDS + r;
+                let ip = IpAddr::from((0x0b00_0000u32 + n).to_be_bytes());
+                let p = probe(
+                    &SocketAddr::new(ip, 8100).to_string(),
+                    &format!("flood{}", n % 5000),
+                    &format!("f{n}"),
+                    1e6,
+                );
+                store.register(p, now).await.unwrap();
+                flooded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    let report = store.reap(now).await.unwrap();
+    let during = flooded.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(report.expired, GROUPS as usize);
+    assert_eq!(report.groups_removed, GROUPS as usize);
+    assert!(
+        during < FLOODERS * ROUNDS,
+        "the reap ended only after the whole flood ({during} registrations)"
+    );
+    while flood.join_next().await.is_some() {}
+    assert_eq!(
+        store.counts().await.unwrap().probes,
+        (FLOODERS * ROUNDS) as usize
+    );
+}

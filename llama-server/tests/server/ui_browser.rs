@@ -74,8 +74,8 @@ impl Lab {
         let lan = Lan::new(HUB_IP, HOSTS).expect("hub and host namespaces");
         let state = tempfile::tempdir().expect("state dir");
         // A dense rate so that a 2 s interval measures loss to a few percent.
-        let config =
-            "reap_interval: 1\ncollector:\n  port_count: 4\n  cps: 10.0\n  timeout_ms: 500\n";
+        // The test registers 250 members from the hub's one address.
+        let config = "reap_interval: 1\ncollector:\n  port_count: 4\n  cps: 10.0\n  timeout_ms: 500\nlimits:\n  register_rate: 0\n";
         let cmd = lan
             .server_command(
                 Path::new(env!("CARGO_BIN_EXE_llama-server")),

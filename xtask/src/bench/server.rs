@@ -56,6 +56,14 @@ impl Server {
                 &port.to_string(),
                 "--max-entries",
                 "5000000",
+                // The benchmark measures the registry, not its guards: one
+                // client address registers groups of up to 10,000.
+                "--register-rate",
+                "0",
+                "--max-group-members",
+                "5000000",
+                "--max-groups",
+                "5000000",
                 // The registered addresses are made up (10.0.0.0/8): the
                 // server must not try to scrape them.
                 "--collect",
@@ -666,7 +674,7 @@ fn report(f: &Figures, secs: u64, quick: bool, load_before: &str) -> String {
     let _ = writeln!(md, "## Method\n");
     let _ = writeln!(
         md,
-        "- `cargo build --release -p llama-server`; each phase starts a fresh server on 127.0.0.1 (`RUST_LOG=warn`, `--max-entries 5000000`, `--collect false`: the registered addresses are made up, so nothing is scraped). Client and server share the machine's {cpus} cores, as the anchors did."
+        "- `cargo build --release -p llama-server`; each phase starts a fresh server on 127.0.0.1 (`RUST_LOG=warn`, `--max-entries 5000000`, `--register-rate 0`, `--max-group-members 5000000`, `--max-groups 5000000`, `--collect false`: the registered addresses are made up, so nothing is scraped). Client and server share the machine's {cpus} cores, as the anchors did."
     );
     let _ = writeln!(
         md,
