@@ -31,6 +31,9 @@ const SERVER_CONFIG: &str =
 
 struct Cluster {
     lan: Lan,
+    server_config: String,
+    /// `--keepalive` of the agents, seconds.
+    keepalive: &'static str,
     server: Option<ChildGuard>,
     agents: Vec<Option<ChildGuard>>,
     state: tempfile::TempDir,
@@ -38,8 +41,14 @@ struct Cluster {
 
 impl Cluster {
     fn new(n: u8) -> Self {
+        Self::with_server_config(n, SERVER_CONFIG)
+    }
+
+    fn with_server_config(n: u8, server_config: &str) -> Self {
         let mut c = Self {
             lan: Lan::new(HUB_IP, n).expect("hub and host namespaces"),
+            server_config: server_config.to_owned(),
+            keepalive: "3",
             server: None,
             agents: (0..n).map(|_| None).collect(),
             state: tempfile::tempdir().expect("state dir"),
@@ -54,7 +63,7 @@ impl Cluster {
             .server_command(
                 &workspace_binary("llama-server"),
                 self.state.path(),
-                SERVER_CONFIG,
+                &self.server_config,
                 INTERVAL_S,
             )
             .expect("server config");
@@ -103,7 +112,7 @@ impl Cluster {
             "--poll-interval",
             "1s",
             "--keepalive",
-            "3",
+            self.keepalive,
         ])
         .args(["--api-bind", &format!("{}:8100", host_ip(i))])
         .arg("--state-dir")
@@ -343,6 +352,62 @@ fn server_outage_restart_and_agent_restart_from_persisted_config() {
     c.start_server();
     c.wait("both agents re-registered", Duration::from_secs(15), |c| {
         c.members().as_object().is_some_and(|m| m.len() == 2)
+    });
+}
+
+/// A server with a registration token: the agent holding it registers and
+/// is probed, one with a wrong token is refused (401) and never appears, and
+/// the holder's entry leaves the registry at its graceful shutdown (the
+/// agent's DELETE) long before its keepalive would have expired it.
+#[test]
+fn token_protected_server_admits_the_holder_and_forgets_it_at_shutdown() {
+    if !privileged("agent_e2e::token_protected_server") {
+        return;
+    }
+    let config = format!("{SERVER_CONFIG}registration_token: e2e-secret\n");
+    let mut c = Cluster::with_server_config(2, &config);
+    c.keepalive = "600";
+    c.start_agent_with(1, &["--registration-token", "e2e-secret"]);
+    c.start_agent_with(2, &["--registration-token", "not-the-secret"]);
+    let shortnames = |c: &Cluster| -> Vec<String> {
+        let mut names: Vec<String> = c
+            .members()
+            .as_object()
+            .map(|m| {
+                m.values()
+                    .filter_map(|e| e["tags"]["probe_shortname"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    c.wait(
+        "h1 registered with its token",
+        Duration::from_secs(30),
+        |c| shortnames(c) == ["h1"],
+    );
+    c.wait("h1 runs the issued config", Duration::from_secs(30), |c| {
+        c.paths(1).iter().any(|p| probing(&Some(p.clone())))
+    });
+    // h2 has retried with its wrong token for as long as h1 took (several
+    // registration periods): still nobody but h1.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(shortnames(&c), ["h1"], "a wrong token registers nothing");
+    assert!(
+        c.path_to(1, host_ip(2)).is_none(),
+        "h1 is not told to probe the refused h2"
+    );
+
+    let mut guard = c.agents[0].take().expect("h1 running");
+    guard.signal(Signal::SIGTERM).expect("SIGTERM");
+    let status = guard
+        .wait_timeout(Duration::from_secs(5))
+        .expect("h1 still running 5 s after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    // The keepalive is 600 s: only the agent's DELETE removes it this soon.
+    c.wait("h1 deregistered at shutdown", Duration::from_secs(5), |c| {
+        c.members().is_null() || shortnames(c).is_empty()
     });
 }
 
