@@ -21,8 +21,8 @@ use aya::{
 };
 use ipnet::IpNet;
 use llama_common::{
-    ALLOW_V4_MAP, ALLOW_V6_MAP, AllowValue, CONFIG_MAP, COUNTERS_MAP, Counter, ReflectorConfig,
-    XDP_PROGRAM_NAME,
+    ALLOW_V4_MAP, ALLOW_V6_MAP, AllowValue, CONFIG_MAP, COUNTERS_MAP, Counter,
+    DEFAULT_RECENT_PROBES, RECENT_MAP, ReflectorConfig, XDP_PROGRAM_NAME,
 };
 use tracing::debug;
 
@@ -163,14 +163,31 @@ impl XdpReflector {
     /// Loads the embedded object into the kernel (maps created, program
     /// verified) with `config` in effect. Nothing is attached yet.
     pub fn load(config: ReflectorConfig) -> Result<Self, Error> {
+        Self::load_with(config, DEFAULT_RECENT_PROBES)
+    }
+
+    /// Like [`XdpReflector::load`], with room for `recent_probes` answered
+    /// probes in the loop guard's table (at least 1).
+    pub fn load_with(config: ReflectorConfig, recent_probes: u32) -> Result<Self, Error> {
         let object = embedded_object().ok_or(Error::NotEmbedded)?;
-        Self::load_object(object, config)
+        Self::load_object_with(object, config, recent_probes)
     }
 
     /// Like [`XdpReflector::load`] with an explicit object (tests, tools).
     pub fn load_object(object: &[u8], config: ReflectorConfig) -> Result<Self, Error> {
+        Self::load_object_with(object, config, DEFAULT_RECENT_PROBES)
+    }
+
+    /// [`XdpReflector::load_with`] with an explicit object.
+    pub fn load_object_with(
+        object: &[u8],
+        config: ReflectorConfig,
+        recent_probes: u32,
+    ) -> Result<Self, Error> {
         memlock::ensure_once();
-        let mut ebpf = EbpfLoader::new().load(object)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(RECENT_MAP, recent_probes.max(1))
+            .load(object)?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM_NAME)
             .ok_or(Error::MissingProgram)?

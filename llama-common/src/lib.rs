@@ -30,10 +30,36 @@ pub const ALLOW_V6_MAP: &str = "LLAMA_ALLOW_V6";
 /// Capacity of each allowlist trie (prefixes per address family).
 pub const ALLOWLIST_MAX_ENTRIES: u32 = 16384;
 
+/// Name of the LRU hash of recently answered probes (key: [`RecentKey`],
+/// value: [`RecentValue`]), the XDP half of the repeat guard.
+pub const RECENT_MAP: &str = "LLAMA_RECENT";
+/// Default capacity of the recently-answered-probes table, XDP and userspace
+/// each. At the default `--max-pps` (10,000/s) it remembers the last 1.6 s of
+/// answers; a reflection loop comes back within milliseconds, so even a flood
+/// of fresh probes at the full rate cannot push a looping probe out before it
+/// returns. The loader may resize the kernel map (`--recent-probes`).
+pub const DEFAULT_RECENT_PROBES: u32 = 16384;
+/// Default of how many times the same probe (same source address and port,
+/// signature and `sent` bytes) is answered. A collector sends every probe
+/// once with a fresh random signature, so a legitimate probe needs exactly
+/// one answer; a second copy is a network duplicate or a reflection loop.
+pub const DEFAULT_ANSWERS_PER_PROBE: u32 = 1;
+/// Default reflector rate limit, probes/s (`--max-pps`), XDP and userspace
+/// each. The server's default collector template sends 4 ports x 2.0 cycles/s
+/// = 8 probes/s to each peer, so in a group of `n` agents every reflector
+/// gets `8n` probes/s: 10,000 covers a group of 1,000 agents (8,000 probes/s)
+/// with 25 % headroom, while bounding what a forged-source flood can make a
+/// reflector send to a victim.
+pub const DEFAULT_MAX_PPS: u32 = 10_000;
+
 /// [`ReflectorConfig::flags`] bit: only sources found in the allowlist tries
 /// are answered; the others are dropped (counted as
 /// [`Counter::DropAllowlist`]). An enabled, empty allowlist answers nobody.
 pub const FLAG_ALLOWLIST: u16 = 1 << 0;
+/// [`ReflectorConfig::flags`] bit: the loop guards are OFF (probes from the
+/// probe port and repeated probes are answered like any other). Only for
+/// same-run benchmark baselines and tests; the agent never sets it.
+pub const FLAG_NO_LOOP_GUARD: u16 = 1 << 1;
 
 /// Value stored in the allowlist tries. Only presence matters; the byte is
 /// kept so the value is never zero-sized.
@@ -55,19 +81,45 @@ pub struct ReflectorConfig {
     /// Bucket depth in probes (how many may arrive back to back); values below
     /// 1 count as 1. Only meaningful with `max_pps > 0`.
     pub burst: u32,
-    pub _reserved: u32,
+    /// How many times the same probe is answered (the repeat guard, see
+    /// [`RecentKey`]); values below 1 count as 1.
+    pub answers_per_probe: u32,
 }
 
 impl ReflectorConfig {
-    /// Reflect on `port`, no allowlist, no rate limit.
+    /// Reflect on `port`, no allowlist, no rate limit, loop guards on with
+    /// [`DEFAULT_ANSWERS_PER_PROBE`].
     pub const fn new(port: u16) -> Self {
         Self {
             port,
             flags: 0,
             max_pps: 0,
             burst: 0,
-            _reserved: 0,
+            answers_per_probe: DEFAULT_ANSWERS_PER_PROBE,
         }
+    }
+
+    /// The same settings answering each probe at most `n` times (below 1
+    /// counts as 1).
+    pub const fn with_answers_per_probe(mut self, n: u32) -> Self {
+        self.answers_per_probe = n;
+        self
+    }
+
+    /// The same settings with the loop guards on (the default) or off (for
+    /// benchmark baselines only, see [`FLAG_NO_LOOP_GUARD`]).
+    pub const fn with_loop_guard(mut self, enabled: bool) -> Self {
+        if enabled {
+            self.flags &= !FLAG_NO_LOOP_GUARD;
+        } else {
+            self.flags |= FLAG_NO_LOOP_GUARD;
+        }
+        self
+    }
+
+    /// Whether the loop guards are enforced.
+    pub const fn loop_guard_enabled(&self) -> bool {
+        self.flags & FLAG_NO_LOOP_GUARD == 0
     }
 
     /// The same settings with a rate limit of `max_pps` (0 = off) and the
@@ -104,6 +156,30 @@ pub struct RateState {
     pub tat_ns: u64,
 }
 
+/// Key of [`RECENT_MAP`]: who sent a probe and which probe it was. A
+/// collector gives every probe 10 fresh random signature bytes, so a key seen
+/// again means the same datagram came back: a network duplicate or, without
+/// this guard, a reflection loop between two reflectors (or a reflector and
+/// any UDP echo service) started by one probe with a forged source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RecentKey {
+    /// Source address; IPv4 in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+    /// Source UDP port, network byte order.
+    pub port: [u8; 2],
+    /// The canonical probe's signature bytes.
+    pub signature: [u8; probe::SIGNATURE_LEN],
+    /// The first 8 bytes of the canonical probe's `sent` varint (payload
+    /// offset 16), zero when the probe is shorter: a collector that reused a
+    /// signature would still differ here, while a looping datagram carries
+    /// the same bytes every time round.
+    pub sent: [u8; 8],
+}
+
+/// Value of [`RECENT_MAP`]: how many times the probe was answered.
+pub type RecentValue = u32;
+
 /// Counters kept per CPU by the XDP program. The discriminant is the index in
 /// [`COUNTERS_MAP`]. Traffic that is not UDP to the probe port is never
 /// counted: the pass-through path stays as short as possible.
@@ -127,11 +203,18 @@ pub enum Counter {
     DropRateLimit = 6,
     /// Probe from a source outside the enabled allowlist, dropped.
     DropAllowlist = 7,
+    /// Loop guard: a probe *from* the probe port, dropped. Every reflector
+    /// answers from its probe port, so such a datagram is another
+    /// reflector's reply with a forged origin, never a collector's probe.
+    DropLoopPort = 8,
+    /// Loop guard: a probe already answered `answers_per_probe` times (same
+    /// source, signature and `sent`), dropped.
+    DropRepeated = 9,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 10] = [
         Counter::Reflected,
         Counter::PassNotCanonical,
         Counter::PassIpv6ExtHeaders,
@@ -140,6 +223,8 @@ impl Counter {
         Counter::PassNotUnicast,
         Counter::DropRateLimit,
         Counter::DropAllowlist,
+        Counter::DropLoopPort,
+        Counter::DropRepeated,
     ];
     /// Number of slots the counters map must have.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -155,6 +240,8 @@ impl Counter {
             Counter::PassNotUnicast => "pass_not_unicast",
             Counter::DropRateLimit => "drop_rate_limit",
             Counter::DropAllowlist => "drop_allowlist",
+            Counter::DropLoopPort => "drop_loop_port",
+            Counter::DropRepeated => "drop_repeated",
         }
     }
 }
@@ -168,6 +255,10 @@ unsafe impl aya::Pod for ReflectorConfig {}
 // SAFETY: repr(C), a single u64, no padding.
 unsafe impl aya::Pod for RateState {}
 
+#[cfg(feature = "user")]
+// SAFETY: repr(C), byte arrays only (36 bytes, alignment 1), no padding.
+unsafe impl aya::Pod for RecentKey {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +267,8 @@ mod tests {
     fn map_value_layouts_are_stable() {
         assert_eq!(core::mem::size_of::<ReflectorConfig>(), 16);
         assert_eq!(core::mem::size_of::<RateState>(), 8);
+        assert_eq!(core::mem::size_of::<RecentKey>(), 36);
+        assert_eq!(core::mem::align_of::<RecentKey>(), 1);
     }
 
     #[test]
@@ -194,5 +287,11 @@ mod tests {
         assert_eq!(c.max_pps, 1000);
         assert!(c.burst >= 1);
         assert!(!c.with_allowlist(false).allowlist_enabled());
+        assert!(c.loop_guard_enabled(), "guards on by default");
+        assert_eq!(c.answers_per_probe, DEFAULT_ANSWERS_PER_PROBE);
+        let off = c.with_loop_guard(false);
+        assert!(!off.loop_guard_enabled() && off.allowlist_enabled());
+        assert!(off.with_loop_guard(true).loop_guard_enabled());
+        assert_eq!(c.with_answers_per_probe(3).answers_per_probe, 3);
     }
 }

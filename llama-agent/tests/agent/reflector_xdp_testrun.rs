@@ -3,7 +3,10 @@
 //! the exact reply, built independently and checksummed from scratch by
 //! `reflector_support/packets.rs`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::atomic::{AtomicU16, Ordering},
+};
 
 use ipnet::IpNet;
 use llama_agent::xdp::XdpReflector;
@@ -37,13 +40,23 @@ fn load(test: &str, config: ReflectorConfig) -> Option<XdpReflector> {
     Some(XdpReflector::load(config).expect("program loads and passes the verifier"))
 }
 
+/// A signature of its own for every probe built, as a collector sends them:
+/// the loop guard answers each probe once, so a test that wants several
+/// answers sends several probes.
+fn fresh_sig() -> [u8; 10] {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let mut sig = SIG;
+    sig[8..].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    sig
+}
+
 fn probe_v4(tos_in_probe: u8) -> Frame {
     Frame::udp(
         v4(1),
         v4(2),
         40123,
         PORT,
-        canonical_probe(SIG, tos_in_probe, SENT),
+        canonical_probe(fresh_sig(), tos_in_probe, SENT),
     )
 }
 
@@ -53,7 +66,7 @@ fn probe_v6(tos_in_probe: u8) -> Frame {
         v6(2),
         40123,
         PORT,
-        canonical_probe(SIG, tos_in_probe, SENT),
+        canonical_probe(fresh_sig(), tos_in_probe, SENT),
     )
 }
 
@@ -362,26 +375,26 @@ fn allowlist_blocks_and_admits_and_switches_at_run_time() {
     ) else {
         return;
     };
-    let (p4, p6) = (probe_v4(0).build(), probe_v6(0).build());
+    let (p4, p6) = (|| probe_v4(0).build(), || probe_v6(0).build());
     let action = |r: &XdpReflector, f: &[u8]| r.test_run(f, 1).expect("run").action;
     // Enabled and empty: nobody is answered.
-    assert_eq!(action(&r, &p4), XDP_DROP);
-    assert_eq!(action(&r, &p6), XDP_DROP);
+    assert_eq!(action(&r, &p4()), XDP_DROP);
+    assert_eq!(action(&r, &p6()), XDP_DROP);
     // Other prefixes only.
     r.set_allowlist(&[net("10.200.1.0/24"), net("fd00:11a:b::/48")])
         .expect("set");
-    assert_eq!(action(&r, &p4), XDP_DROP);
-    assert_eq!(action(&r, &p6), XDP_DROP);
+    assert_eq!(action(&r, &p4()), XDP_DROP);
+    assert_eq!(action(&r, &p6()), XDP_DROP);
     // Covering prefixes (host bits in the given address are ignored).
     r.set_allowlist(&[net("10.200.0.77/24"), net("fd00:11a:a::/64")])
         .expect("set");
-    assert_eq!(action(&r, &p4), XDP_TX);
-    assert_eq!(action(&r, &p6), XDP_TX);
+    assert_eq!(action(&r, &p4()), XDP_TX);
+    assert_eq!(action(&r, &p6()), XDP_TX);
     // Exact host entries.
     r.set_allowlist(&[IpNet::from(v4(1)), IpNet::from(v6(1))])
         .expect("set");
-    assert_eq!(action(&r, &p4), XDP_TX);
-    assert_eq!(action(&r, &p6), XDP_TX);
+    assert_eq!(action(&r, &p4()), XDP_TX);
+    assert_eq!(action(&r, &p6()), XDP_TX);
     let mut other = probe_v4(0);
     other.src = v4(3);
     assert_eq!(action(&r, &other.build()), XDP_DROP);
@@ -404,10 +417,11 @@ fn rate_limit_and_port_change_at_run_time() {
     ) else {
         return;
     };
-    let p4 = probe_v4(0).build();
+    // A fresh probe each time: the loop guard answers each probe once.
+    let p4 = || probe_v4(0).build();
     // Off by default: a burst is fully reflected.
     for _ in 0..50 {
-        assert_eq!(r.test_run(&p4, 1).expect("run").action, XDP_TX);
+        assert_eq!(r.test_run(&p4(), 1).expect("run").action, XDP_TX);
     }
     // 1 probe per second with a bucket of 3: three back-to-back probes pass,
     // then drops (this loop takes far less than a second).
@@ -416,7 +430,7 @@ fn rate_limit_and_port_change_at_run_time() {
     limited.burst = 3;
     r.set_config(limited).expect("config");
     let actions: Vec<u32> = (0..20)
-        .map(|_| r.test_run(&p4, 1).expect("run").action)
+        .map(|_| r.test_run(&p4(), 1).expect("run").action)
         .collect();
     let tx = actions.iter().filter(|a| **a == XDP_TX).count();
     assert!((3..=4).contains(&tx), "admitted {tx} of 20: {actions:?}");
@@ -424,11 +438,11 @@ fn rate_limit_and_port_change_at_run_time() {
     assert_eq!(counter(&r, Counter::DropRateLimit), 20 - tx as u64);
     // Rate 0 switches it off again.
     r.set_config(ReflectorConfig::new(PORT)).expect("config");
-    assert_eq!(r.test_run(&p4, 1).expect("run").action, XDP_TX);
+    assert_eq!(r.test_run(&p4(), 1).expect("run").action, XDP_TX);
 
     // The port changes without a reload.
     r.set_config(ReflectorConfig::new(9000)).expect("config");
-    assert_untouched(&r, "old port after the change", &p4, XDP_PASS);
+    assert_untouched(&r, "old port after the change", &p4(), XDP_PASS);
     let mut f = probe_v4(0x20);
     f.dst_port = 9000;
     assert_reflected(&r, "new port", &f, &f.expected_reply(0x20));
