@@ -20,6 +20,7 @@ mod control_config;
 mod control_registration;
 mod control_settings;
 mod reflector_cli;
+mod reflector_loop;
 mod reflector_netns;
 mod reflector_probe_fuzz;
 mod reflector_userspace;

@@ -478,3 +478,74 @@ fn mismatched_lengths_are_not_reflected() {
     assert_untouched(&r, "version 6 in ipv4", &bytes, XDP_PASS);
     assert_eq!(counter(&r, Counter::PassMalformed), 4);
 }
+
+#[test]
+fn loop_guards_drop_probes_from_the_probe_port_and_repeats() {
+    let Some(mut r) = load(
+        "loop_guards_drop_probes_from_the_probe_port_and_repeats",
+        ReflectorConfig::new(PORT),
+    ) else {
+        return;
+    };
+    let run = |r: &XdpReflector, f: &[u8]| r.test_run(f, 1).expect("run").action;
+    // From the probe port: another reflector's reply, dropped untouched.
+    for mut f in [probe_v4(0), probe_v6(0)] {
+        f.src_port = PORT;
+        assert_untouched(&r, "from the probe port", &f.build(), XDP_DROP);
+    }
+    assert_eq!(counter(&r, Counter::DropLoopPort), 2);
+    // The same probe again: answered once (the default), then dropped.
+    for f in [probe_v4(0), probe_v6(0)] {
+        let bytes = f.build();
+        assert_eq!(run(&r, &bytes), XDP_TX);
+        assert_untouched(&r, "repeated", &bytes, XDP_DROP);
+        assert_untouched(&r, "repeated", &bytes, XDP_DROP);
+        // Another source port, `sent` or signature is another probe.
+        let mut other_port = f.clone();
+        other_port.src_port += 1;
+        assert_eq!(run(&r, &other_port.build()), XDP_TX);
+        let mut other_sent = f.clone();
+        other_sent.payload = canonical_probe(f.payload[2..12].try_into().expect("sig"), 0, SENT + 1);
+        assert_eq!(run(&r, &other_sent.build()), XDP_TX);
+    }
+    assert_eq!(counter(&r, Counter::DropRepeated), 4);
+    // Three answers per probe when configured so.
+    r.set_config(ReflectorConfig::new(PORT).with_answers_per_probe(3))
+        .expect("config");
+    let bytes = probe_v4(0).build();
+    let actions: Vec<u32> = (0..5).map(|_| run(&r, &bytes)).collect();
+    assert_eq!(actions, [XDP_TX, XDP_TX, XDP_TX, XDP_DROP, XDP_DROP]);
+    // Guards off (benchmark baselines only): everything is answered.
+    r.set_config(ReflectorConfig::new(PORT).with_loop_guard(false))
+        .expect("config");
+    let mut from_port = probe_v4(0);
+    from_port.src_port = PORT;
+    for _ in 0..3 {
+        assert_eq!(run(&r, &bytes), XDP_TX);
+        assert_eq!(run(&r, &from_port.build()), XDP_TX);
+    }
+}
+
+#[test]
+fn the_recent_probes_table_is_bounded_and_sized_by_the_loader() {
+    if !xdp_ready("the_recent_probes_table_is_bounded_and_sized_by_the_loader") {
+        return;
+    }
+    // Room for 4 probes: the fifth and later push the oldest out, so the
+    // first probe is answered again after many others (bounded memory, at
+    // the price of forgetting; a loop comes back long before that).
+    let object = llama_agent::xdp::embedded_object().expect("embedded");
+    let r = XdpReflector::load_object_with(object, ReflectorConfig::new(PORT), 4)
+        .expect("loads with a 4-entry table");
+    let first = probe_v4(0).build();
+    assert_eq!(r.test_run(&first, 1).expect("run").action, XDP_TX);
+    assert_eq!(r.test_run(&first, 1).expect("run").action, XDP_DROP);
+    for _ in 0..64 {
+        assert_eq!(r.test_run(&probe_v4(0).build(), 1).expect("run").action, XDP_TX);
+    }
+    assert_eq!(
+        r.test_run(&first, 1).expect("run").action,
+        XDP_TX,
+        "forgotten after 64 newer probes in a 4-entry table"
+    );
+}
