@@ -30,14 +30,16 @@ pub const ALLOW_V6_MAP: &str = "LLAMA_ALLOW_V6";
 /// Capacity of each allowlist trie (prefixes per address family).
 pub const ALLOWLIST_MAX_ENTRIES: u32 = 16384;
 
-/// Name of the LRU hash of recently answered probes (key: [`RecentKey`],
-/// value: [`RecentValue`]), the XDP half of the repeat guard.
+/// Name of the array of recently answered probes ([`RecentSlot`]), the XDP
+/// half of the repeat guard: a direct-mapped table indexed by
+/// [`recent_hash`] of the probe's identity.
 pub const RECENT_MAP: &str = "LLAMA_RECENT";
-/// Default capacity of the recently-answered-probes table, XDP and userspace
-/// each. At the default `--max-pps` (10,000/s) it remembers the last 1.6 s of
-/// answers; a reflection loop comes back within milliseconds, so even a flood
-/// of fresh probes at the full rate cannot push a looping probe out before it
-/// returns. The loader may resize the kernel map (`--recent-probes`).
+/// Default number of slots in the recently-answered-probes table, XDP and
+/// userspace each. At the default `--max-pps` (10,000/s) it holds about the
+/// last 1.6 s of answers; a reflection loop comes back within milliseconds,
+/// so a flood of fresh probes at the full rate cannot push a looping probe
+/// out before it returns. The loader sizes the kernel table
+/// (`--recent-probes`, rounded up to a power of two).
 pub const DEFAULT_RECENT_PROBES: u32 = 16384;
 /// Default of how many times the same probe (same source address and port,
 /// signature and `sent` bytes) is answered. A collector sends every probe
@@ -82,8 +84,14 @@ pub struct ReflectorConfig {
     /// 1 count as 1. Only meaningful with `max_pps > 0`.
     pub burst: u32,
     /// How many times the same probe is answered (the repeat guard, see
-    /// [`RecentKey`]); values below 1 count as 1.
+    /// [`RecentSlot`]); values below 1 count as 1.
     pub answers_per_probe: u32,
+    /// Slots in [`RECENT_MAP`] minus one (the table size is a power of two);
+    /// the loader sets it to match the map it created.
+    pub recent_mask: u32,
+    /// Seed of [`recent_hash`], random per load, so nobody outside can aim
+    /// probes at the slot of a looping one.
+    pub recent_seed: u32,
 }
 
 impl ReflectorConfig {
@@ -96,6 +104,8 @@ impl ReflectorConfig {
             max_pps: 0,
             burst: 0,
             answers_per_probe: DEFAULT_ANSWERS_PER_PROBE,
+            recent_mask: DEFAULT_RECENT_PROBES - 1,
+            recent_seed: 0,
         }
     }
 
@@ -156,29 +166,79 @@ pub struct RateState {
     pub tat_ns: u64,
 }
 
-/// Key of [`RECENT_MAP`]: who sent a probe and which probe it was. A
-/// collector gives every probe 10 fresh random signature bytes, so a key seen
-/// again means the same datagram came back: a network duplicate or, without
-/// this guard, a reflection loop between two reflectors (or a reflector and
-/// any UDP echo service) started by one probe with a forged source.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RecentKey {
-    /// Source address; IPv4 in the first 4 bytes, the rest zero.
-    pub addr: [u8; 16],
-    /// Source UDP port, network byte order.
-    pub port: [u8; 2],
-    /// The canonical probe's signature bytes.
-    pub signature: [u8; probe::SIGNATURE_LEN],
-    /// The first 8 bytes of the canonical probe's `sent` varint (payload
-    /// offset 16), zero when the probe is shorter: a collector that reused a
-    /// signature would still differ here, while a looping datagram carries
-    /// the same bytes every time round.
-    pub sent: [u8; 8],
+/// 32-bit words of a probe's identity in the repeat guard.
+pub const RECENT_WORDS: usize = 9;
+
+/// A probe's identity for the repeat guard: who sent it and which probe it
+/// was, as [`RECENT_WORDS`] words for [`recent_hash`]. A collector gives every probe 10 fresh random signature
+/// bytes, so an identity seen again means the same datagram came back: a
+/// network duplicate or, without this guard, a reflection loop between two
+/// reflectors (or a reflector and any UDP echo service) started by one probe
+/// with a forged source.
+///
+/// - `addr`: the source address, IPv4 in the first 4 bytes, the rest zero;
+/// - `port`: the source UDP port as on the wire;
+/// - `signature`: the canonical probe's signature bytes;
+/// - `sent`: the first 8 bytes of its `sent` varint (payload offset 16),
+///   zero when the probe is shorter: a collector that reused a signature
+///   would still differ here, while a looping datagram carries the same
+///   bytes every time round.
+#[inline(always)]
+pub fn recent_identity(
+    addr: &[u8; 16],
+    port: [u8; 2],
+    signature: &[u8; probe::SIGNATURE_LEN],
+    sent: &[u8; 8],
+) -> [u32; RECENT_WORDS] {
+    let w = |b: [u8; 4]| u32::from_ne_bytes(b);
+    [
+        w([addr[0], addr[1], addr[2], addr[3]]),
+        w([addr[4], addr[5], addr[6], addr[7]]),
+        w([addr[8], addr[9], addr[10], addr[11]]),
+        w([addr[12], addr[13], addr[14], addr[15]]),
+        w([port[0], port[1], signature[0], signature[1]]),
+        w([signature[2], signature[3], signature[4], signature[5]]),
+        w([signature[6], signature[7], signature[8], signature[9]]),
+        w([sent[0], sent[1], sent[2], sent[3]]),
+        w([sent[4], sent[5], sent[6], sent[7]]),
+    ]
 }
 
-/// Value of [`RECENT_MAP`]: how many times the probe was answered.
-pub type RecentValue = u32;
+/// The 64-bit fingerprint of an identity: a seeded multiply-xorshift mix of
+/// its words (cheap in BPF: no loops the verifier has to walk, no helper
+/// calls). Its low bits, masked with [`ReflectorConfig::recent_mask`], pick
+/// the slot; the whole value (never 0, the empty slot's) is stored there.
+#[inline(always)]
+pub fn recent_hash(words: &[u32; RECENT_WORDS], seed: u32) -> u64 {
+    let mut h = u64::from(seed) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut i = 0;
+    while i < RECENT_WORDS {
+        h = (h ^ u64::from(words[i])).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 32;
+        i += 1;
+    }
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 29;
+    if h == 0 { 1 } else { h }
+}
+
+/// One slot of [`RECENT_MAP`]: the fingerprint of the probe answered last
+/// in this slot and how many times. A new probe takes the slot of whatever
+/// was there (a direct-mapped cache: one array lookup, no allocation, no
+/// lock, unlike a kernel LRU hash whose insert with eviction costs hundreds
+/// of ns; 16 bytes, so a slot is one cache line and the default table
+/// 256 KiB). Only a matching 64-bit fingerprint drops a probe — another
+/// probe matches with probability 2^-64, and the seed is random per load —
+/// so a collision of slots never silences a legitimate probe; at worst it
+/// makes the table forget a looping probe one round early, and the loop is
+/// caught again on the next.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentSlot {
+    pub fingerprint: u64,
+    pub answers: u32,
+    pub _reserved: u32,
+}
 
 /// Counters kept per CPU by the XDP program. The discriminant is the index in
 /// [`COUNTERS_MAP`]. Traffic that is not UDP to the probe port is never
@@ -248,7 +308,7 @@ impl Counter {
 
 #[cfg(feature = "user")]
 // SAFETY: ReflectorConfig is repr(C), Copy, and has no padding holes
-// (u16+u16+u32+u32+u32 = 16 bytes).
+// (u16+u16+u32 x 5 = 24 bytes).
 unsafe impl aya::Pod for ReflectorConfig {}
 
 #[cfg(feature = "user")]
@@ -256,8 +316,8 @@ unsafe impl aya::Pod for ReflectorConfig {}
 unsafe impl aya::Pod for RateState {}
 
 #[cfg(feature = "user")]
-// SAFETY: repr(C), byte arrays only (36 bytes, alignment 1), no padding.
-unsafe impl aya::Pod for RecentKey {}
+// SAFETY: repr(C), u64 + u32 + u32, no padding.
+unsafe impl aya::Pod for RecentSlot {}
 
 #[cfg(test)]
 mod tests {
@@ -265,10 +325,10 @@ mod tests {
 
     #[test]
     fn map_value_layouts_are_stable() {
-        assert_eq!(core::mem::size_of::<ReflectorConfig>(), 16);
+        assert_eq!(core::mem::size_of::<ReflectorConfig>(), 24);
         assert_eq!(core::mem::size_of::<RateState>(), 8);
-        assert_eq!(core::mem::size_of::<RecentKey>(), 36);
-        assert_eq!(core::mem::align_of::<RecentKey>(), 1);
+        assert_eq!(core::mem::size_of::<RecentSlot>(), 16);
+        assert!(DEFAULT_RECENT_PROBES.is_power_of_two());
     }
 
     #[test]
@@ -276,6 +336,36 @@ mod tests {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
         }
+    }
+
+    #[test]
+    fn identity_words_and_hash() {
+        let addr = [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let sig = *b"0123456789";
+        let sent = [1, 2, 3, 4, 5, 6, 7, 8];
+        let id = recent_identity(&addr, [0x1f, 0xa4], &sig, &sent);
+        assert_eq!(id[0], u32::from_ne_bytes([10, 0, 0, 1]));
+        assert_eq!(id[4], u32::from_ne_bytes([0x1f, 0xa4, b'0', b'1']));
+        assert_eq!(id[8], u32::from_ne_bytes([5, 6, 7, 8]));
+        // Every part of the identity moves the hash; so does the seed.
+        let h = recent_hash(&id, 7);
+        assert_ne!(h, 0, "never the empty slot's fingerprint");
+        assert_eq!(h, recent_hash(&id, 7));
+        assert_ne!(h, recent_hash(&id, 8));
+        for i in 0..RECENT_WORDS {
+            let mut other = id;
+            other[i] ^= 1;
+            assert_ne!(h, recent_hash(&other, 7), "word {i}");
+        }
+        // Spread: 4096 identities over 256 slots, no slot badly overloaded.
+        let mut slots = [0u32; 256];
+        for n in 0u32..4096 {
+            let mut s = sig;
+            s[..4].copy_from_slice(&n.to_be_bytes());
+            let id = recent_identity(&addr, [0x9c, 0x40], &s, &sent);
+            slots[(recent_hash(&id, 1) & 255) as usize] += 1;
+        }
+        assert!(slots.iter().all(|&n| (2..=40).contains(&n)), "{slots:?}");
     }
 
     #[test]

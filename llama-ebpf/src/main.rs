@@ -16,12 +16,16 @@
 //! two reflectors answer each other forever. Two rules stop that: (a) a
 //! probe *from* our own probe port is dropped — every reflector answers from
 //! its probe port, so that is a reflector's reply, never a collector's probe
-//! (this alone ends the same-port loop at the first hop); (b) the LRU map
+//! (this alone ends the same-port loop at the first hop); (b) the table
 //! [`RECENT`] remembers the probes answered lately by source, signature and
 //! `sent` bytes, and each is answered at most `answers_per_probe` times — a
 //! collector sends every probe once with fresh random signature bytes, while
 //! a looping datagram comes back unchanged (this ends loops between
 //! reflectors on different ports, and with any other UDP echo service).
+//! The table is a direct-mapped array indexed by a seeded hash, not a
+//! kernel LRU hash: every answered probe is a new entry, and an LRU hash
+//! insert that evicts costs hundreds of ns (docs/benchmarks/reflector.md),
+//! an array slot a few.
 #![no_std]
 #![no_main]
 // Inline asm for the BPF atomic compare-and-swap (see `cmpxchg`).
@@ -36,7 +40,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use headers::{
@@ -44,10 +48,10 @@ use headers::{
     VlanHdr, is_ipv6_extension,
 };
 use llama_common::{
-    ALLOWLIST_MAX_ENTRIES, AllowValue, Counter, DEFAULT_RECENT_PROBES, RateState, RecentKey,
-    RecentValue, ReflectorConfig,
+    ALLOWLIST_MAX_ENTRIES, AllowValue, Counter, DEFAULT_RECENT_PROBES, RateState, RecentSlot,
+    ReflectorConfig,
     probe::{CANONICAL_PREFIX, CANONICAL_TOS_OFFSET, CANONICAL_TOS_TAG, SIGNATURE_LEN},
-    ratelimit,
+    ratelimit, recent_hash, recent_identity,
 };
 
 // Map names must equal the llama_common::*_MAP constants the loader uses.
@@ -67,12 +71,12 @@ static ALLOW_V6: LpmTrie<[u8; 16], AllowValue> =
 #[map(name = "LLAMA_RATE")]
 static RATE: Array<RateState> = Array::with_max_entries(1, 0);
 
-/// Probes answered lately and how often (the repeat guard). One map shared
-/// by all CPUs, so a loop is caught whichever queue its datagrams land on;
-/// the loader may resize it (`--recent-probes`).
+/// Probes answered lately and how often (the repeat guard), one slot per
+/// hash of the identity. One table shared by all CPUs, so a loop is caught
+/// whichever queue its datagrams land on; the loader sizes it
+/// (`--recent-probes`, a power of two) and sets the config's mask and seed.
 #[map(name = "LLAMA_RECENT")]
-static RECENT: LruHashMap<RecentKey, RecentValue> =
-    LruHashMap::with_max_entries(DEFAULT_RECENT_PROBES, 0);
+static RECENT: Array<RecentSlot> = Array::with_max_entries(DEFAULT_RECENT_PROBES, 0);
 
 /// TTL / hop limit of every reply (docs/probe.md).
 const REPLY_TTL: u8 = 64;
@@ -84,8 +88,6 @@ const PREFIX_LEN: usize = CANONICAL_TOS_OFFSET + 1;
 const SENT_OFFSET: usize = PREFIX_LEN + 1;
 /// The signature's offset in the payload (after `0a 0a`).
 const SIGNATURE_OFFSET: usize = 2;
-/// BPF_ANY: create or update.
-const BPF_ANY: u64 = 0;
 
 #[xdp]
 pub fn llama_reflect(ctx: XdpContext) -> u32 {
@@ -358,29 +360,29 @@ enum Guard {
 
 /// How to remember an answered probe in [`RECENT`].
 enum Recent {
-    /// Guards off: nothing to remember.
+    /// Guards off (or no slot): nothing to remember.
     Off,
-    /// First answer: insert the key.
-    New(RecentKey),
-    /// Answered before (fewer times than allowed): bump the count in place.
-    Seen(*mut RecentValue),
+    /// First answer: the slot takes this fingerprint with one answer.
+    New(*mut RecentSlot, u64),
+    /// Answered before (fewer times than allowed): one more.
+    Seen(*mut RecentSlot),
 }
 
 impl Recent {
-    /// Notes one more answer. The bump is a plain add, not an atomic one:
-    /// two CPUs racing on the same probe can at worst lose one count, i.e.
-    /// allow one extra answer, which still ends any loop.
+    /// Notes one more answer. Plain stores, not atomics: two CPUs racing on
+    /// one slot can at worst lose a count or a fingerprint, i.e. allow one
+    /// extra answer, which still ends any loop.
     #[inline(always)]
     fn record(self) {
         match self {
             Recent::Off => {}
-            Recent::New(key) => {
-                // Failure (no memory for a new element) only forgets this
-                // probe; the rate limit still bounds what a loop could send.
-                let _ = RECENT.insert(&key, &1, BPF_ANY);
-            }
             // SAFETY: a value pointer from a successful lookup in this run.
-            Recent::Seen(n) => unsafe { *n += 1 },
+            Recent::New(slot, fingerprint) => unsafe {
+                (*slot).fingerprint = fingerprint;
+                (*slot).answers = 1;
+            },
+            // SAFETY: as above.
+            Recent::Seen(slot) => unsafe { (*slot).answers += 1 },
         }
     }
 }
@@ -407,34 +409,40 @@ fn loop_guard(
     if u16::from_be(source) == config.port {
         return Guard::Drop(Counter::DropLoopPort);
     }
-    let mut key = RecentKey {
-        addr,
-        port: source.to_ne_bytes(),
-        signature: [0; SIGNATURE_LEN],
-        sent: [0; 8],
-    };
     // SAFETY: `prefix` holds PREFIX_LEN checked bytes, the signature among them.
     let p = unsafe { &*prefix };
-    key.signature
-        .copy_from_slice(&p[SIGNATURE_OFFSET..SIGNATURE_OFFSET + SIGNATURE_LEN]);
+    let mut signature = [0u8; SIGNATURE_LEN];
+    signature.copy_from_slice(&p[SIGNATURE_OFFSET..SIGNATURE_OFFSET + SIGNATURE_LEN]);
     // The `sent` bytes when the datagram has them (every collector probe
     // does); zeros for a bare prefix.
+    let mut sent = [0u8; 8];
     if udp_len >= UDP_HLEN + SENT_OFFSET + 8
-        && let Ok(sent) = ptr_at::<[u8; 8]>(ctx, payload + SENT_OFFSET)
+        && let Ok(bytes) = ptr_at::<[u8; 8]>(ctx, payload + SENT_OFFSET)
     {
         // SAFETY: ptr_at checked the 8 bytes.
-        key.sent = unsafe { *sent };
+        sent = unsafe { *bytes };
     }
+    let identity = recent_identity(&addr, source.to_ne_bytes(), &signature, &sent);
+    let fingerprint = recent_hash(&identity, config.recent_seed);
+    let index = fingerprint as u32 & config.recent_mask;
+    // A mask larger than the table (a config written without the loader)
+    // finds no slot: answer without remembering.
+    let Some(slot) = RECENT.get_ptr_mut(index) else {
+        return Guard::Answer(Recent::Off);
+    };
     let limit = if config.answers_per_probe == 0 {
         1
     } else {
         config.answers_per_probe
     };
-    match RECENT.get_ptr_mut(&key) {
-        // SAFETY: a value pointer from a successful lookup in this run.
-        Some(n) if unsafe { *n } >= limit => Guard::Drop(Counter::DropRepeated),
-        Some(n) => Guard::Answer(Recent::Seen(n)),
-        None => Guard::Answer(Recent::New(key)),
+    // SAFETY: a value pointer from a successful lookup in this run.
+    let (seen, answers) = unsafe { ((*slot).fingerprint == fingerprint, (*slot).answers) };
+    if !seen {
+        Guard::Answer(Recent::New(slot, fingerprint))
+    } else if answers >= limit {
+        Guard::Drop(Counter::DropRepeated)
+    } else {
+        Guard::Answer(Recent::Seen(slot))
     }
 }
 

@@ -58,9 +58,10 @@ pub struct ReflectorArgs {
     pub answers_per_probe: u32,
 
     /// Loop guard: how many answered probes the reflector remembers to
-    /// recognise one coming back (XDP and userspace each; about 100 bytes
-    /// each in the kernel). The default keeps 1.6 s of answers at the
-    /// default --max-pps; a loop comes back within milliseconds.
+    /// recognise one coming back (XDP and userspace each; the XDP table
+    /// rounds up to a power of two, 16 bytes a slot). The default keeps
+    /// 1.6 s of answers at the default --max-pps; a loop comes back within
+    /// milliseconds.
     #[arg(
         long,
         env = "LLAMA_RECENT_PROBES",
@@ -154,7 +155,7 @@ impl ReflectorArgs {
     }
 }
 
-/// Largest `--recent-probes`: 4 Mi entries, about 400 MiB of kernel memory.
+/// Largest `--recent-probes`: 4 Mi slots, 64 MiB of kernel memory.
 pub const MAX_RECENT_PROBES: u32 = 1 << 22;
 
 /// Linux interface names: 1..=15 bytes (IFNAMSIZ - 1), none of `/`, `:`

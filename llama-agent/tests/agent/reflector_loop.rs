@@ -13,7 +13,7 @@ use std::{
 };
 
 use clap::Parser;
-use llama_agent::reflector::{Mode, Reflector, flags::ReflectorArgs};
+use llama_agent::reflector::{Reflector, flags::ReflectorArgs};
 use llama_common::Counter;
 use llama_testkit::{NetNs, TwoHosts};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
