@@ -199,9 +199,12 @@ fn reflect_v4(
     }
     // SAFETY: [u16; 2] and [u8; 4] have the same size; any bytes are valid.
     let saddr_bytes = unsafe { mem::transmute::<[u16; 2], [u8; 4]>(saddr) };
-    if config.allowlist_enabled() && ALLOW_V4.get(&Key::new(32, saddr_bytes)).is_none() {
-        count(Counter::DropAllowlist);
-        return Ok(xdp_action::XDP_DROP);
+    if config.allowlist_enabled() {
+        let key = Key::new(32, saddr_bytes);
+        if ALLOW_V4.get(&key).is_none() {
+            count(Counter::DropAllowlist);
+            return Ok(xdp_action::XDP_DROP);
+        }
     }
     let mut addr = [0u8; 16];
     addr[..4].copy_from_slice(&saddr_bytes);
@@ -281,9 +284,12 @@ fn reflect_v6(
     }
     // SAFETY: [u16; 8] and [u8; 16] have the same size; any bytes are valid.
     let addr = unsafe { mem::transmute::<[u16; 8], [u8; 16]>(saddr) };
-    if config.allowlist_enabled() && ALLOW_V6.get(&Key::new(128, addr)).is_none() {
-        count(Counter::DropAllowlist);
-        return Ok(xdp_action::XDP_DROP);
+    if config.allowlist_enabled() {
+        let key = Key::new(128, addr);
+        if ALLOW_V6.get(&key).is_none() {
+            count(Counter::DropAllowlist);
+            return Ok(xdp_action::XDP_DROP);
+        }
     }
     let guard = match loop_guard(ctx, config, udp, udp_len, payload, prefix, addr) {
         Guard::Answer(slot) => slot,

@@ -92,9 +92,7 @@ pub enum FlagError {
     MaxPpsZero,
     #[error("--answers-per-probe / LLAMA_ANSWERS_PER_PROBE must be at least 1")]
     AnswersPerProbeZero,
-    #[error(
-        "--recent-probes / LLAMA_RECENT_PROBES must be between 1 and {MAX_RECENT_PROBES}"
-    )]
+    #[error("--recent-probes / LLAMA_RECENT_PROBES must be between 1 and {MAX_RECENT_PROBES}")]
     RecentProbes,
     /// Standalone `reflect` has no server to learn the group from, and an
     /// empty allowlist would silently answer nobody.
@@ -226,7 +224,10 @@ mod tests {
                 &["--answers-per-probe", "0"],
                 "--answers-per-probe / LLAMA_ANSWERS_PER_PROBE",
             ),
-            (&["--recent-probes", "0"], "--recent-probes / LLAMA_RECENT_PROBES"),
+            (
+                &["--recent-probes", "0"],
+                "--recent-probes / LLAMA_RECENT_PROBES",
+            ),
             (
                 &["--recent-probes", "99999999"],
                 "--recent-probes / LLAMA_RECENT_PROBES",

@@ -164,7 +164,10 @@ mod tests {
         assert_ne!(k, recent.key(a, b"0123456788", 42));
         assert_ne!(k, recent.key(a, b"0123456789", 43));
         // The same IPv4 source seen through a dual-stack socket.
-        assert_eq!(k, recent.key(src("[::ffff:10.0.0.1]:40000"), b"0123456789", 42));
+        assert_eq!(
+            k,
+            recent.key(src("[::ffff:10.0.0.1]:40000"), b"0123456789", 42)
+        );
     }
 
     #[test]

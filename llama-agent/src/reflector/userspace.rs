@@ -33,10 +33,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use llama_common::{DEFAULT_ANSWERS_PER_PROBE, DEFAULT_RECENT_PROBES};
 use mmsg::Batch;
 use tracing::{debug, info, warn};
-
-use llama_common::{DEFAULT_ANSWERS_PER_PROBE, DEFAULT_RECENT_PROBES};
 
 use super::{
     allowlist::Allowlist,
@@ -478,7 +477,8 @@ fn serve(socket: &socket2::Socket, shared: &Shared) {
             let mut answer_key = None;
             if let Some(recent) = &mut recent {
                 let key = recent.key(info.src, probe.signature, probe.sent);
-                match loopguard::check(recent, shared.port, shared.answers_per_probe, info.src, key) {
+                match loopguard::check(recent, shared.port, shared.answers_per_probe, info.src, key)
+                {
                     Ok(()) => answer_key = Some(key),
                     Err(why) => {
                         match why {

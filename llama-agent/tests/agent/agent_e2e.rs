@@ -404,7 +404,8 @@ fn allow_peers_answers_group_members_only() {
         ("userspace", "dropped_loop_port"),
         ("userspace", "dropped_repeated"),
     ] {
-        let line = format!("llama_reflector_packets_total{{path=\"{path}\",counter=\"{counter}\"}} ");
+        let line =
+            format!("llama_reflector_packets_total{{path=\"{path}\",counter=\"{counter}\"}} ");
         assert!(
             metrics.lines().any(|l| l.starts_with(&line)),
             "{line}missing:\n{metrics}"

@@ -36,8 +36,8 @@ struct Cli {
 /// A reflector in `ns` on `port` with the default flags except the mode and
 /// the interface.
 fn start(ns: &NetNs, mode: &str, iface: &str, port: u16) -> Reflector {
-    let cli = Cli::try_parse_from(["test", "--mode", mode, "--interface", iface])
-        .expect("flags parse");
+    let cli =
+        Cli::try_parse_from(["test", "--mode", mode, "--interface", iface]).expect("flags parse");
     let setup = cli.reflector.setup(port).expect("default flags are valid");
     ns.run(|| Reflector::start(&setup))
         .unwrap_or_else(|e| panic!("{mode} reflector on {iface}: {e}"))
@@ -114,7 +114,9 @@ fn no_loop(test: &str, mode: &str, port_a: u16, port_b: u16) {
         // Native XDP on veth answers with the sender's checksum as it is:
         // the stacks must send full checksums (docs/development.md).
         for (ns, dev) in [(&h.left, &h.veth.a), (&h.right, &h.veth.b)] {
-            let out = ns.exec("ethtool", &["-K", dev, "tx", "off"]).expect("ethtool");
+            let out = ns
+                .exec("ethtool", &["-K", dev, "tx", "off"])
+                .expect("ethtool");
             assert!(out.status.success(), "ethtool -K {dev} tx off");
         }
     }

@@ -505,7 +505,8 @@ fn loop_guards_drop_probes_from_the_probe_port_and_repeats() {
         other_port.src_port += 1;
         assert_eq!(run(&r, &other_port.build()), XDP_TX);
         let mut other_sent = f.clone();
-        other_sent.payload = canonical_probe(f.payload[2..12].try_into().expect("sig"), 0, SENT + 1);
+        other_sent.payload =
+            canonical_probe(f.payload[2..12].try_into().expect("sig"), 0, SENT + 1);
         assert_eq!(run(&r, &other_sent.build()), XDP_TX);
     }
     assert_eq!(counter(&r, Counter::DropRepeated), 4);
@@ -541,7 +542,10 @@ fn the_recent_probes_table_is_bounded_and_sized_by_the_loader() {
     assert_eq!(r.test_run(&first, 1).expect("run").action, XDP_TX);
     assert_eq!(r.test_run(&first, 1).expect("run").action, XDP_DROP);
     for _ in 0..64 {
-        assert_eq!(r.test_run(&probe_v4(0).build(), 1).expect("run").action, XDP_TX);
+        assert_eq!(
+            r.test_run(&probe_v4(0).build(), 1).expect("run").action,
+            XDP_TX
+        );
     }
     assert_eq!(
         r.test_run(&first, 1).expect("run").action,

@@ -9,7 +9,8 @@
 //!    probe port is exactly what they drop), so those rows are the guard-off
 //!    baseline; the guards' drop paths are timed with `repeat` too (a drop
 //!    leaves the buffer as it was).
-//! 1b. The loop guards' cost on the reflect path, guard off vs on in the same
+//!
+//!    The loop guards' cost on the reflect path, guard off vs on in the same
 //!    run: `repeat` cannot time it (every run after the first would be the
 //!    same probe again, dropped), so single runs of distinct probes (a fresh
 //!    signature each) alternate between two loaded copies of the program,
@@ -663,7 +664,10 @@ fn render(
         "\nAnchor (docs/development.md, same machine type): a bare MAC/IP/port-swap XDP program costs about 28 ns \
          per 1042-byte packet in test-run, timed the same way.\n"
     );
-    let _ = writeln!(s, "### The loop guards on the reflect path: off vs on, same run\n");
+    let _ = writeln!(
+        s,
+        "### The loop guards on the reflect path: off vs on, same run\n"
+    );
     let _ = writeln!(
         s,
         "Method: `repeat` cannot time the guarded reflect path (from the second run on, the buffer holds \
