@@ -5,6 +5,8 @@
 //! - [`decide`]: the per-datagram decision (pure, fuzzed).
 //! - [`userspace`]: the batched userspace reflector, startable in-process.
 //! - [`allowlist`], [`ratelimit`]: who is answered and how often.
+//! - [`loopguard`]: no reflection loops (userspace half; the XDP program
+//!   applies the same rules).
 //! - [`attach`]: the `auto | xdp | xdp-skb | userspace` attach logic.
 //! - [`interfaces`]: which interfaces carry the default routes.
 //! - [`metrics`]: the counters of both paths for `/metrics`.
@@ -17,6 +19,7 @@ pub mod cli;
 pub mod decide;
 pub mod flags;
 pub mod interfaces;
+pub mod loopguard;
 pub mod metrics;
 pub mod ratelimit;
 pub mod userspace;

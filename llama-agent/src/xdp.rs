@@ -21,8 +21,8 @@ use aya::{
 };
 use ipnet::IpNet;
 use llama_common::{
-    ALLOW_V4_MAP, ALLOW_V6_MAP, AllowValue, CONFIG_MAP, COUNTERS_MAP, Counter, ReflectorConfig,
-    XDP_PROGRAM_NAME,
+    ALLOW_V4_MAP, ALLOW_V6_MAP, AllowValue, CONFIG_MAP, COUNTERS_MAP, Counter,
+    DEFAULT_RECENT_PROBES, RECENT_MAP, ReflectorConfig, XDP_PROGRAM_NAME,
 };
 use tracing::debug;
 
@@ -142,6 +142,10 @@ pub struct XdpReflector {
     ebpf: Ebpf,
     config: ReflectorConfig,
     attached: Vec<(String, AttachMode, XdpLinkId)>,
+    /// The loop guard's table as this loader created it: every config
+    /// written gets this mask and seed, whatever the caller passed.
+    recent_mask: u32,
+    recent_seed: u32,
 }
 
 impl fmt::Debug for XdpReflector {
@@ -163,14 +167,32 @@ impl XdpReflector {
     /// Loads the embedded object into the kernel (maps created, program
     /// verified) with `config` in effect. Nothing is attached yet.
     pub fn load(config: ReflectorConfig) -> Result<Self, Error> {
+        Self::load_with(config, DEFAULT_RECENT_PROBES)
+    }
+
+    /// Like [`XdpReflector::load`], with room for `recent_probes` answered
+    /// probes in the loop guard's table (at least 1).
+    pub fn load_with(config: ReflectorConfig, recent_probes: u32) -> Result<Self, Error> {
         let object = embedded_object().ok_or(Error::NotEmbedded)?;
-        Self::load_object(object, config)
+        Self::load_object_with(object, config, recent_probes)
     }
 
     /// Like [`XdpReflector::load`] with an explicit object (tests, tools).
     pub fn load_object(object: &[u8], config: ReflectorConfig) -> Result<Self, Error> {
+        Self::load_object_with(object, config, DEFAULT_RECENT_PROBES)
+    }
+
+    /// [`XdpReflector::load_with`] with an explicit object.
+    pub fn load_object_with(
+        object: &[u8],
+        config: ReflectorConfig,
+        recent_probes: u32,
+    ) -> Result<Self, Error> {
         memlock::ensure_once();
-        let mut ebpf = EbpfLoader::new().load(object)?;
+        let slots = recent_slots(recent_probes);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(RECENT_MAP, slots)
+            .load(object)?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM_NAME)
             .ok_or(Error::MissingProgram)?
@@ -181,13 +203,18 @@ impl XdpReflector {
             ebpf,
             config,
             attached: Vec::new(),
+            recent_mask: slots - 1,
+            recent_seed: random_seed(),
         };
         reflector.set_config(config)?;
         Ok(reflector)
     }
 
-    /// Changes the run-time settings; takes effect on the next packet.
-    pub fn set_config(&mut self, config: ReflectorConfig) -> Result<(), Error> {
+    /// Changes the run-time settings; takes effect on the next packet. The
+    /// loop guard's table mask and seed are the loader's, not `config`'s.
+    pub fn set_config(&mut self, mut config: ReflectorConfig) -> Result<(), Error> {
+        config.recent_mask = self.recent_mask;
+        config.recent_seed = self.recent_seed;
         let map = self
             .ebpf
             .map_mut(CONFIG_MAP)
@@ -347,6 +374,21 @@ impl XdpReflector {
             .try_into()
             .map_err(Error::Verifier)
     }
+}
+
+/// Slots of the loop guard's table for `--recent-probes`: the next power of
+/// two (the program masks the hash), at least 1, at most 2^31.
+fn recent_slots(recent_probes: u32) -> u32 {
+    recent_probes.clamp(1, 1 << 31).next_power_of_two()
+}
+
+/// A random per-load seed for the table's hash (std's randomly keyed
+/// SipHash, so no extra dependency).
+fn random_seed() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    h.finish() as u32
 }
 
 /// The netlink fallback reports an occupied interface as a wrapped EBUSY.

@@ -30,10 +30,38 @@ pub const ALLOW_V6_MAP: &str = "LLAMA_ALLOW_V6";
 /// Capacity of each allowlist trie (prefixes per address family).
 pub const ALLOWLIST_MAX_ENTRIES: u32 = 16384;
 
+/// Name of the array of recently answered probes ([`RecentSlot`]), the XDP
+/// half of the repeat guard: a direct-mapped table indexed by
+/// [`recent_hash`] of the probe's identity.
+pub const RECENT_MAP: &str = "LLAMA_RECENT";
+/// Default number of slots in the recently-answered-probes table, XDP and
+/// userspace each. At the default `--max-pps` (10,000/s) it holds about the
+/// last 1.6 s of answers; a reflection loop comes back within milliseconds,
+/// so a flood of fresh probes at the full rate cannot push a looping probe
+/// out before it returns. The loader sizes the kernel table
+/// (`--recent-probes`, rounded up to a power of two).
+pub const DEFAULT_RECENT_PROBES: u32 = 16384;
+/// Default of how many times the same probe (same source address and port,
+/// signature and `sent` bytes) is answered. A collector sends every probe
+/// once with a fresh random signature, so a legitimate probe needs exactly
+/// one answer; a second copy is a network duplicate or a reflection loop.
+pub const DEFAULT_ANSWERS_PER_PROBE: u32 = 1;
+/// Default reflector rate limit, probes/s (`--max-pps`), XDP and userspace
+/// each. The server's default collector template sends 4 ports x 2.0 cycles/s
+/// = 8 probes/s to each peer, so in a group of `n` agents every reflector
+/// gets `8n` probes/s: 10,000 covers a group of 1,000 agents (8,000 probes/s)
+/// with 25 % headroom, while bounding what a forged-source flood can make a
+/// reflector send to a victim.
+pub const DEFAULT_MAX_PPS: u32 = 10_000;
+
 /// [`ReflectorConfig::flags`] bit: only sources found in the allowlist tries
 /// are answered; the others are dropped (counted as
 /// [`Counter::DropAllowlist`]). An enabled, empty allowlist answers nobody.
 pub const FLAG_ALLOWLIST: u16 = 1 << 0;
+/// [`ReflectorConfig::flags`] bit: the loop guards are OFF (probes from the
+/// probe port and repeated probes are answered like any other). Only for
+/// same-run benchmark baselines and tests; the agent never sets it.
+pub const FLAG_NO_LOOP_GUARD: u16 = 1 << 1;
 
 /// Value stored in the allowlist tries. Only presence matters; the byte is
 /// kept so the value is never zero-sized.
@@ -55,19 +83,53 @@ pub struct ReflectorConfig {
     /// Bucket depth in probes (how many may arrive back to back); values below
     /// 1 count as 1. Only meaningful with `max_pps > 0`.
     pub burst: u32,
-    pub _reserved: u32,
+    /// How many times the same probe is answered (the repeat guard, see
+    /// [`RecentSlot`]); values below 1 count as 1.
+    pub answers_per_probe: u32,
+    /// Slots in [`RECENT_MAP`] minus one (the table size is a power of two);
+    /// the loader sets it to match the map it created.
+    pub recent_mask: u32,
+    /// Seed of [`recent_hash`], random per load, so nobody outside can aim
+    /// probes at the slot of a looping one.
+    pub recent_seed: u32,
 }
 
 impl ReflectorConfig {
-    /// Reflect on `port`, no allowlist, no rate limit.
+    /// Reflect on `port`, no allowlist, no rate limit, loop guards on with
+    /// [`DEFAULT_ANSWERS_PER_PROBE`].
     pub const fn new(port: u16) -> Self {
         Self {
             port,
             flags: 0,
             max_pps: 0,
             burst: 0,
-            _reserved: 0,
+            answers_per_probe: DEFAULT_ANSWERS_PER_PROBE,
+            recent_mask: DEFAULT_RECENT_PROBES - 1,
+            recent_seed: 0,
         }
+    }
+
+    /// The same settings answering each probe at most `n` times (below 1
+    /// counts as 1).
+    pub const fn with_answers_per_probe(mut self, n: u32) -> Self {
+        self.answers_per_probe = n;
+        self
+    }
+
+    /// The same settings with the loop guards on (the default) or off (for
+    /// benchmark baselines only, see [`FLAG_NO_LOOP_GUARD`]).
+    pub const fn with_loop_guard(mut self, enabled: bool) -> Self {
+        if enabled {
+            self.flags &= !FLAG_NO_LOOP_GUARD;
+        } else {
+            self.flags |= FLAG_NO_LOOP_GUARD;
+        }
+        self
+    }
+
+    /// Whether the loop guards are enforced.
+    pub const fn loop_guard_enabled(&self) -> bool {
+        self.flags & FLAG_NO_LOOP_GUARD == 0
     }
 
     /// The same settings with a rate limit of `max_pps` (0 = off) and the
@@ -104,6 +166,80 @@ pub struct RateState {
     pub tat_ns: u64,
 }
 
+/// 32-bit words of a probe's identity in the repeat guard.
+pub const RECENT_WORDS: usize = 9;
+
+/// A probe's identity for the repeat guard: who sent it and which probe it
+/// was, as [`RECENT_WORDS`] words for [`recent_hash`]. A collector gives every probe 10 fresh random signature
+/// bytes, so an identity seen again means the same datagram came back: a
+/// network duplicate or, without this guard, a reflection loop between two
+/// reflectors (or a reflector and any UDP echo service) started by one probe
+/// with a forged source.
+///
+/// - `addr`: the source address, IPv4 in the first 4 bytes, the rest zero;
+/// - `port`: the source UDP port as on the wire;
+/// - `signature`: the canonical probe's signature bytes;
+/// - `sent`: the first 8 bytes of its `sent` varint (payload offset 16),
+///   zero when the probe is shorter: a collector that reused a signature
+///   would still differ here, while a looping datagram carries the same
+///   bytes every time round.
+#[inline(always)]
+pub fn recent_identity(
+    addr: &[u8; 16],
+    port: [u8; 2],
+    signature: &[u8; probe::SIGNATURE_LEN],
+    sent: &[u8; 8],
+) -> [u32; RECENT_WORDS] {
+    let w = |b: [u8; 4]| u32::from_ne_bytes(b);
+    [
+        w([addr[0], addr[1], addr[2], addr[3]]),
+        w([addr[4], addr[5], addr[6], addr[7]]),
+        w([addr[8], addr[9], addr[10], addr[11]]),
+        w([addr[12], addr[13], addr[14], addr[15]]),
+        w([port[0], port[1], signature[0], signature[1]]),
+        w([signature[2], signature[3], signature[4], signature[5]]),
+        w([signature[6], signature[7], signature[8], signature[9]]),
+        w([sent[0], sent[1], sent[2], sent[3]]),
+        w([sent[4], sent[5], sent[6], sent[7]]),
+    ]
+}
+
+/// The 64-bit fingerprint of an identity: a seeded multiply-xorshift mix of
+/// its words (cheap in BPF: no loops the verifier has to walk, no helper
+/// calls). Its low bits, masked with [`ReflectorConfig::recent_mask`], pick
+/// the slot; the whole value (never 0, the empty slot's) is stored there.
+#[inline(always)]
+pub fn recent_hash(words: &[u32; RECENT_WORDS], seed: u32) -> u64 {
+    let mut h = u64::from(seed) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut i = 0;
+    while i < RECENT_WORDS {
+        h = (h ^ u64::from(words[i])).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 32;
+        i += 1;
+    }
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 29;
+    if h == 0 { 1 } else { h }
+}
+
+/// One slot of [`RECENT_MAP`]: the fingerprint of the probe answered last
+/// in this slot and how many times. A new probe takes the slot of whatever
+/// was there (a direct-mapped cache: one array lookup, no allocation, no
+/// lock, unlike a kernel LRU hash whose insert with eviction costs hundreds
+/// of ns; 16 bytes, so a slot is one cache line and the default table
+/// 256 KiB). Only a matching 64-bit fingerprint drops a probe — another
+/// probe matches with probability 2^-64, and the seed is random per load —
+/// so a collision of slots never silences a legitimate probe; at worst it
+/// makes the table forget a looping probe one round early, and the loop is
+/// caught again on the next.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentSlot {
+    pub fingerprint: u64,
+    pub answers: u32,
+    pub _reserved: u32,
+}
+
 /// Counters kept per CPU by the XDP program. The discriminant is the index in
 /// [`COUNTERS_MAP`]. Traffic that is not UDP to the probe port is never
 /// counted: the pass-through path stays as short as possible.
@@ -127,11 +263,18 @@ pub enum Counter {
     DropRateLimit = 6,
     /// Probe from a source outside the enabled allowlist, dropped.
     DropAllowlist = 7,
+    /// Loop guard: a probe *from* the probe port, dropped. Every reflector
+    /// answers from its probe port, so such a datagram is another
+    /// reflector's reply with a forged origin, never a collector's probe.
+    DropLoopPort = 8,
+    /// Loop guard: a probe already answered `answers_per_probe` times (same
+    /// source, signature and `sent`), dropped.
+    DropRepeated = 9,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 10] = [
         Counter::Reflected,
         Counter::PassNotCanonical,
         Counter::PassIpv6ExtHeaders,
@@ -140,6 +283,8 @@ impl Counter {
         Counter::PassNotUnicast,
         Counter::DropRateLimit,
         Counter::DropAllowlist,
+        Counter::DropLoopPort,
+        Counter::DropRepeated,
     ];
     /// Number of slots the counters map must have.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -155,18 +300,24 @@ impl Counter {
             Counter::PassNotUnicast => "pass_not_unicast",
             Counter::DropRateLimit => "drop_rate_limit",
             Counter::DropAllowlist => "drop_allowlist",
+            Counter::DropLoopPort => "drop_loop_port",
+            Counter::DropRepeated => "drop_repeated",
         }
     }
 }
 
 #[cfg(feature = "user")]
 // SAFETY: ReflectorConfig is repr(C), Copy, and has no padding holes
-// (u16+u16+u32+u32+u32 = 16 bytes).
+// (u16+u16+u32 x 5 = 24 bytes).
 unsafe impl aya::Pod for ReflectorConfig {}
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), a single u64, no padding.
 unsafe impl aya::Pod for RateState {}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), u64 + u32 + u32, no padding.
+unsafe impl aya::Pod for RecentSlot {}
 
 #[cfg(test)]
 mod tests {
@@ -174,8 +325,10 @@ mod tests {
 
     #[test]
     fn map_value_layouts_are_stable() {
-        assert_eq!(core::mem::size_of::<ReflectorConfig>(), 16);
+        assert_eq!(core::mem::size_of::<ReflectorConfig>(), 24);
         assert_eq!(core::mem::size_of::<RateState>(), 8);
+        assert_eq!(core::mem::size_of::<RecentSlot>(), 16);
+        assert!(DEFAULT_RECENT_PROBES.is_power_of_two());
     }
 
     #[test]
@@ -183,6 +336,36 @@ mod tests {
         for (i, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
         }
+    }
+
+    #[test]
+    fn identity_words_and_hash() {
+        let addr = [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let sig = *b"0123456789";
+        let sent = [1, 2, 3, 4, 5, 6, 7, 8];
+        let id = recent_identity(&addr, [0x1f, 0xa4], &sig, &sent);
+        assert_eq!(id[0], u32::from_ne_bytes([10, 0, 0, 1]));
+        assert_eq!(id[4], u32::from_ne_bytes([0x1f, 0xa4, b'0', b'1']));
+        assert_eq!(id[8], u32::from_ne_bytes([5, 6, 7, 8]));
+        // Every part of the identity moves the hash; so does the seed.
+        let h = recent_hash(&id, 7);
+        assert_ne!(h, 0, "never the empty slot's fingerprint");
+        assert_eq!(h, recent_hash(&id, 7));
+        assert_ne!(h, recent_hash(&id, 8));
+        for i in 0..RECENT_WORDS {
+            let mut other = id;
+            other[i] ^= 1;
+            assert_ne!(h, recent_hash(&other, 7), "word {i}");
+        }
+        // Spread: 4096 identities over 256 slots, no slot badly overloaded.
+        let mut slots = [0u32; 256];
+        for n in 0u32..4096 {
+            let mut s = sig;
+            s[..4].copy_from_slice(&n.to_be_bytes());
+            let id = recent_identity(&addr, [0x9c, 0x40], &s, &sent);
+            slots[(recent_hash(&id, 1) & 255) as usize] += 1;
+        }
+        assert!(slots.iter().all(|&n| (2..=40).contains(&n)), "{slots:?}");
     }
 
     #[test]
@@ -194,5 +377,11 @@ mod tests {
         assert_eq!(c.max_pps, 1000);
         assert!(c.burst >= 1);
         assert!(!c.with_allowlist(false).allowlist_enabled());
+        assert!(c.loop_guard_enabled(), "guards on by default");
+        assert_eq!(c.answers_per_probe, DEFAULT_ANSWERS_PER_PROBE);
+        let off = c.with_loop_guard(false);
+        assert!(!off.loop_guard_enabled() && off.allowlist_enabled());
+        assert!(off.with_loop_guard(true).loop_guard_enabled());
+        assert_eq!(c.with_answers_per_probe(3).answers_per_probe, 3);
     }
 }

@@ -1,14 +1,31 @@
 //! The llama XDP reflector: answers canonical LLAMA probes inside the driver.
 //!
 //! parse (Ethernet, up to two VLAN tags, IPv4 or IPv6, UDP to the configured
-//! port) -> validate (canonical probe prefix, unicast, allowlist, rate) ->
-//! rewrite in place (swap MACs, addresses, ports; TOS := probe's tos byte;
+//! port) -> validate (canonical probe prefix, unicast, allowlist, loop
+//! guards, rate) -> rewrite in place (swap MACs, addresses, ports; TOS := probe's tos byte;
 //! TTL := 64; IPv4 header checksum updated incrementally) -> XDP_TX.
 //!
 //! Everything else addressed to the probe port (other encodings, fragments,
 //! IPv6 extension headers, group addresses) goes up with XDP_PASS, where the
 //! userspace reflector judges it; other traffic is passed untouched and
 //! uncounted. No logging here: one aya-log call costs microseconds.
+//!
+//! Loop guards (docs/probe.md): a reflector's answer is itself a canonical
+//! probe addressed to whatever the request named as its source, so one probe
+//! with a forged source (another reflector's address and port) would make
+//! two reflectors answer each other forever. Two rules stop that: (a) a
+//! probe *from* our own probe port is dropped — every reflector answers from
+//! its probe port, so that is a reflector's reply, never a collector's probe
+//! (this alone ends the same-port loop at the first hop); (b) the table
+//! [`RECENT`] remembers the probes answered lately by source, signature and
+//! `sent` bytes, and each is answered at most `answers_per_probe` times — a
+//! collector sends every probe once with fresh random signature bytes, while
+//! a looping datagram comes back unchanged (this ends loops between
+//! reflectors on different ports, and with any other UDP echo service).
+//! The table is a direct-mapped array indexed by a seeded hash, not a
+//! kernel LRU hash: every answered probe is a new entry, and an LRU hash
+//! insert that evicts costs hundreds of ns (docs/benchmarks/reflector.md),
+//! an array slot a few.
 #![no_std]
 #![no_main]
 // Inline asm for the BPF atomic compare-and-swap (see `cmpxchg`).
@@ -31,9 +48,10 @@ use headers::{
     VlanHdr, is_ipv6_extension,
 };
 use llama_common::{
-    ALLOWLIST_MAX_ENTRIES, AllowValue, Counter, RateState, ReflectorConfig,
-    probe::{CANONICAL_PREFIX, CANONICAL_TOS_OFFSET, CANONICAL_TOS_TAG},
-    ratelimit,
+    ALLOWLIST_MAX_ENTRIES, AllowValue, Counter, DEFAULT_RECENT_PROBES, RateState, RecentSlot,
+    ReflectorConfig,
+    probe::{CANONICAL_PREFIX, CANONICAL_TOS_OFFSET, CANONICAL_TOS_TAG, SIGNATURE_LEN},
+    ratelimit, recent_hash, recent_identity,
 };
 
 // Map names must equal the llama_common::*_MAP constants the loader uses.
@@ -53,12 +71,23 @@ static ALLOW_V6: LpmTrie<[u8; 16], AllowValue> =
 #[map(name = "LLAMA_RATE")]
 static RATE: Array<RateState> = Array::with_max_entries(1, 0);
 
+/// Probes answered lately and how often (the repeat guard), one slot per
+/// hash of the identity. One table shared by all CPUs, so a loop is caught
+/// whichever queue its datagrams land on; the loader sizes it
+/// (`--recent-probes`, a power of two) and sets the config's mask and seed.
+#[map(name = "LLAMA_RECENT")]
+static RECENT: Array<RecentSlot> = Array::with_max_entries(DEFAULT_RECENT_PROBES, 0);
+
 /// TTL / hop limit of every reply (docs/probe.md).
 const REPLY_TTL: u8 = 64;
 const ETH_HLEN: usize = mem::size_of::<EthHdr>();
 const UDP_HLEN: usize = mem::size_of::<UdpHdr>();
 /// Payload bytes the canonical check reads: up to and including the tos byte.
 const PREFIX_LEN: usize = CANONICAL_TOS_OFFSET + 1;
+/// Payload offset of the `sent` varint in a canonical probe (after its tag).
+const SENT_OFFSET: usize = PREFIX_LEN + 1;
+/// The signature's offset in the payload (after `0a 0a`).
+const SIGNATURE_OFFSET: usize = 2;
 
 #[xdp]
 pub fn llama_reflect(ctx: XdpContext) -> u32 {
@@ -155,28 +184,42 @@ fn reflect_v4(
     if usize::from(u16::from_be(unsafe { (*ip).tot_len })) < ihl + udp_len {
         return Err(());
     }
-    let Some(tos) = canonical_tos(ctx, udp, udp_len, offset + ihl + UDP_HLEN)? else {
+    let payload = offset + ihl + UDP_HLEN;
+    let Some(prefix) = canonical(ctx, udp, udp_len, payload)? else {
         count(Counter::PassNotCanonical);
         return Ok(xdp_action::XDP_PASS);
     };
+    // SAFETY: `canonical` returned a checked pointer to PREFIX_LEN bytes.
+    let tos = unsafe { (*prefix)[CANONICAL_TOS_OFFSET] };
     let (saddr, daddr) = unsafe { ((*ip).saddr, (*ip).daddr) };
     // SAFETY: `eth` came from ptr_at.
     if !unsafe { unicast_macs(eth) } || !unicast_v4(saddr) || !unicast_v4(daddr) {
         count(Counter::PassNotUnicast);
         return Ok(xdp_action::XDP_PASS);
     }
+    // SAFETY: [u16; 2] and [u8; 4] have the same size; any bytes are valid.
+    let saddr_bytes = unsafe { mem::transmute::<[u16; 2], [u8; 4]>(saddr) };
     if config.allowlist_enabled() {
-        // SAFETY: [u16; 2] and [u8; 4] have the same size; any bytes are valid.
-        let key = Key::new(32, unsafe { mem::transmute::<[u16; 2], [u8; 4]>(saddr) });
+        let key = Key::new(32, saddr_bytes);
         if ALLOW_V4.get(&key).is_none() {
             count(Counter::DropAllowlist);
             return Ok(xdp_action::XDP_DROP);
         }
     }
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&saddr_bytes);
+    let guard = match loop_guard(ctx, config, udp, udp_len, payload, prefix, addr) {
+        Guard::Answer(slot) => slot,
+        Guard::Drop(counter) => {
+            count(counter);
+            return Ok(xdp_action::XDP_DROP);
+        }
+    };
     if !rate_ok(config) {
         count(Counter::DropRateLimit);
         return Ok(xdp_action::XDP_DROP);
     }
+    guard.record();
     unsafe {
         swap_macs(eth);
         (*ip).saddr = daddr;
@@ -226,28 +269,40 @@ fn reflect_v6(
     if usize::from(u16::from_be(unsafe { (*ip).payload_len })) < udp_len {
         return Err(());
     }
-    let Some(tos) = canonical_tos(ctx, udp, udp_len, udp_offset + UDP_HLEN)? else {
+    let payload = udp_offset + UDP_HLEN;
+    let Some(prefix) = canonical(ctx, udp, udp_len, payload)? else {
         count(Counter::PassNotCanonical);
         return Ok(xdp_action::XDP_PASS);
     };
+    // SAFETY: `canonical` returned a checked pointer to PREFIX_LEN bytes.
+    let tos = unsafe { (*prefix)[CANONICAL_TOS_OFFSET] };
     let (saddr, daddr) = unsafe { ((*ip).saddr, (*ip).daddr) };
     // SAFETY: `eth` came from ptr_at.
     if !unsafe { unicast_macs(eth) } || !unicast_v6(&saddr) || !unicast_v6(&daddr) {
         count(Counter::PassNotUnicast);
         return Ok(xdp_action::XDP_PASS);
     }
+    // SAFETY: [u16; 8] and [u8; 16] have the same size; any bytes are valid.
+    let addr = unsafe { mem::transmute::<[u16; 8], [u8; 16]>(saddr) };
     if config.allowlist_enabled() {
-        // SAFETY: [u16; 8] and [u8; 16] have the same size; any bytes are valid.
-        let key = Key::new(128, unsafe { mem::transmute::<[u16; 8], [u8; 16]>(saddr) });
+        let key = Key::new(128, addr);
         if ALLOW_V6.get(&key).is_none() {
             count(Counter::DropAllowlist);
             return Ok(xdp_action::XDP_DROP);
         }
     }
+    let guard = match loop_guard(ctx, config, udp, udp_len, payload, prefix, addr) {
+        Guard::Answer(slot) => slot,
+        Guard::Drop(counter) => {
+            count(counter);
+            return Ok(xdp_action::XDP_DROP);
+        }
+    };
     if !rate_ok(config) {
         count(Counter::DropRateLimit);
         return Ok(xdp_action::XDP_DROP);
     }
+    guard.record();
     unsafe {
         swap_macs(eth);
         (*ip).saddr = daddr;
@@ -265,17 +320,17 @@ fn reflect_v6(
     Ok(xdp_action::XDP_TX)
 }
 
-/// The probe's tos byte if the UDP payload starts with the canonical prefix
-/// `0a 0a <sig:10> 12 01 <tos>`; `Ok(None)` for any other payload; `Err` if
+/// The canonical prefix `0a 0a <sig:10> 12 01 <tos>` at the start of the UDP
+/// payload, as a checked pointer; `Ok(None)` for any other payload; `Err` if
 /// the UDP length runs past the end of the frame (a truncated datagram is
 /// never reflected: the reply would be as broken as the request).
 #[inline(always)]
-fn canonical_tos(
+fn canonical(
     ctx: &XdpContext,
     udp: *const UdpHdr,
     udp_len: usize,
     payload: usize,
-) -> Result<Option<u8>, ()> {
+) -> Result<Option<*const [u8; PREFIX_LEN]>, ()> {
     // The prefix bounds check comes first: done after the length checks,
     // LLVM folds it into them, and the verifier cannot follow that.
     let prefix: Result<*mut [u8; PREFIX_LEN], ()> = ptr_at(ctx, payload);
@@ -289,15 +344,111 @@ fn canonical_tos(
         return Ok(None);
     }
     // SAFETY: ptr_at checked that PREFIX_LEN bytes are there.
-    let p = unsafe { &*p };
-    if p[0] == CANONICAL_PREFIX[0]
-        && p[1] == CANONICAL_PREFIX[1]
-        && p[12] == CANONICAL_TOS_TAG[0]
-        && p[13] == CANONICAL_TOS_TAG[1]
+    let b = unsafe { &*p };
+    if b[0] == CANONICAL_PREFIX[0]
+        && b[1] == CANONICAL_PREFIX[1]
+        && b[12] == CANONICAL_TOS_TAG[0]
+        && b[13] == CANONICAL_TOS_TAG[1]
     {
-        Ok(Some(p[CANONICAL_TOS_OFFSET]))
+        Ok(Some(p.cast_const()))
     } else {
         Ok(None)
+    }
+}
+
+/// The loop guards' verdict on one probe.
+enum Guard {
+    /// Answer it, then [`Recent::record`] the answer.
+    Answer(Recent),
+    /// Drop it, counted under this counter.
+    Drop(Counter),
+}
+
+/// How to remember an answered probe in [`RECENT`].
+enum Recent {
+    /// Guards off (or no slot): nothing to remember.
+    Off,
+    /// First answer: the slot takes this fingerprint with one answer.
+    New(*mut RecentSlot, u64),
+    /// Answered before (fewer times than allowed): one more.
+    Seen(*mut RecentSlot),
+}
+
+impl Recent {
+    /// Notes one more answer. Plain stores, not atomics: two CPUs racing on
+    /// one slot can at worst lose a count or a fingerprint, i.e. allow one
+    /// extra answer, which still ends any loop.
+    #[inline(always)]
+    fn record(self) {
+        match self {
+            Recent::Off => {}
+            // SAFETY: a value pointer from a successful lookup in this run.
+            Recent::New(slot, fingerprint) => unsafe {
+                (*slot).fingerprint = fingerprint;
+                (*slot).answers = 1;
+            },
+            // SAFETY: as above.
+            Recent::Seen(slot) => unsafe { (*slot).answers += 1 },
+        }
+    }
+}
+
+/// The loop guards (module docs): a probe from our own probe port is a
+/// reflector's reply; a probe already answered `answers_per_probe` times is
+/// coming round again. `addr` is the source address (IPv4 in the first four
+/// bytes), `prefix` the canonical prefix at payload offset `payload`.
+#[inline(always)]
+fn loop_guard(
+    ctx: &XdpContext,
+    config: &ReflectorConfig,
+    udp: *const UdpHdr,
+    udp_len: usize,
+    payload: usize,
+    prefix: *const [u8; PREFIX_LEN],
+    addr: [u8; 16],
+) -> Guard {
+    if !config.loop_guard_enabled() {
+        return Guard::Answer(Recent::Off);
+    }
+    // SAFETY: `udp` came from ptr_at.
+    let source = unsafe { (*udp).source };
+    if u16::from_be(source) == config.port {
+        return Guard::Drop(Counter::DropLoopPort);
+    }
+    // SAFETY: `prefix` holds PREFIX_LEN checked bytes, the signature among them.
+    let p = unsafe { &*prefix };
+    let mut signature = [0u8; SIGNATURE_LEN];
+    signature.copy_from_slice(&p[SIGNATURE_OFFSET..SIGNATURE_OFFSET + SIGNATURE_LEN]);
+    // The `sent` bytes when the datagram has them (every collector probe
+    // does); zeros for a bare prefix.
+    let mut sent = [0u8; 8];
+    if udp_len >= UDP_HLEN + SENT_OFFSET + 8
+        && let Ok(bytes) = ptr_at::<[u8; 8]>(ctx, payload + SENT_OFFSET)
+    {
+        // SAFETY: ptr_at checked the 8 bytes.
+        sent = unsafe { *bytes };
+    }
+    let identity = recent_identity(&addr, source.to_ne_bytes(), &signature, &sent);
+    let fingerprint = recent_hash(&identity, config.recent_seed);
+    let index = fingerprint as u32 & config.recent_mask;
+    // A mask larger than the table (a config written without the loader)
+    // finds no slot: answer without remembering.
+    let Some(slot) = RECENT.get_ptr_mut(index) else {
+        return Guard::Answer(Recent::Off);
+    };
+    let limit = if config.answers_per_probe == 0 {
+        1
+    } else {
+        config.answers_per_probe
+    };
+    // SAFETY: a value pointer from a successful lookup in this run.
+    let (seen, answers) = unsafe { ((*slot).fingerprint == fingerprint, (*slot).answers) };
+    if !seen {
+        Guard::Answer(Recent::New(slot, fingerprint))
+    } else if answers >= limit {
+        Guard::Drop(Counter::DropRepeated)
+    } else {
+        Guard::Answer(Recent::Seen(slot))
     }
 }
 

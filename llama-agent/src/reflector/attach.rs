@@ -102,6 +102,10 @@ pub struct ReflectorSetup {
     /// answer.
     pub max_pps: u32,
     pub allow: AllowSpec,
+    /// Loop guard: answers per probe (at least 1).
+    pub answers_per_probe: u32,
+    /// Loop guard: answered probes remembered, XDP and userspace each.
+    pub recent_probes: u32,
 }
 
 /// Why the reflector could not start.
@@ -145,6 +149,8 @@ impl Reflector {
         let mut options = ReflectorOptions::new(setup.port);
         options.max_pps = setup.max_pps;
         options.allowlist = allowlist.clone();
+        options.answers_per_probe = setup.answers_per_probe;
+        options.recent_probes = setup.recent_probes;
         let userspace =
             UserspaceReflector::spawn(options).map_err(|source| StartError::Userspace {
                 port: setup.port,
@@ -182,8 +188,9 @@ impl Reflector {
 
         let config = ReflectorConfig::new(setup.port)
             .with_max_pps(setup.max_pps)
-            .with_allowlist(allowlist.is_some());
-        let mut program = match XdpReflector::load(config) {
+            .with_allowlist(allowlist.is_some())
+            .with_answers_per_probe(setup.answers_per_probe);
+        let mut program = match XdpReflector::load_with(config, setup.recent_probes) {
             Ok(p) => p,
             Err(source) if setup.mode == Mode::Auto => {
                 for iface in interfaces {

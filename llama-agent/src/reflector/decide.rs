@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use llama_common::probe::{self, ProbeError};
+use llama_common::probe::{self, Probe, ProbeError};
 
 /// What to do with one received datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,13 +30,19 @@ pub enum Ignore {
 /// (the address the probe was sent to, from IP_PKTINFO/IPV6_PKTINFO).
 /// Never panics, whatever the bytes.
 pub fn decide(payload: &[u8], src: SocketAddr, dst: IpAddr) -> Decision {
-    if src.port() == 0 || !is_unicast(src.ip()) || !is_unicast(dst) {
-        return Decision::Ignore(Ignore::NotUnicast);
-    }
-    match probe::parse(payload) {
+    match judge(payload, src, dst) {
         Ok(p) => Decision::Reflect { tos: p.tos() },
-        Err(e) => Decision::Ignore(Ignore::NotProbe(e)),
+        Err(why) => Decision::Ignore(why),
     }
+}
+
+/// [`decide`] with the decoded probe, whose signature and `sent` the loop
+/// guard needs ([`super::loopguard`]).
+pub fn judge(payload: &[u8], src: SocketAddr, dst: IpAddr) -> Result<Probe<'_>, Ignore> {
+    if src.port() == 0 || !is_unicast(src.ip()) || !is_unicast(dst) {
+        return Err(Ignore::NotUnicast);
+    }
+    probe::parse(payload).map_err(Ignore::NotProbe)
 }
 
 /// A usable unicast address: not unspecified, multicast or (IPv4) limited

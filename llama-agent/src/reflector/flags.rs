@@ -8,6 +8,7 @@
 //! with a line an operator can act on, not with clap's usage screen).
 
 use clap::Args;
+use llama_common::{DEFAULT_ANSWERS_PER_PROBE, DEFAULT_MAX_PPS, DEFAULT_RECENT_PROBES};
 
 use super::{AllowSpec, Mode, ReflectorSetup};
 
@@ -36,10 +37,38 @@ pub struct ReflectorArgs {
     #[arg(long, env = "LLAMA_ALLOW", value_name = "peers|any|CIDR,...")]
     pub allow: Option<String>,
 
-    /// Reflector rate limit in probes per second, XDP and userspace each
-    /// (default: unlimited).
-    #[arg(long, env = "LLAMA_MAX_PPS", value_name = "PPS")]
-    pub max_pps: Option<u32>,
+    /// Reflector rate limit in probes per second, XDP and userspace each.
+    /// The default, 10000, covers a group of 1,000 agents with 25 % headroom:
+    /// the server's default template sends 4 ports x 2.0 cycles/s = 8 probes/s
+    /// to each peer, so `n` agents send `8n` probes/s to every reflector.
+    /// It bounds what forged-source probes can make a reflector send.
+    #[arg(long, env = "LLAMA_MAX_PPS", value_name = "PPS", default_value_t = DEFAULT_MAX_PPS)]
+    pub max_pps: u32,
+
+    /// Loop guard: how many times the reflector answers the same probe (same
+    /// source, signature and `sent`). A collector sends each probe once, so 1
+    /// answers every legitimate probe; a copy coming back is a duplicate or
+    /// a reflection loop started by a forged source.
+    #[arg(
+        long,
+        env = "LLAMA_ANSWERS_PER_PROBE",
+        value_name = "N",
+        default_value_t = DEFAULT_ANSWERS_PER_PROBE
+    )]
+    pub answers_per_probe: u32,
+
+    /// Loop guard: how many answered probes the reflector remembers to
+    /// recognise one coming back (XDP and userspace each; the XDP table
+    /// rounds up to a power of two, 16 bytes a slot). The default keeps
+    /// 1.6 s of answers at the default --max-pps; a loop comes back within
+    /// milliseconds.
+    #[arg(
+        long,
+        env = "LLAMA_RECENT_PROBES",
+        value_name = "N",
+        default_value_t = DEFAULT_RECENT_PROBES
+    )]
+    pub recent_probes: u32,
 }
 
 /// A bad reflector flag or environment value.
@@ -57,8 +86,14 @@ pub enum FlagError {
         "--allow / LLAMA_ALLOW {value:?}: {item:?} is neither `peers` nor a CIDR like 10.0.0.0/8"
     )]
     Allow { value: String, item: String },
-    #[error("--max-pps / LLAMA_MAX_PPS must be at least 1 (omit it for no limit)")]
+    #[error(
+        "--max-pps / LLAMA_MAX_PPS must be at least 1 (default {DEFAULT_MAX_PPS}; raise it for a larger group)"
+    )]
     MaxPpsZero,
+    #[error("--answers-per-probe / LLAMA_ANSWERS_PER_PROBE must be at least 1")]
+    AnswersPerProbeZero,
+    #[error("--recent-probes / LLAMA_RECENT_PROBES must be between 1 and {MAX_RECENT_PROBES}")]
+    RecentProbes,
     /// Standalone `reflect` has no server to learn the group from, and an
     /// empty allowlist would silently answer nobody.
     #[error(
@@ -97,20 +132,29 @@ impl ReflectorArgs {
                     item: e.0,
                 })?,
         };
-        let max_pps = match self.max_pps {
-            Some(0) => return Err(FlagError::MaxPpsZero),
-            Some(n) => n,
-            None => 0,
-        };
+        if self.max_pps == 0 {
+            return Err(FlagError::MaxPpsZero);
+        }
+        if self.answers_per_probe == 0 {
+            return Err(FlagError::AnswersPerProbeZero);
+        }
+        if !(1..=MAX_RECENT_PROBES).contains(&self.recent_probes) {
+            return Err(FlagError::RecentProbes);
+        }
         Ok(ReflectorSetup {
             mode,
             interfaces,
             port,
-            max_pps,
+            max_pps: self.max_pps,
             allow,
+            answers_per_probe: self.answers_per_probe,
+            recent_probes: self.recent_probes,
         })
     }
 }
+
+/// Largest `--recent-probes`: 4 Mi slots, 64 MiB of kernel memory.
+pub const MAX_RECENT_PROBES: u32 = 1 << 22;
 
 /// Linux interface names: 1..=15 bytes (IFNAMSIZ - 1), none of `/`, `:`
 /// (alias syntax) or whitespace.
@@ -144,12 +188,19 @@ mod tests {
     #[test]
     fn spellings_and_defaults() {
         let s = setup(&[]).expect("defaults");
-        assert_eq!((s.mode, s.port, s.max_pps), (Mode::Auto, 8100, 0));
+        assert_eq!(
+            (s.mode, s.port, s.max_pps),
+            (Mode::Auto, 8100, DEFAULT_MAX_PPS)
+        );
+        assert_eq!(s.max_pps, 10_000, "the documented default");
+        assert_eq!((s.answers_per_probe, s.recent_probes), (1, 16384));
         assert_eq!(s.allow, AllowSpec::Anyone);
         assert!(s.interfaces.is_empty());
         let s = setup(&["--mode", " XDP-skb ", "--allow", "any", "--max-pps", "5"]).expect("ok");
         assert_eq!((s.mode, s.max_pps), (Mode::XdpSkb, 5));
         assert_eq!(s.allow, AllowSpec::Anyone);
+        let s = setup(&["--answers-per-probe", "3", "--recent-probes", "100"]).expect("ok");
+        assert_eq!((s.answers_per_probe, s.recent_probes), (3, 100));
         let s = setup(&["--allow", "PEERS", "--interface", "eth0,, eth1"]).expect("ok");
         assert_eq!(s.allow, AllowSpec::Peers);
         assert_eq!(s.interfaces, ["eth0", "eth1"]);
@@ -169,6 +220,18 @@ mod tests {
             (&["--allow", "peers,10.0.0.0/8"], "\"peers\" is neither"),
             (&["--allow", ""], "--allow / LLAMA_ALLOW \"\""),
             (&["--max-pps", "0"], "--max-pps / LLAMA_MAX_PPS"),
+            (
+                &["--answers-per-probe", "0"],
+                "--answers-per-probe / LLAMA_ANSWERS_PER_PROBE",
+            ),
+            (
+                &["--recent-probes", "0"],
+                "--recent-probes / LLAMA_RECENT_PROBES",
+            ),
+            (
+                &["--recent-probes", "99999999"],
+                "--recent-probes / LLAMA_RECENT_PROBES",
+            ),
         ] {
             let got = setup(args).expect_err("refused").to_string();
             assert!(got.contains(want), "{args:?}: {got}");

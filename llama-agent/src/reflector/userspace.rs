@@ -26,19 +26,21 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::AsRawFd,
     sync::{
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
+use llama_common::{DEFAULT_ANSWERS_PER_PROBE, DEFAULT_RECENT_PROBES};
 use mmsg::Batch;
 use tracing::{debug, info, warn};
 
 use super::{
     allowlist::Allowlist,
-    decide::{Decision, Ignore, decide},
+    decide::{Ignore, judge},
+    loopguard::{self, LoopDrop, RecentProbes},
     ratelimit::RateLimiter,
 };
 
@@ -59,6 +61,12 @@ pub struct ReflectorOptions {
     /// Sockets (and threads) per bound address, sharing the port through
     /// SO_REUSEPORT.
     pub threads_per_socket: usize,
+    /// Loop guard: how many times the same probe is answered (at least 1).
+    pub answers_per_probe: u32,
+    /// Loop guard: how many answered probes are remembered.
+    pub recent_probes: u32,
+    /// Loop guards on (the default). Off only for benchmark baselines.
+    pub loop_guard: bool,
 }
 
 impl ReflectorOptions {
@@ -73,6 +81,9 @@ impl ReflectorOptions {
             max_pps: 0,
             allowlist: None,
             threads_per_socket: 1,
+            answers_per_probe: DEFAULT_ANSWERS_PER_PROBE,
+            recent_probes: DEFAULT_RECENT_PROBES,
+            loop_guard: true,
         }
     }
 }
@@ -92,6 +103,10 @@ pub struct ReflectorStats {
     pub dropped_allowlist: u64,
     /// Probes over the rate limit.
     pub dropped_rate_limit: u64,
+    /// Loop guard: probes sent from the probe port (another reflector's reply).
+    pub dropped_loop_port: u64,
+    /// Loop guard: probes already answered `answers_per_probe` times.
+    pub dropped_repeated: u64,
     /// Replies the kernel refused to send.
     pub send_errors: u64,
     /// Datagrams cut by the kernel (never answered).
@@ -101,7 +116,7 @@ pub struct ReflectorStats {
 impl ReflectorStats {
     /// The counters an operator reads (`truncated` cannot happen with the
     /// buffers used), by their metric label.
-    pub fn named(&self) -> [(&'static str, u64); 7] {
+    pub fn named(&self) -> [(&'static str, u64); 9] {
         [
             ("received", self.received),
             ("reflected", self.reflected),
@@ -109,6 +124,8 @@ impl ReflectorStats {
             ("not_unicast", self.not_unicast),
             ("dropped_allowlist", self.dropped_allowlist),
             ("dropped_rate_limit", self.dropped_rate_limit),
+            ("dropped_loop_port", self.dropped_loop_port),
+            ("dropped_repeated", self.dropped_repeated),
             ("send_errors", self.send_errors),
         ]
     }
@@ -122,6 +139,8 @@ struct Counters {
     not_unicast: AtomicU64,
     dropped_allowlist: AtomicU64,
     dropped_rate_limit: AtomicU64,
+    dropped_loop_port: AtomicU64,
+    dropped_repeated: AtomicU64,
     send_errors: AtomicU64,
     truncated: AtomicU64,
 }
@@ -135,6 +154,8 @@ impl Counters {
             (&self.not_unicast, s.not_unicast),
             (&self.dropped_allowlist, s.dropped_allowlist),
             (&self.dropped_rate_limit, s.dropped_rate_limit),
+            (&self.dropped_loop_port, s.dropped_loop_port),
+            (&self.dropped_repeated, s.dropped_repeated),
             (&self.send_errors, s.send_errors),
             (&self.truncated, s.truncated),
         ];
@@ -154,6 +175,8 @@ impl Counters {
             not_unicast: r(&self.not_unicast),
             dropped_allowlist: r(&self.dropped_allowlist),
             dropped_rate_limit: r(&self.dropped_rate_limit),
+            dropped_loop_port: r(&self.dropped_loop_port),
+            dropped_repeated: r(&self.dropped_repeated),
             send_errors: r(&self.send_errors),
             truncated: r(&self.truncated),
         }
@@ -166,6 +189,13 @@ struct Shared {
     counters: Counters,
     allowlist: RwLock<Option<Arc<Allowlist>>>,
     limiter: RateLimiter,
+    /// The probe port (the loop guard refuses probes sent from it).
+    port: u16,
+    /// `None` with the loop guards off.
+    recent: Option<Mutex<RecentProbes>>,
+    answers_per_probe: u32,
+    /// The first loop-guard drop is logged, later ones only counted.
+    loop_logged: AtomicBool,
 }
 
 /// Entry point: see [`UserspaceReflector::spawn`].
@@ -176,13 +206,21 @@ impl UserspaceReflector {
     /// Binds the sockets and starts the threads. Returns once every socket
     /// is bound, so probes sent after this returns are answered.
     pub fn spawn(options: ReflectorOptions) -> io::Result<ReflectorHandle> {
+        let (sockets, port) = bind_all(&options)?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             counters: Counters::default(),
             allowlist: RwLock::new(options.allowlist.clone().map(Arc::new)),
             limiter: RateLimiter::new(options.max_pps),
+            port,
+            recent: options.loop_guard.then(|| {
+                Mutex::new(RecentProbes::new(
+                    usize::try_from(options.recent_probes).unwrap_or(usize::MAX),
+                ))
+            }),
+            answers_per_probe: options.answers_per_probe,
+            loop_logged: AtomicBool::new(false),
         });
-        let (sockets, port) = bind_all(&options)?;
         let mut threads = Vec::new();
         let mut local = Vec::new();
         for (addr, socket) in sockets {
@@ -351,6 +389,22 @@ impl ErrorLog {
     }
 }
 
+/// Logs the first loop-guard drop of this reflector (later ones are only
+/// counted: a loop attempt must not turn into a log flood).
+fn log_loop_once(shared: &Shared, why: LoopDrop, src: SocketAddr) {
+    if !shared.loop_logged.swap(true, Ordering::Relaxed) {
+        let rule = match why {
+            LoopDrop::FromProbePort => "it was sent from the probe port",
+            LoopDrop::Repeated => "it was already answered --answers-per-probe times",
+        };
+        warn!(
+            %src,
+            "userspace reflector: not answering a probe because {rule} (a reflection loop or a forged source); \
+             further loop-guard drops are only counted (llama_reflector_packets_total)"
+        );
+    }
+}
+
 fn serve(socket: &socket2::Socket, shared: &Shared) {
     let fd = socket.as_raw_fd();
     let mut batch = Batch::new();
@@ -380,6 +434,12 @@ fn serve(socket: &socket2::Socket, shared: &Shared) {
             }
         };
         let allowlist = shared.allowlist.read().ok().and_then(|a| a.clone());
+        // One lock per batch; a poisoned table (a panic elsewhere, which
+        // cannot happen in this code) is still a table.
+        let mut recent = shared
+            .recent
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let mut tally = ReflectorStats::default();
         for i in 0..n {
             tally.received += 1;
@@ -397,13 +457,13 @@ fn serve(socket: &socket2::Socket, shared: &Shared) {
                 SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
                 SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
             });
-            let tos = match decide(batch.payload(i), info.src, judged_dst) {
-                Decision::Reflect { tos } => tos,
-                Decision::Ignore(Ignore::NotProbe(_)) => {
+            let probe = match judge(batch.payload(i), info.src, judged_dst) {
+                Ok(p) => p,
+                Err(Ignore::NotProbe(_)) => {
                     tally.not_probe += 1;
                     continue;
                 }
-                Decision::Ignore(Ignore::NotUnicast) => {
+                Err(Ignore::NotUnicast) => {
                     tally.not_unicast += 1;
                     continue;
                 }
@@ -414,12 +474,33 @@ fn serve(socket: &socket2::Socket, shared: &Shared) {
                 tally.dropped_allowlist += 1;
                 continue;
             }
+            let mut answer_key = None;
+            if let Some(recent) = &mut recent {
+                let key = recent.key(info.src, probe.signature, probe.sent);
+                match loopguard::check(recent, shared.port, shared.answers_per_probe, info.src, key)
+                {
+                    Ok(()) => answer_key = Some(key),
+                    Err(why) => {
+                        match why {
+                            LoopDrop::FromProbePort => tally.dropped_loop_port += 1,
+                            LoopDrop::Repeated => tally.dropped_repeated += 1,
+                        }
+                        log_loop_once(shared, why, info.src);
+                        continue;
+                    }
+                }
+            }
             if !shared.limiter.try_acquire() {
                 tally.dropped_rate_limit += 1;
                 continue;
             }
+            if let (Some(recent), Some(key)) = (&mut recent, answer_key) {
+                recent.record(key);
+            }
+            let tos = probe.tos();
             batch.queue_reply(i, &info, local, tos);
         }
+        drop(recent);
         let (sent, failed, err) = batch.send(fd);
         tally.reflected += sent as u64;
         tally.send_errors += failed as u64;

@@ -462,4 +462,18 @@ fn allow_peers_answers_group_members_only() {
         dropped >= 1.0,
         "the XDP allowlist counted the drops:\n{metrics}"
     );
+    // The loop guards' counters are exported like the others, both paths.
+    for (path, counter) in [
+        ("xdp", "drop_loop_port"),
+        ("xdp", "drop_repeated"),
+        ("userspace", "dropped_loop_port"),
+        ("userspace", "dropped_repeated"),
+    ] {
+        let line =
+            format!("llama_reflector_packets_total{{path=\"{path}\",counter=\"{counter}\"}} ");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&line)),
+            "{line}missing:\n{metrics}"
+        );
+    }
 }

@@ -113,7 +113,11 @@ fn defaults_follow_the_original() {
     assert_eq!(s.poll_interval, Duration::from_secs(30));
     assert_eq!(s.reflector.mode, Mode::Auto);
     assert_eq!(s.reflector.allow, AllowSpec::Anyone);
-    assert_eq!(s.reflector.max_pps, 0, "unlimited");
+    assert_eq!(
+        s.reflector.max_pps,
+        llama_common::DEFAULT_MAX_PPS,
+        "a group of 1,000 at 8 probes/s each, with headroom"
+    );
     assert!(s.tags.is_empty());
     assert_eq!(s.api_bind, "0.0.0.0:8100".parse::<SocketAddr>().unwrap());
     let host = llama_agent::settings::hostname().unwrap();

@@ -69,6 +69,8 @@ fn start(s: &Setup, mode: Mode, max_pps: u32, allow: AllowSpec) -> Reflector {
         port: PORT,
         max_pps,
         allow,
+        answers_per_probe: llama_common::DEFAULT_ANSWERS_PER_PROBE,
+        recent_probes: llama_common::DEFAULT_RECENT_PROBES,
     };
     s.hosts
         .right
@@ -278,19 +280,19 @@ fn auto_mode_takes_generic_on_veth() {
     s.hosts.right.run(move || r.shutdown());
 }
 
-/// Sends `count` probes from `from` as fast as the socket takes them and
+/// Sends `count` distinct probes from `from` as fast as the socket takes them and
 /// returns how many replies came back.
 fn blast(s: &Setup, from: IpAddr, count: usize) -> usize {
     let to = SocketAddr::new(IpAddr::V4(s.hosts.right_v4), PORT);
     s.hosts.left.run(|| {
         let c = Client::bind(SocketAddr::new(from, 0));
-        let probe = canonical_probe(*b"blast12345", 0, 9);
         let deadline = Instant::now() + Duration::from_secs(20);
-        for _ in 0..count {
+        for i in 0..count {
             if Instant::now() > deadline {
                 break;
             }
-            c.send(&probe, to);
+            // Each its own probe (`sent`): the loop guard answers each once.
+            c.send(&canonical_probe(*b"blast12345", 0, i as u64), to);
         }
         c.drain(Duration::from_millis(500), Duration::from_secs(10))
             .len()

@@ -111,12 +111,17 @@ fn allowlist_and_rate_limit_change_at_run_time() {
     let r = loopback_reflector();
     let to = SocketAddr::new(LOCALHOST, r.port());
     let c = Client::bind(SocketAddr::new(LOCALHOST, 0));
-    let probe = canonical_probe(*b"allowlist!", 0, 1);
+    // A fresh probe (`sent`) every time: the loop guard answers each once.
+    let mut sent = 0;
+    let mut probe = || {
+        sent += 1;
+        canonical_probe(*b"allowlist!", 0, sent)
+    };
 
     r.set_allowlist(Some(Allowlist::new(vec![
         "10.0.0.0/8".parse().expect("cidr"),
     ])));
-    c.send(&probe, to);
+    c.send(&probe(), to);
     assert!(
         c.recv(Duration::from_millis(500)).is_none(),
         "127.0.0.1 is not in 10/8"
@@ -128,10 +133,10 @@ fn allowlist_and_rate_limit_change_at_run_time() {
     r.set_allowlist(Some(Allowlist::new(vec![
         "127.0.0.0/8".parse().expect("cidr"),
     ])));
-    c.send(&probe, to);
+    c.send(&probe(), to);
     assert!(c.recv(WAIT).is_some(), "127.0.0.1 is in 127/8");
     r.set_allowlist(None);
-    c.send(&probe, to);
+    c.send(&probe(), to);
     assert!(c.recv(WAIT).is_some(), "no allowlist: everyone");
 
     // 2,000 probes as fast as possible against 100 pps (burst 10): far fewer
@@ -139,7 +144,7 @@ fn allowlist_and_rate_limit_change_at_run_time() {
     r.set_max_pps(100);
     let start = Instant::now();
     for _ in 0..2000 {
-        c.send(&probe, to);
+        c.send(&probe(), to);
     }
     let sent_for = start.elapsed();
     let replies = c

@@ -3,7 +3,10 @@
 //! the exact reply, built independently and checksummed from scratch by
 //! `reflector_support/packets.rs`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::atomic::{AtomicU16, Ordering},
+};
 
 use ipnet::IpNet;
 use llama_agent::xdp::XdpReflector;
@@ -37,13 +40,23 @@ fn load(test: &str, config: ReflectorConfig) -> Option<XdpReflector> {
     Some(XdpReflector::load(config).expect("program loads and passes the verifier"))
 }
 
+/// A signature of its own for every probe built, as a collector sends them:
+/// the loop guard answers each probe once, so a test that wants several
+/// answers sends several probes.
+fn fresh_sig() -> [u8; 10] {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let mut sig = SIG;
+    sig[8..].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    sig
+}
+
 fn probe_v4(tos_in_probe: u8) -> Frame {
     Frame::udp(
         v4(1),
         v4(2),
         40123,
         PORT,
-        canonical_probe(SIG, tos_in_probe, SENT),
+        canonical_probe(fresh_sig(), tos_in_probe, SENT),
     )
 }
 
@@ -53,7 +66,7 @@ fn probe_v6(tos_in_probe: u8) -> Frame {
         v6(2),
         40123,
         PORT,
-        canonical_probe(SIG, tos_in_probe, SENT),
+        canonical_probe(fresh_sig(), tos_in_probe, SENT),
     )
 }
 
@@ -362,26 +375,26 @@ fn allowlist_blocks_and_admits_and_switches_at_run_time() {
     ) else {
         return;
     };
-    let (p4, p6) = (probe_v4(0).build(), probe_v6(0).build());
+    let (p4, p6) = (|| probe_v4(0).build(), || probe_v6(0).build());
     let action = |r: &XdpReflector, f: &[u8]| r.test_run(f, 1).expect("run").action;
     // Enabled and empty: nobody is answered.
-    assert_eq!(action(&r, &p4), XDP_DROP);
-    assert_eq!(action(&r, &p6), XDP_DROP);
+    assert_eq!(action(&r, &p4()), XDP_DROP);
+    assert_eq!(action(&r, &p6()), XDP_DROP);
     // Other prefixes only.
     r.set_allowlist(&[net("10.200.1.0/24"), net("fd00:11a:b::/48")])
         .expect("set");
-    assert_eq!(action(&r, &p4), XDP_DROP);
-    assert_eq!(action(&r, &p6), XDP_DROP);
+    assert_eq!(action(&r, &p4()), XDP_DROP);
+    assert_eq!(action(&r, &p6()), XDP_DROP);
     // Covering prefixes (host bits in the given address are ignored).
     r.set_allowlist(&[net("10.200.0.77/24"), net("fd00:11a:a::/64")])
         .expect("set");
-    assert_eq!(action(&r, &p4), XDP_TX);
-    assert_eq!(action(&r, &p6), XDP_TX);
+    assert_eq!(action(&r, &p4()), XDP_TX);
+    assert_eq!(action(&r, &p6()), XDP_TX);
     // Exact host entries.
     r.set_allowlist(&[IpNet::from(v4(1)), IpNet::from(v6(1))])
         .expect("set");
-    assert_eq!(action(&r, &p4), XDP_TX);
-    assert_eq!(action(&r, &p6), XDP_TX);
+    assert_eq!(action(&r, &p4()), XDP_TX);
+    assert_eq!(action(&r, &p6()), XDP_TX);
     let mut other = probe_v4(0);
     other.src = v4(3);
     assert_eq!(action(&r, &other.build()), XDP_DROP);
@@ -404,10 +417,11 @@ fn rate_limit_and_port_change_at_run_time() {
     ) else {
         return;
     };
-    let p4 = probe_v4(0).build();
+    // A fresh probe each time: the loop guard answers each probe once.
+    let p4 = || probe_v4(0).build();
     // Off by default: a burst is fully reflected.
     for _ in 0..50 {
-        assert_eq!(r.test_run(&p4, 1).expect("run").action, XDP_TX);
+        assert_eq!(r.test_run(&p4(), 1).expect("run").action, XDP_TX);
     }
     // 1 probe per second with a bucket of 3: three back-to-back probes pass,
     // then drops (this loop takes far less than a second).
@@ -416,7 +430,7 @@ fn rate_limit_and_port_change_at_run_time() {
     limited.burst = 3;
     r.set_config(limited).expect("config");
     let actions: Vec<u32> = (0..20)
-        .map(|_| r.test_run(&p4, 1).expect("run").action)
+        .map(|_| r.test_run(&p4(), 1).expect("run").action)
         .collect();
     let tx = actions.iter().filter(|a| **a == XDP_TX).count();
     assert!((3..=4).contains(&tx), "admitted {tx} of 20: {actions:?}");
@@ -424,11 +438,11 @@ fn rate_limit_and_port_change_at_run_time() {
     assert_eq!(counter(&r, Counter::DropRateLimit), 20 - tx as u64);
     // Rate 0 switches it off again.
     r.set_config(ReflectorConfig::new(PORT)).expect("config");
-    assert_eq!(r.test_run(&p4, 1).expect("run").action, XDP_TX);
+    assert_eq!(r.test_run(&p4(), 1).expect("run").action, XDP_TX);
 
     // The port changes without a reload.
     r.set_config(ReflectorConfig::new(9000)).expect("config");
-    assert_untouched(&r, "old port after the change", &p4, XDP_PASS);
+    assert_untouched(&r, "old port after the change", &p4(), XDP_PASS);
     let mut f = probe_v4(0x20);
     f.dst_port = 9000;
     assert_reflected(&r, "new port", &f, &f.expected_reply(0x20));
@@ -463,4 +477,79 @@ fn mismatched_lengths_are_not_reflected() {
     bytes[14] = 0x65;
     assert_untouched(&r, "version 6 in ipv4", &bytes, XDP_PASS);
     assert_eq!(counter(&r, Counter::PassMalformed), 4);
+}
+
+#[test]
+fn loop_guards_drop_probes_from_the_probe_port_and_repeats() {
+    let Some(mut r) = load(
+        "loop_guards_drop_probes_from_the_probe_port_and_repeats",
+        ReflectorConfig::new(PORT),
+    ) else {
+        return;
+    };
+    let run = |r: &XdpReflector, f: &[u8]| r.test_run(f, 1).expect("run").action;
+    // From the probe port: another reflector's reply, dropped untouched.
+    for mut f in [probe_v4(0), probe_v6(0)] {
+        f.src_port = PORT;
+        assert_untouched(&r, "from the probe port", &f.build(), XDP_DROP);
+    }
+    assert_eq!(counter(&r, Counter::DropLoopPort), 2);
+    // The same probe again: answered once (the default), then dropped.
+    for f in [probe_v4(0), probe_v6(0)] {
+        let bytes = f.build();
+        assert_eq!(run(&r, &bytes), XDP_TX);
+        assert_untouched(&r, "repeated", &bytes, XDP_DROP);
+        assert_untouched(&r, "repeated", &bytes, XDP_DROP);
+        // Another source port, `sent` or signature is another probe.
+        let mut other_port = f.clone();
+        other_port.src_port += 1;
+        assert_eq!(run(&r, &other_port.build()), XDP_TX);
+        let mut other_sent = f.clone();
+        other_sent.payload =
+            canonical_probe(f.payload[2..12].try_into().expect("sig"), 0, SENT + 1);
+        assert_eq!(run(&r, &other_sent.build()), XDP_TX);
+    }
+    assert_eq!(counter(&r, Counter::DropRepeated), 4);
+    // Three answers per probe when configured so.
+    r.set_config(ReflectorConfig::new(PORT).with_answers_per_probe(3))
+        .expect("config");
+    let bytes = probe_v4(0).build();
+    let actions: Vec<u32> = (0..5).map(|_| run(&r, &bytes)).collect();
+    assert_eq!(actions, [XDP_TX, XDP_TX, XDP_TX, XDP_DROP, XDP_DROP]);
+    // Guards off (benchmark baselines only): everything is answered.
+    r.set_config(ReflectorConfig::new(PORT).with_loop_guard(false))
+        .expect("config");
+    let mut from_port = probe_v4(0);
+    from_port.src_port = PORT;
+    for _ in 0..3 {
+        assert_eq!(run(&r, &bytes), XDP_TX);
+        assert_eq!(run(&r, &from_port.build()), XDP_TX);
+    }
+}
+
+#[test]
+fn the_recent_probes_table_is_bounded_and_sized_by_the_loader() {
+    if !xdp_ready("the_recent_probes_table_is_bounded_and_sized_by_the_loader") {
+        return;
+    }
+    // Room for 4 probes: the fifth and later push the oldest out, so the
+    // first probe is answered again after many others (bounded memory, at
+    // the price of forgetting; a loop comes back long before that).
+    let object = llama_agent::xdp::embedded_object().expect("embedded");
+    let r = XdpReflector::load_object_with(object, ReflectorConfig::new(PORT), 4)
+        .expect("loads with a 4-entry table");
+    let first = probe_v4(0).build();
+    assert_eq!(r.test_run(&first, 1).expect("run").action, XDP_TX);
+    assert_eq!(r.test_run(&first, 1).expect("run").action, XDP_DROP);
+    for _ in 0..64 {
+        assert_eq!(
+            r.test_run(&probe_v4(0).build(), 1).expect("run").action,
+            XDP_TX
+        );
+    }
+    assert_eq!(
+        r.test_run(&first, 1).expect("run").action,
+        XDP_TX,
+        "forgotten after 64 newer probes in a 4-entry table"
+    );
 }

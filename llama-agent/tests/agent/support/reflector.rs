@@ -67,6 +67,8 @@ pub fn start_reflector(ns: &NetNs, mode: Mode, iface: &str, port: u16) -> Guard 
         port,
         max_pps: 0,
         allow: AllowSpec::Anyone,
+        answers_per_probe: llama_common::DEFAULT_ANSWERS_PER_PROBE,
+        recent_probes: llama_common::DEFAULT_RECENT_PROBES,
     };
     let reflector = ns
         .run(|| Reflector::start(&setup))
