@@ -133,6 +133,8 @@ pub async fn run(
         api_stop.cancelled().await
     }));
 
+    tokio::spawn(watch_drops(Arc::clone(&reflector), shutdown.clone()));
+
     let result = match settings.control_config(state_dir) {
         Some(config) => control::run(config, sink.clone(), metrics, shutdown.clone())
             .await
@@ -172,4 +174,24 @@ pub async fn run(
         Err(e) => warn!("agent API task ended abnormally: {e}"),
     }
     result
+}
+
+/// Logs the XDP program's drops as they start (the kernel only counts
+/// them), every [`reflector::drops::POLL_EVERY`] until `shutdown`.
+async fn watch_drops(reflector: Arc<Mutex<Option<Reflector>>>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(reflector::drops::POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // One map read per counter under the lock: short, so the lock's
+        // other users (metrics, allowlist updates) barely wait.
+        if let Ok(mut guard) = reflector.lock()
+            && let Some(r) = guard.as_mut()
+        {
+            r.log_drops();
+        }
+    }
 }

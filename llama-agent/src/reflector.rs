@@ -17,6 +17,7 @@ pub mod allowlist;
 pub mod attach;
 pub mod cli;
 pub mod decide;
+pub mod drops;
 pub mod flags;
 pub mod interfaces;
 pub mod loopguard;

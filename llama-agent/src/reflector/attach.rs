@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use super::{
     allowlist::{AllowSpec, Allowlist},
+    drops::DropLog,
     interfaces,
     userspace::{ReflectorHandle, ReflectorOptions, ReflectorStats, UserspaceReflector},
 };
@@ -135,6 +136,7 @@ pub struct Reflector {
     xdp: Option<XdpReflector>,
     userspace: ReflectorHandle,
     outcomes: Vec<(String, Outcome)>,
+    drop_log: DropLog,
 }
 
 impl Reflector {
@@ -166,6 +168,7 @@ impl Reflector {
             xdp: None,
             userspace,
             outcomes: Vec::new(),
+            drop_log: DropLog::default(),
         };
         if interfaces.is_empty() {
             if matches!(setup.mode, Mode::Xdp | Mode::XdpSkb) {
@@ -292,6 +295,19 @@ impl Reflector {
     /// The XDP program's counters (summed over CPUs), if it is attached.
     pub fn xdp_counters(&self) -> Option<Vec<(Counter, u64)>> {
         self.xdp.as_ref().and_then(|p| p.counters().ok())
+    }
+
+    /// Logs the drops of either path that are news (see [`DropLog`]); call
+    /// every [`super::drops::POLL_EVERY`].
+    pub fn log_drops(&mut self) {
+        let mut counters: Vec<(&str, u64)> = self
+            .xdp_counters()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(c, n)| (c.name(), n))
+            .collect();
+        counters.extend(self.userspace_stats().named());
+        self.drop_log.log(&counters, std::time::Instant::now());
     }
 
     /// The userspace reflector's counters.

@@ -1,6 +1,10 @@
 //! `llama-agent reflect`: run the reflector until SIGINT/SIGTERM.
 
-use std::{sync::mpsc, thread, time::Duration};
+use std::{
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use clap::Args;
@@ -11,6 +15,7 @@ use tracing::info;
 use super::{
     allowlist::AllowSpec,
     attach::{Reflector, ReflectorSetup},
+    drops::POLL_EVERY,
     flags::{FlagError, ReflectorArgs},
 };
 
@@ -60,15 +65,18 @@ pub fn run(args: &ReflectArgs, setup: &ReflectorSetup) -> anyhow::Result<()> {
     let reflector = Reflector::start(setup)?;
     info!(mode = %setup.mode, port = reflector.port(), "reflector running");
 
-    let tick = match args.stats_interval {
-        0 => Duration::from_secs(3600),
-        s => Duration::from_secs(s),
-    };
+    // Drops are looked at every few seconds; the counters are logged every
+    // --stats-interval.
+    let stats_every = Duration::from_secs(args.stats_interval);
+    let mut last_stats = Instant::now();
+    let mut reflector = reflector;
     let signal = loop {
-        match rx.recv_timeout(tick) {
+        match rx.recv_timeout(POLL_EVERY) {
             Ok(sig) => break Some(sig),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if args.stats_interval != 0 {
+                reflector.log_drops();
+                if args.stats_interval != 0 && last_stats.elapsed() >= stats_every {
+                    last_stats = Instant::now();
                     log_counters(&reflector);
                 }
             }
