@@ -17,7 +17,8 @@
 //!   the workspace's `target/`: CI starts from a fresh clone every time, and
 //!   three release builds of every dependency are most of the cost, so they
 //!   are kept where a fresh clone finds them. Only the workspace's own crates
-//!   are rebuilt then.
+//!   are rebuilt then — always, when the directory was last used by another
+//!   checkout (see `forget_other_checkouts_crates`).
 
 pub mod toolchain;
 
@@ -100,6 +101,7 @@ pub fn build(archs: &[Arch]) -> Result<Vec<Artifacts>> {
         None
     };
     let cargo_target = cargo_target_dir()?;
+    forget_other_checkouts_crates(&cargo_target, &cmd::workspace_root())?;
     let plan = toolchain::plan(archs)?;
     if !plan.prebuilt_std.is_empty() {
         let mut cargo = toolchain::prebuilt_std_cargo(&plan.prebuilt_std);
@@ -128,6 +130,44 @@ pub fn build(archs: &[Arch]) -> Result<Vec<Artifacts>> {
     }
     write_checksums()?;
     Ok(built)
+}
+
+/// Makes cargo rebuild the workspace's own crates when the shared target
+/// directory was last used by another checkout of the project.
+///
+/// Cargo names and fingerprints path packages relative to their workspace,
+/// so two checkouts share entries here, and it judges freshness by source
+/// mtimes: sources of this checkout that are older than the other
+/// checkout's build (a second git worktree at another commit, say) would
+/// count as built, and a binary would mix crates of both. Deleting the
+/// workspace crates' fingerprints forces them to build again; dependencies,
+/// the expensive part, stay cached.
+fn forget_other_checkouts_crates(cargo_target: &Path, workspace: &Path) -> Result<()> {
+    let stamp = cargo_target.join("llama-checkout");
+    let this = workspace.display().to_string();
+    if fs::read_to_string(&stamp).is_ok_and(|last| last == this) {
+        return Ok(());
+    }
+    // Host units (build scripts) live in `release/`, target units in
+    // `<triple>/release/`.
+    let mut profiles = vec![cargo_target.join("release")];
+    if let Ok(triples) = fs::read_dir(cargo_target) {
+        profiles.extend(triples.flatten().map(|t| t.path().join("release")));
+    }
+    for profile in profiles {
+        let Ok(entries) = fs::read_dir(profile.join(".fingerprint")) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("llama-") {
+                fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("remove {}", entry.path().display()))?;
+            }
+        }
+    }
+    fs::create_dir_all(cargo_target)
+        .with_context(|| format!("create {}", cargo_target.display()))?;
+    fs::write(&stamp, this).with_context(|| format!("write {}", stamp.display()))
 }
 
 /// Cargo's target directory for dist builds (see the module docs).
@@ -225,5 +265,37 @@ mod tests {
         assert!(contains(b"..\x7fELFobj..", b"\x7fELFobj"));
         assert!(!contains(b"..\x7fELFob", b"\x7fELFobj"));
         assert!(!contains(b"anything", b""));
+    }
+
+    #[test]
+    fn another_checkouts_workspace_crates_are_rebuilt_and_dependencies_kept() {
+        let dir = std::env::temp_dir().join(format!("llama-dist-stamp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let units = [
+            "release/.fingerprint/llama-agent-1",
+            "release/.fingerprint/serde-1",
+            "x86_64-unknown-linux-musl/release/.fingerprint/llama-common-2",
+            "x86_64-unknown-linux-musl/release/.fingerprint/tokio-2",
+        ];
+        let make = || {
+            for u in units {
+                fs::create_dir_all(dir.join(u)).unwrap();
+            }
+        };
+        let present = || units.map(|u| dir.join(u).exists());
+
+        make();
+        forget_other_checkouts_crates(&dir, Path::new("/checkout/a")).unwrap();
+        assert_eq!(
+            present(),
+            [false, true, false, true],
+            "first use: unknown checkout"
+        );
+        make();
+        forget_other_checkouts_crates(&dir, Path::new("/checkout/a")).unwrap();
+        assert_eq!(present(), [true; 4], "same checkout: everything stays");
+        forget_other_checkouts_crates(&dir, Path::new("/checkout/b")).unwrap();
+        assert_eq!(present(), [false, true, false, true], "another checkout");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
