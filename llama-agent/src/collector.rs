@@ -33,6 +33,7 @@ pub mod summary;
 pub mod wheel;
 
 use std::{
+    collections::HashSet,
     io,
     net::IpAddr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -41,7 +42,7 @@ use std::{
 };
 
 use engine::{Command, Engine};
-use metrics::Metrics;
+use metrics::{Metrics, TargetLabels};
 use socket::RxClock;
 use summary::Published;
 
@@ -99,9 +100,16 @@ impl Shared {
         self.published.read().map(|p| p.clone()).unwrap_or_default()
     }
 
-    /// Replaces the published summaries (the engine at each boundary).
+    /// Replaces the published summaries; the growing per-path series of
+    /// paths not in `p` are removed.
     pub fn publish(&self, p: Published) {
-        self.metrics.publish(&p.paths);
+        self.publish_live(p, None);
+    }
+
+    /// Replaces the published summaries (the engine at each boundary);
+    /// `live` are the paths still measured, whose series stay.
+    fn publish_live(&self, p: Published, live: Option<HashSet<TargetLabels>>) {
+        self.metrics.publish(&p.paths, live);
         if let Ok(mut slot) = self.published.write() {
             *slot = Arc::new(p);
         }

@@ -125,6 +125,7 @@ fn agent_body(src: usize) -> String {
                         loss_pct: f.lost * 5.0,
                     })
                     .collect(),
+                rtt_buckets: Default::default(),
             }
         })
         .collect();

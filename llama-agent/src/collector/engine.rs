@@ -375,10 +375,14 @@ impl Engine {
         if freed >= FREED_PATHS_TRIM {
             memory::release_free_pages();
         }
-        self.shared.publish(Published {
-            interval_end: boundary / 1_000_000_000,
-            paths,
-        });
+        let live = self.paths.labels();
+        self.shared.publish_live(
+            Published {
+                interval_end: boundary / 1_000_000_000,
+                paths,
+            },
+            Some(live),
+        );
     }
 
     /// Sends every probe whose deadline has passed.

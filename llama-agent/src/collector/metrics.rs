@@ -1,7 +1,22 @@
 //! Prometheus metrics (prometheus-client): the collector's own counters,
-//! updated live, and per-path gauges of the last published interval.
+//! updated live, per-path gauges of the last published interval, and
+//! per-path counters and an RTT histogram that only grow, so that loss and
+//! quantiles can be computed over any window (`rate`, `histogram_quantile`).
+//!
+//! The growing series (`llama_collector_target_*`) are labelled `src`, `dst`
+//! and the target's `dst_name` and `group` tags. They are advanced once per
+//! interval from the interval's summary, so they count exactly what the
+//! summaries count; a path's series exist (at zero) from the first interval
+//! it is configured in, and are removed in the interval in which the path
+//! stops being measured, or when its tags change.
 
-use std::sync::atomic::AtomicU64;
+pub mod histogram;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+    sync::{Mutex, PoisonError, atomic::AtomicU64},
+};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -9,12 +24,35 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use self::histogram::RttHistogram;
 use super::summary::PathSummary;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabels {
     pub src_ip: String,
     pub dst_ip: String,
+}
+
+/// Labels of the growing per-path series. `dst_name` and `group` are the
+/// target's tags of those names (empty, i.e. absent, when it has none).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub src: String,
+    pub dst: String,
+    pub dst_name: String,
+    pub group: String,
+}
+
+impl TargetLabels {
+    pub fn new(src: IpAddr, dst: IpAddr, tags: &BTreeMap<String, String>) -> Self {
+        let tag = |k: &str| tags.get(k).cloned().unwrap_or_default();
+        Self {
+            src: src.to_string(),
+            dst: dst.to_string(),
+            dst_name: tag("dst_name"),
+            group: tag("group"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,6 +101,11 @@ pub struct Metrics {
     pub path_rtt_seconds: Family<StatLabels, FGauge>,
     pub path_jitter_seconds: Family<PathLabels, FGauge>,
     pub path_port_loss_ratio: Family<PortLabels, FGauge>,
+    pub target_sent: Family<TargetLabels, Counter>,
+    pub target_lost: Family<TargetLabels, Counter>,
+    pub target_rtt: Family<TargetLabels, RttHistogram>,
+    /// The label sets of the growing series now exported.
+    target_series: Mutex<HashSet<TargetLabels>>,
 }
 
 impl Metrics {
@@ -90,6 +133,10 @@ impl Metrics {
             path_rtt_seconds: Family::default(),
             path_jitter_seconds: Family::default(),
             path_port_loss_ratio: Family::default(),
+            target_sent: Family::default(),
+            target_lost: Family::default(),
+            target_rtt: Family::default(),
+            target_series: Mutex::default(),
         };
         r.register("probes_sent", "Probes sent", m.probes_sent.clone());
         r.register("replies", "Replies received in time", m.replies.clone());
@@ -182,11 +229,63 @@ impl Metrics {
             "Loss ratio per source port (one ECMP path each) in the last interval",
             m.path_port_loss_ratio.clone(),
         );
+        // Not `path_probes_sent`: that name holds the per-interval gauge.
+        r.register(
+            "target_probes_sent",
+            "Probes to the path's target whose fate is known: answered in time or lost",
+            m.target_sent.clone(),
+        );
+        r.register(
+            "target_probes_lost",
+            "Probes to the path's target with no reply within their timeout (late replies included)",
+            m.target_lost.clone(),
+        );
+        r.register(
+            "target_rtt_seconds",
+            "RTT of the replies that came back in time",
+            m.target_rtt.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
-    /// Replaces the per-path gauges with the summaries just published.
-    pub fn publish(&self, paths: &[PathSummary]) {
+    /// Replaces the per-path gauges with the summaries just published and
+    /// advances the growing series by them; then keeps only the growing
+    /// series of `live` (every path still measured; `None`: the paths
+    /// published), creating missing ones at zero.
+    pub fn publish(&self, paths: &[PathSummary], live: Option<HashSet<TargetLabels>>) {
+        let mut series = self
+            .target_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut published = HashSet::with_capacity(paths.len());
+        for s in paths {
+            let l = TargetLabels::new(s.src_ip, s.dst_ip, &s.tags);
+            self.target_sent.get_or_create(&l).inc_by(s.sent);
+            self.target_lost.get_or_create(&l).inc_by(s.lost);
+            self.target_rtt.get_or_create(&l).add(&s.rtt_buckets);
+            published.insert(l);
+        }
+        let live = live.unwrap_or_else(|| published.clone());
+        // A path published for the last time (its target was removed) is
+        // counted above and removed here with the others that went.
+        series.extend(published);
+        for gone in series.difference(&live) {
+            self.target_sent.remove(gone);
+            self.target_lost.remove(gone);
+            self.target_rtt.remove(gone);
+        }
+        for l in live.difference(&series) {
+            // Created at zero, so that `rate` sees the first increase.
+            drop(self.target_sent.get_or_create(l));
+            drop(self.target_lost.get_or_create(l));
+            drop(self.target_rtt.get_or_create(l));
+        }
+        *series = live;
+        drop(series);
+        self.publish_gauges(paths);
+    }
+
+    fn publish_gauges(&self, paths: &[PathSummary]) {
         self.path_sent.clear();
         self.path_lost.clear();
         self.path_loss_ratio.clear();
@@ -232,5 +331,47 @@ impl Metrics {
                     .set(p.loss_pct / 100.0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    fn labels(name: &str) -> TargetLabels {
+        let tags = BTreeMap::from([
+            ("dst_name".to_owned(), name.to_owned()),
+            ("group".to_owned(), "g".to_owned()),
+        ]);
+        TargetLabels::new([10, 0, 0, 1].into(), [10, 0, 0, 2].into(), &tags)
+    }
+
+    fn text(m: &Metrics) -> String {
+        let mut t = String::new();
+        encode(&mut t, &m.registry).expect("encodes");
+        t
+    }
+
+    #[test]
+    fn configured_paths_start_at_zero_and_go_when_unconfigured_or_renamed() {
+        let m = Metrics::new("test", "test");
+        m.publish(&[], Some(HashSet::from([labels("a")])));
+        let t = text(&m);
+        for line in [
+            "llama_collector_target_probes_sent_total{src=\"10.0.0.1\",dst=\"10.0.0.2\",dst_name=\"a\",group=\"g\"} 0",
+            "llama_collector_target_probes_lost_total{src=\"10.0.0.1\",dst=\"10.0.0.2\",dst_name=\"a\",group=\"g\"} 0",
+            "llama_collector_target_rtt_seconds_count{src=\"10.0.0.1\",dst=\"10.0.0.2\",dst_name=\"a\",group=\"g\"} 0",
+        ] {
+            assert!(t.contains(line), "missing {line:?} in:\n{t}");
+        }
+        // The target's name changed: the old label set goes.
+        m.publish(&[], Some(HashSet::from([labels("b")])));
+        let t = text(&m);
+        assert!(!t.contains("dst_name=\"a\""), "{t}");
+        assert!(t.contains("dst_name=\"b\""), "{t}");
+        m.publish(&[], Some(HashSet::new()));
+        assert!(!text(&m).contains("dst_name="), "unconfigured: gone");
     }
 }

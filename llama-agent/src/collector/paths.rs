@@ -6,9 +6,12 @@
 //! probe refers to it; after a reconfiguration removes it, it is published
 //! one last time and then freed, so churn in the target list cannot leak.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use super::summary::{PathAcc, PathKey, PathSummary, Tags};
+use super::{
+    metrics::TargetLabels,
+    summary::{PathAcc, PathKey, PathSummary, Tags},
+};
 
 #[derive(Debug, Default)]
 pub struct Paths {
@@ -119,6 +122,15 @@ impl Paths {
         }
         out.sort_by_key(|s| (s.src_ip, s.dst_ip));
         (out, freed)
+    }
+
+    /// The Prometheus labels of every live path.
+    pub fn labels(&self) -> HashSet<TargetLabels> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|s| TargetLabels::new(s.acc.key.src, s.acc.key.dst, &s.acc.tags))
+            .collect()
     }
 
     /// Drops trailing free slots and excess capacity (ids stay valid: only

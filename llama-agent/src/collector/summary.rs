@@ -11,6 +11,8 @@ use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use hdrhistogram::Histogram;
 
+use super::metrics::histogram::RttCounts;
+
 /// Highest RTT the histogram tracks (larger values are clamped to it).
 const HIST_MAX_NS: u64 = 60_000_000_000;
 
@@ -54,6 +56,8 @@ pub struct PathAcc {
     rtt_min_ns: u64,
     rtt_max_ns: u64,
     hist: Histogram<u32>,
+    /// The same RTTs in the Prometheus histogram's buckets.
+    rtt_buckets: RttCounts,
     /// The last RTT seen, kept across intervals so jitter pairs never break.
     last_rtt_ns: Option<u64>,
     jitter_sum_ns: u128,
@@ -89,6 +93,9 @@ pub struct PathSummary {
     pub send_errors: u64,
     /// Loss per flow (source port), so that one bad ECMP path stands out.
     pub ports: Vec<PortLoss>,
+    /// The RTTs of the replies in the Prometheus histogram's buckets
+    /// (`sent - lost` of them).
+    pub rtt_buckets: RttCounts,
 }
 
 /// Sent and lost probes of one flow (source port) on a path.
@@ -138,6 +145,7 @@ impl PathAcc {
             rtt_max_ns: 0,
             hist: Histogram::new_with_bounds(1, HIST_MAX_NS, 2)
                 .expect("static histogram bounds are valid"),
+            rtt_buckets: RttCounts::default(),
             last_rtt_ns: None,
             jitter_sum_ns: 0,
             jitter_pairs: 0,
@@ -173,6 +181,7 @@ impl PathAcc {
         self.rtt_max_ns = self.rtt_max_ns.max(rtt_ns);
         // Clamped into range, so recording cannot fail.
         let _ = self.hist.record(rtt_ns.clamp(1, HIST_MAX_NS));
+        self.rtt_buckets.record(rtt_ns);
         if let Some(last) = self.last_rtt_ns {
             self.jitter_sum_ns += u128::from(last.abs_diff(rtt_ns));
             self.jitter_pairs += 1;
@@ -271,7 +280,9 @@ impl PathAcc {
             unexpected: self.unexpected,
             send_errors: self.send_errors,
             ports,
+            rtt_buckets: self.rtt_buckets,
         };
+        self.rtt_buckets = RttCounts::default();
         self.sent = 0;
         self.lost = 0;
         self.late = 0;
@@ -328,6 +339,15 @@ mod tests {
         // two significant digits of precision: within 1 %
         assert!((s.rtt_p50_ms - 0.2).abs() / 0.2 < 0.01, "{}", s.rtt_p50_ms);
         assert!((s.rtt_p99_ms - 0.4).abs() / 0.4 < 0.01, "{}", s.rtt_p99_ms);
+        // 100 µs, then 200, 300 and 400 µs: the Prometheus buckets hold
+        // exactly the replies, the lost probe is in none.
+        assert_eq!(s.rtt_buckets.count(), s.sent - s.lost);
+        assert_eq!(s.rtt_buckets.sum_ns, 1_000_000);
+        assert_eq!(
+            s.rtt_buckets.buckets[3..6],
+            [1, 1, 2],
+            "le 100, 250, 500 µs"
+        );
         assert_eq!(
             s.ports,
             [

@@ -10,6 +10,7 @@ use llama_agent::{
     api,
     collector::{
         Shared,
+        metrics::histogram::RttCounts,
         summary::{PathSummary, PortLoss, Published},
     },
 };
@@ -78,6 +79,13 @@ fn known_summary() -> PathSummary {
                 loss_pct: 100.0 / 3.0,
             },
         ],
+        rtt_buckets: {
+            let mut c = RttCounts::default();
+            for _ in 0..76 {
+                c.record(299_736);
+            }
+            c
+        },
     }
 }
 
@@ -198,6 +206,15 @@ async fn metrics_expose_paths_and_collector_counters() {
         "llama_collector_path_probes_sent{src_ip=\"::\",dst_ip=\"127.0.0.1\"} 76",
         "llama_collector_path_rtt_seconds{src_ip=\"::\",dst_ip=\"127.0.0.1\",stat=\"p99\"} 0.001",
         "llama_collector_path_port_loss_ratio{src_ip=\"::\",dst_ip=\"127.0.0.1\",src_port=\"40002\"} 0.333",
+        // The growing series: the summary's counts, its tags' `dst_name`
+        // and `group` (absent here, so empty), RTTs in seconds.
+        "# TYPE llama_collector_target_probes_sent counter",
+        "llama_collector_target_probes_sent_total{src=\"::\",dst=\"127.0.0.1\",dst_name=\"\",group=\"\"} 76",
+        "llama_collector_target_probes_lost_total{src=\"::\",dst=\"127.0.0.1\",dst_name=\"\",group=\"\"} 0",
+        "# TYPE llama_collector_target_rtt_seconds histogram",
+        "llama_collector_target_rtt_seconds_count{src=\"::\",dst=\"127.0.0.1\",dst_name=\"\",group=\"\"} 76",
+        "llama_collector_target_rtt_seconds_bucket{le=\"0.00025\",src=\"::\",dst=\"127.0.0.1\",dst_name=\"\",group=\"\"} 0",
+        "llama_collector_target_rtt_seconds_bucket{le=\"0.0005\",src=\"::\",dst=\"127.0.0.1\",dst_name=\"\",group=\"\"} 76",
         "# EOF",
     ] {
         assert!(body.contains(needle), "missing {needle:?} in:\n{body}");
@@ -209,7 +226,7 @@ async fn metrics_expose_paths_and_collector_counters() {
     });
     let (_, _, body) = get(&state, "/metrics").await;
     assert!(
-        !body.contains("dst_ip=\"127.0.0.1\""),
+        !body.contains("dst_ip=\"127.0.0.1\"") && !body.contains("dst=\"127.0.0.1\""),
         "stale path series must go:\n{body}"
     );
 }

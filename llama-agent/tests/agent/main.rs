@@ -12,6 +12,7 @@ mod collector_api;
 mod collector_cli;
 mod collector_loss;
 mod collector_netns;
+mod collector_prometheus;
 mod collector_swap;
 mod config_errors;
 mod config_formats;

@@ -56,7 +56,7 @@ fn dashboards_name_what_the_agents_and_scraper_write() {
 
     // The collector's exposition, with the summary published.
     let metrics = Metrics::new("test", "test");
-    metrics.publish(std::slice::from_ref(&summary));
+    metrics.publish(std::slice::from_ref(&summary), None);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &metrics.registry).expect("encode");
     let exposed = parse_promql(&text);
