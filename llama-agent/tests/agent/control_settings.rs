@@ -151,12 +151,11 @@ fn standalone_config_needs_no_server() {
 fn bad_values_are_refused_with_one_clear_message() {
     let cases: &[(&[&str], &str)] = &[
         (&[], "give --server / LLAMA_SERVER"),
-        (&["-s", "llama.example.com:5000"], "has no http:// scheme"),
-        (&["-s", "localhost"], "has no http:// scheme"),
         (
-            &["-s", "https://llama.example.com"],
-            "https is not supported by this build",
+            &["-s", "llama.example.com:5000"],
+            "has no http:// or https:// scheme",
         ),
+        (&["-s", "localhost"], "has no http:// or https:// scheme"),
         (&["-s", "http://"], "is not a valid URL"),
         (&["-s", "http://h/?x=1"], "takes no ?query"),
         (

@@ -16,4 +16,5 @@ mod render;
 mod render_roundtrip;
 mod scraper;
 mod slow_clients;
+mod tls;
 mod ui_browser;

@@ -79,7 +79,7 @@ bind-address = "127.0.0.1:{rpc}"
     }
 
     async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
+        let client = crate::support::http();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = client.get(format!("{}/ping", self.url())).send().await
@@ -101,7 +101,7 @@ bind-address = "127.0.0.1:{rpc}"
         url.query_pairs_mut()
             .append_pair("db", db)
             .append_pair("q", q);
-        let r = reqwest::Client::new().post(url).send().await.unwrap();
+        let r = crate::support::http().post(url).send().await.unwrap();
         assert!(r.status().is_success(), "query {q}: {}", r.status());
         r.json().await.unwrap()
     }
