@@ -169,7 +169,7 @@ impl InfluxClient {
             let body = resp.text().await.unwrap_or_default();
             return Err(Error::http(
                 "InfluxDB CREATE DATABASE",
-                format!("{status}: {body}"),
+                refusal(status, &body),
             ));
         }
         Ok(())
@@ -192,12 +192,7 @@ impl InfluxClient {
                 let retry =
                     auth || status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
                 let text = r.text().await.unwrap_or_default();
-                let hint = if auth {
-                    " (InfluxDB refused the credentials: check --influxdb-user/--influxdb-pass or --influxdb-token)"
-                } else {
-                    ""
-                };
-                Err((retry, format!("{status}: {}{hint}", text.trim())))
+                Err((retry, refusal(status, &text)))
             }
             Err(e) => Err((true, root_cause(&e))),
         }
@@ -239,6 +234,17 @@ impl InfluxClient {
             }
         }
     }
+}
+
+/// An error answer for the log: status, body, and for 401/403 what to check.
+fn refusal(status: StatusCode, body: &str) -> String {
+    let hint = match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            " (InfluxDB refused the credentials: check --influxdb-user/--influxdb-pass or --influxdb-token)"
+        }
+        _ => "",
+    };
+    format!("{status}: {}{hint}", body.trim())
 }
 
 /// The innermost error ("invalid peer certificate: UnknownIssuer",

@@ -9,6 +9,7 @@ mod support;
 mod api;
 mod binary;
 mod guard;
+mod influx_auth;
 mod listen;
 mod matrix_api;
 mod registry;

@@ -314,3 +314,38 @@ fn bad_certificate_files_fail_at_start_with_a_message() {
         assert_contains(&text, &["--tls-key", needle]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_file_names_the_certificate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("llama test CA");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let (cert, key) = ca.leaf(1, "llama server").write(dir.path());
+    let port = free_port();
+    let (_config_dir, config) = crate::support::config_file(&format!(
+        "host: 127.0.0.1\nport: {port}\ncollect: false\ntls_cert: {}\ntls_key: {}\n",
+        cert.display(),
+        key.display()
+    ));
+    let _server = ChildGuard::new(
+        Command::new(BIN)
+            .env_clear()
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("https://localhost:{port}/api/v1/interval");
+    let client = client(&ca_file);
+    let answer = eventually("the server to answer over HTTPS", WAIT, || async {
+        client.get(&url).send().await.ok()
+    })
+    .await;
+    assert_eq!(answer.text().await.unwrap(), "10");
+    // A plain-HTTP request to it is not served.
+    let plain = crate::support::get(format!("http://127.0.0.1:{port}/api/v1/interval")).await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+}
