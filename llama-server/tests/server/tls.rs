@@ -30,25 +30,30 @@ struct TlsServer {
 }
 
 impl TlsServer {
+    /// With the files given by flags.
     fn start(dir: &Path, cert: &Path, key: &Path, extra: &[&str]) -> TlsServer {
+        let mut args = vec!["--tls-cert", cert.to_str().unwrap()];
+        args.extend(["--tls-key", key.to_str().unwrap()]);
+        args.extend(extra);
+        Self::spawn(dir, &args, &[])
+    }
+
+    /// With the files given by `LLAMA_TLS_CERT` and `LLAMA_TLS_KEY`.
+    fn start_by_env(dir: &Path, cert: &Path, key: &Path) -> TlsServer {
+        let env = [("LLAMA_TLS_CERT", cert), ("LLAMA_TLS_KEY", key)];
+        Self::spawn(dir, &[], &env)
+    }
+
+    fn spawn(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> TlsServer {
         let port = free_port();
         let log = dir.join("server.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
             .env_clear()
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "--collect",
-                "false",
-            ])
-            .arg("--tls-cert")
-            .arg(cert)
-            .arg("--tls-key")
-            .arg(key)
-            .args(extra)
+            .envs(env.iter().copied())
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["--collect", "false"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -132,17 +137,29 @@ async fn interval(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Byt
     String::from_utf8(body.to_vec()).unwrap()
 }
 
-/// The real agent against `server`, trusting `ca`; logs into `dir`.
-fn start_agent(server: &TlsServer, ca: &Path, dir: &Path, group: &str) -> (ChildGuard, PathBuf) {
+/// The real agent against `server`, trusting `ca` (given by `--ca-cert`, or
+/// by `LLAMA_CA_CERT` when `ca_by_env`); logs into `dir`.
+fn start_agent(
+    server: &TlsServer,
+    ca: &Path,
+    ca_by_env: bool,
+    dir: &Path,
+    group: &str,
+) -> (ChildGuard, PathBuf) {
     let log = dir.join(format!("agent-{group}.log"));
     let out = std::fs::File::create(&log).unwrap();
     let state = dir.join(format!("state-{group}"));
     std::fs::create_dir_all(&state).unwrap();
-    let child = Command::new(workspace_binary("llama-agent"))
+    let mut command = Command::new(workspace_binary("llama-agent"));
+    command
         .env_clear()
-        .args(["run", "--server", &server.url(), "--group", group])
-        .arg("--ca-cert")
-        .arg(ca)
+        .args(["run", "--server", &server.url(), "--group", group]);
+    if ca_by_env {
+        command.env("LLAMA_CA_CERT", ca);
+    } else {
+        command.arg("--ca-cert").arg(ca);
+    }
+    let child = command
         .args(["--port", &free_port().to_string(), "--mode", "userspace"])
         .args(["--api-bind", "127.0.0.1:0", "-i", "127.0.0.1"])
         .args(["--register-interval", "200ms", "--poll-interval", "200ms"])
@@ -167,7 +184,7 @@ async fn agent_registers_and_polls_over_https_with_a_private_ca() {
     wait_up(&server, &ca_file).await;
     assert_contains(&server.log(), &["https"]);
 
-    let (_agent, _) = start_agent(&server, &ca_file, dir.path(), "tls");
+    let (_agent, _) = start_agent(&server, &ca_file, false, dir.path(), "tls");
     // Registered: the server lists the agent…
     let list = format!("{}/api/v1/list/tls", server.url());
     let client = client(&ca_file);
@@ -186,7 +203,7 @@ async fn agent_registers_and_polls_over_https_with_a_private_ca() {
     // An agent trusting another CA refuses the server, and says why.
     let other = Ca::new("some other CA");
     let other_file = other.write(dir.path(), "other-ca.pem");
-    let (_stranger, log) = start_agent(&server, &other_file, dir.path(), "stranger");
+    let (_stranger, log) = start_agent(&server, &other_file, true, dir.path(), "stranger");
     until("the certificate error in the agent's log", WAIT, || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("UnknownIssuer"))
     })
@@ -214,7 +231,7 @@ async fn sighup_reloads_the_certificate_and_open_connections_keep_working() {
     let ca_file = ca.write(dir.path(), "ca.pem");
     let first = ca.leaf(1, "llama server one");
     let (cert, key) = first.write(dir.path());
-    let mut server = TlsServer::start(dir.path(), &cert, &key, &[]);
+    let mut server = TlsServer::start_by_env(dir.path(), &cert, &key);
     wait_up(&server, &ca_file).await;
 
     let (mut open, presented) = connect(server.port, &ca.pem()).await;
