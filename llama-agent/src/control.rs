@@ -23,6 +23,7 @@ pub mod poller;
 pub mod registration;
 pub mod sink;
 pub mod state;
+pub mod tls;
 pub mod token;
 
 use std::{
@@ -98,6 +99,9 @@ pub struct ControlConfig {
     pub registration_token: Option<Token>,
     /// Bound on the `DELETE` sent at shutdown.
     pub deregister_timeout: Duration,
+    /// PEM file of the CA certificates an `https://` server's certificate
+    /// must chain to; `None` = the bundled public roots.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl ControlConfig {
@@ -148,6 +152,7 @@ pub async fn run(
         config.server.clone(),
         config.request_timeout,
         config.registration_token.clone(),
+        config.ca_cert.as_deref(),
     )?;
     if let Some(dir) = &config.state_dir {
         state::remove_stale_temporaries(dir);

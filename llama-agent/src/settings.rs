@@ -149,6 +149,12 @@ pub struct RunArgs {
     #[arg(long, env = "LLAMA_REGISTRATION_TOKEN_FILE", value_name = "FILE")]
     pub registration_token_file: Option<PathBuf>,
 
+    /// PEM file of the CA certificate(s) an `https://` server's certificate
+    /// must chain to (a private CA). Without it, Mozilla's public roots,
+    /// bundled in the binary, are trusted.
+    #[arg(long, env = "LLAMA_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
     /// Address of the agent's HTTP API (`/status`, `/influxdata`, `/metrics`).
     #[arg(
         long,
@@ -186,6 +192,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Sent on register and deregister; `Debug` never shows it.
     pub registration_token: Option<Token>,
+    /// Trusted CA certificates (PEM) of an `https://` server.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// A bad flag or environment value. Each message names the flag and its
@@ -197,7 +205,7 @@ pub enum SettingsError {
     )]
     NoServerNorConfig,
     #[error(
-        "--server / LLAMA_SERVER {value:?} has no http:// scheme (e.g. http://llama.example.com:5000)"
+        "--server / LLAMA_SERVER {value:?} has no http:// or https:// scheme (e.g. http://llama.example.com:5000)"
     )]
     ServerScheme { value: String },
     #[error(
@@ -305,6 +313,7 @@ impl RunArgs {
             api_bind: self.api_bind,
             limits,
             registration_token,
+            ca_cert: self.ca_cert.clone(),
         })
     }
 
@@ -348,6 +357,7 @@ impl Settings {
             shutdown_grace: control::SHUTDOWN_GRACE,
             registration_token: self.registration_token.clone(),
             deregister_timeout: control::DEREGISTER_TIMEOUT,
+            ca_cert: self.ca_cert.clone(),
         })
     }
 }
@@ -366,12 +376,12 @@ fn parse_server(value: &str) -> Result<Url, SettingsError> {
     // Checked before parsing: `llama.example.com:5000` parses as a URL whose
     // scheme is `llama.example.com`, which would produce a baffling message.
     let lower = value.to_ascii_lowercase();
-    if lower.starts_with("https://") {
+    if !cfg!(feature = "tls") && lower.starts_with("https://") {
         return Err(SettingsError::ServerHttps {
             value: value.to_owned(),
         });
     }
-    if !lower.starts_with("http://") {
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
         return Err(SettingsError::ServerScheme {
             value: value.to_owned(),
         });

@@ -290,7 +290,10 @@ async fn collection(state: &AppState, rounds: usize, md: &mut String) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     // Baseline: the same fetches, bodies read and thrown away.
-    let client = reqwest::Client::new();
+    let client = llama_server::tls::client_tls(reqwest::Client::builder(), None, "bench")
+        .unwrap()
+        .build()
+        .unwrap();
     let mut bases = Vec::new();
     for _ in 0..rounds {
         let t = Instant::now();
@@ -347,7 +350,10 @@ async fn matrix_api(state: &AppState, requests: usize, md: &mut String) {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let client = reqwest::Client::new();
+    let client = llama_server::tls::client_tls(reqwest::Client::builder(), None, "bench")
+        .unwrap()
+        .build()
+        .unwrap();
     let time = |path: &'static str, etag: Option<String>| {
         let client = client.clone();
         async move {

@@ -41,6 +41,9 @@ pub enum Error {
     /// An HTTP exchange with InfluxDB, an agent or the server failed.
     #[error("{what}: {reason}")]
     Http { what: String, reason: String },
+    /// A TLS certificate, key or CA file is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

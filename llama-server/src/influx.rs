@@ -9,7 +9,10 @@ use std::{
 
 use reqwest::{StatusCode, Url};
 
-use crate::{error::Error, settings::InfluxSettings};
+use crate::{
+    error::Error,
+    settings::{InfluxAuth, InfluxSettings},
+};
 
 /// A field value: agents' numbers are floats (docs/scraper.md); the server's own counters
 /// are integers, as the original wrote them (a type change would make
@@ -108,6 +111,8 @@ pub enum WriteOutcome {
 #[derive(Debug, Clone)]
 pub struct InfluxClient {
     client: reqwest::Client,
+    /// User and password go with each request; a token is a default header.
+    auth: InfluxAuth,
     write_url: Url,
     base: String,
     db: String,
@@ -122,12 +127,23 @@ impl InfluxClient {
             .query_pairs_mut()
             .append_pair("db", &settings.name)
             .append_pair("precision", "s");
-        let client = reqwest::Client::builder()
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let InfluxAuth::Token(token) = &settings.auth {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Token {token}"))
+                .map_err(|_| Error::http("--influxdb-token", "not a valid header value"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::http("HTTP client", e))?;
+            .default_headers(headers);
+        let client =
+            crate::tls::client_tls(builder, settings.ca_cert.as_deref(), "--influxdb-ca-cert")?
+                .build()
+                .map_err(|e| Error::http("HTTP client", e))?;
         Ok(InfluxClient {
             client,
+            auth: settings.auth.clone(),
             write_url,
             base,
             db: settings.name.clone(),
@@ -144,8 +160,7 @@ impl InfluxClient {
         );
         url.query_pairs_mut().append_pair("q", &q);
         let resp = self
-            .client
-            .post(url)
+            .authorized(self.client.post(url))
             .send()
             .await
             .map_err(|e| Error::http("InfluxDB", e))?;
@@ -154,7 +169,7 @@ impl InfluxClient {
             let body = resp.text().await.unwrap_or_default();
             return Err(Error::http(
                 "InfluxDB CREATE DATABASE",
-                format!("{status}: {body}"),
+                refusal(status, &body),
             ));
         }
         Ok(())
@@ -162,8 +177,7 @@ impl InfluxClient {
 
     async fn write_once(&self, body: &str) -> Result<(), (bool, String)> {
         let resp = self
-            .client
-            .post(self.write_url.clone())
+            .authorized(self.client.post(self.write_url.clone()))
             .body(body.to_owned())
             .send()
             .await;
@@ -171,11 +185,23 @@ impl InfluxClient {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => {
                 let status = r.status();
-                let retry = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                // Refused credentials are retried like an outage: the
+                // operator may fix them on the InfluxDB side, and the
+                // points are kept until the round's deadline.
+                let auth = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+                let retry =
+                    auth || status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
                 let text = r.text().await.unwrap_or_default();
-                Err((retry, format!("{status}: {}", text.trim())))
+                Err((retry, refusal(status, &text)))
             }
-            Err(e) => Err((true, e.to_string())),
+            Err(e) => Err((true, root_cause(&e))),
+        }
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            InfluxAuth::Basic { user, pass } => request.basic_auth(user, Some(pass)),
+            InfluxAuth::None | InfluxAuth::Token(_) => request,
         }
     }
 
@@ -208,6 +234,28 @@ impl InfluxClient {
             }
         }
     }
+}
+
+/// An error answer for the log: status, body, and for 401/403 what to check.
+fn refusal(status: StatusCode, body: &str) -> String {
+    let hint = match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            " (InfluxDB refused the credentials: check --influxdb-user/--influxdb-pass or --influxdb-token)"
+        }
+        _ => "",
+    };
+    format!("{status}: {}{hint}", body.trim())
+}
+
+/// The innermost error ("invalid peer certificate: UnknownIssuer",
+/// "connection refused"): reqwest's top level says only "error sending
+/// request".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub mod server;
 pub mod settings;
 pub mod state;
 pub mod throttle;
+pub mod tls;
 pub mod ui;
 
 pub use error::{ApiError, Error};

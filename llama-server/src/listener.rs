@@ -11,6 +11,11 @@
 //!   process running out of file descriptors, where accepting fails for
 //!   everyone. Hitting the limit logs one line (then at most one a minute).
 //!
+//! With TLS (`--tls-cert`), the handshake runs in the connection's own task
+//! and must finish within the header read timeout too, so a client that
+//! opens a connection and never completes a handshake holds its slot no
+//! longer than one that never sends headers.
+//!
 //! Stopping (the `stop` signal) ends accepting, asks every connection to
 //! finish its request in flight and close, and waits for them.
 
@@ -25,7 +30,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use crate::{settings::ListenerSettings, throttle::Throttle};
+use crate::{settings::ListenerSettings, throttle::Throttle, tls::ServerTls};
 
 /// How long accepting pauses after an error that is not one connection's
 /// (out of file descriptors, out of memory).
@@ -86,13 +91,14 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then waits for the
-/// open connections to finish.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop`
+/// turns true, then waits for the open connections to finish.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limit: Arc<ConnectionLimit>,
     settings: ListenerSettings,
+    tls: Option<ServerTls>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -121,6 +127,7 @@ pub async fn serve(
             stream,
             peer,
             app.clone(),
+            tls.clone(),
             settings.header_read_timeout,
             stop.clone(),
             slot,
@@ -137,12 +144,56 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
+    tls: Option<ServerTls>,
     header_read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
     slot: OwnedSemaphorePermit,
 ) {
     // Small answers must not wait for Nagle.
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => http(stream, peer, app, header_read_timeout, stop).await,
+        Some(tls) => {
+            let handshake = tokio::time::timeout(header_read_timeout, tls_accept(&tls, stream));
+            let stream = tokio::select! {
+                r = handshake => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match stream {
+                Ok(Ok(stream)) => http(stream, peer, app, header_read_timeout, stop).await,
+                // Scanners and clients that distrust the certificate fail
+                // here routinely.
+                Ok(Err(e)) => tracing::debug!(%peer, %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+    drop(slot);
+}
+
+#[cfg(feature = "tls")]
+async fn tls_accept(
+    tls: &ServerTls,
+    stream: TcpStream,
+) -> io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    tls.acceptor().accept(stream).await
+}
+
+#[cfg(not(feature = "tls"))]
+async fn tls_accept(_tls: &ServerTls, _stream: TcpStream) -> io::Result<TcpStream> {
+    Err(io::Error::other("no TLS support in this build"))
+}
+
+/// Serves HTTP/1.1 on one (plain or TLS) stream.
+async fn http<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    header_read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         tower::ServiceExt::oneshot(app.clone(), req)
@@ -168,5 +219,4 @@ async fn connection(
         // Timeouts and clients that vanish are routine.
         tracing::debug!(%peer, %e, "connection ended with an error");
     }
-    drop(slot);
 }

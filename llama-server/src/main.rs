@@ -7,7 +7,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, parse
 use llama_server::{
     Settings,
     server::{self, ScrapeOnly},
-    settings::{self as cfg, FileConfig, InfluxSettings, ScrapeSettings, defaults},
+    settings::{self as cfg, FileConfig, InfluxAuth, InfluxSettings, ScrapeSettings, defaults},
 };
 
 /// llama service-discovery server: registry, collector configs, scraper.
@@ -98,6 +98,23 @@ struct Cli {
     /// wait in the kernel's backlog. Keep it below the file-descriptor limit.
     #[arg(long, env = "LLAMA_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); reread
+    /// with the key on SIGHUP. Unset: plain HTTP.
+    #[arg(
+        long,
+        env = "LLAMA_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "LLAMA_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// InfluxDB host; the scraper runs when set.
     #[arg(long, env = "INFLUXDB_HOST", default_value = "")]
     influxdb_host: String,
@@ -107,6 +124,38 @@ struct Cli {
     /// InfluxDB database.
     #[arg(long, env = "INFLUXDB_NAME", default_value = defaults::INFLUXDB_NAME)]
     influxdb_name: String,
+    /// Write to InfluxDB over HTTPS.
+    #[arg(long, env = "INFLUXDB_TLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    influxdb_tls: bool,
+    /// PEM CA certificate(s) InfluxDB's certificate must chain to (a private
+    /// CA); default: the bundled public roots.
+    #[arg(long, env = "INFLUXDB_CA_CERT", value_name = "FILE")]
+    influxdb_ca_cert: Option<PathBuf>,
+    /// InfluxDB 1.x user (with --influxdb-pass; HTTP basic authentication).
+    #[arg(
+        long,
+        env = "INFLUXDB_USER",
+        default_value = "",
+        conflicts_with = "influxdb_token"
+    )]
+    influxdb_user: String,
+    /// Password of --influxdb-user.
+    #[arg(
+        long,
+        env = "INFLUXDB_PASS",
+        default_value = "",
+        hide_env_values = true
+    )]
+    influxdb_pass: String,
+    /// InfluxDB 2.x/3.x API token for the 1.x-compatible write endpoint
+    /// (`Authorization: Token …`).
+    #[arg(
+        long,
+        env = "INFLUXDB_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    influxdb_token: String,
     /// TCP port of the agents' API, where the scraper fetches /influxdata.
     #[arg(long, env = "LLAMA_AGENT_PORT", default_value_t = defaults::AGENT_PORT)]
     agent_port: u16,
@@ -142,6 +191,10 @@ enum Command {
             default_value = defaults::SERVER_URL
         )]
         server: String,
+        /// PEM CA certificate(s) an https:// server's certificate must
+        /// chain to; default: the bundled public roots.
+        #[arg(long, env = "LLAMA_CA_CERT", value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
     },
 }
 
@@ -162,7 +215,7 @@ fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
         .ok_or_else(|| anyhow::anyhow!("{what} must be a positive number of seconds"))
 }
 
-fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool)> {
+fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool, InfluxSettings)> {
     let file = match cli.config.as_str() {
         "" => FileConfig::default(),
         path => FileConfig::load(&PathBuf::from(path))?,
@@ -181,7 +234,8 @@ fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool)> {
         &cli.influxdb_host,
         file.influxdb_host.clone(),
     );
-    let influx = (!influx_host.is_empty()).then(|| InfluxSettings {
+    let influx_auth = influx_auth(cli)?;
+    let influx = InfluxSettings {
         host: influx_host,
         port: layered(m, "influxdb_port", &cli.influxdb_port, file.influxdb_port),
         name: layered(
@@ -190,7 +244,23 @@ fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool)> {
             &cli.influxdb_name,
             file.influxdb_name.clone(),
         ),
-    });
+        tls: layered(m, "influxdb_tls", &cli.influxdb_tls, file.influxdb_tls),
+        ca_cert: cli
+            .influxdb_ca_cert
+            .clone()
+            .or_else(|| file.influxdb_ca_cert.clone()),
+        auth: influx_auth,
+    };
+    let influx_for_scrape = influx.clone();
+    let influx = (!influx.host.is_empty()).then_some(influx);
+    let tls_files = match (
+        cli.tls_cert.clone().or_else(|| file.tls_cert.clone()),
+        cli.tls_key.clone().or_else(|| file.tls_key.clone()),
+    ) {
+        (Some(cert), Some(key)) => Some(llama_server::tls::TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key (tls_cert, tls_key) go together"),
+    };
     let mut limits = file.limits.clone().unwrap_or_default();
     let fl = file.limits.as_ref();
     limits.max_entries = layered(
@@ -312,19 +382,43 @@ fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool)> {
         registration_token: (!token.is_empty()).then_some(token),
         register_allow,
         listener,
+        tls: tls_files,
         collector: file.collector.clone().unwrap_or_default(),
         influx,
         scrape,
         collect: layered(m, "collect", &cli.collect, file.collect),
     };
     let verbose = layered(m, "verbose", &cli.verbose, file.verbose);
-    Ok((s, verbose))
+    Ok((s, verbose, influx_for_scrape))
+}
+
+/// InfluxDB credentials from the flags (secrets are not config-file keys:
+/// environment variables or flags keep them out of a file others read).
+fn influx_auth(cli: &Cli) -> anyhow::Result<InfluxAuth> {
+    match (
+        cli.influxdb_user.as_str(),
+        cli.influxdb_pass.as_str(),
+        cli.influxdb_token.as_str(),
+    ) {
+        ("", "", "") => Ok(InfluxAuth::None),
+        ("", "", token) => Ok(InfluxAuth::Token(token.to_owned())),
+        (user, pass, "") if !user.is_empty() => Ok(InfluxAuth::Basic {
+            user: user.to_owned(),
+            pass: pass.to_owned(),
+        }),
+        ("", _, "") => {
+            anyhow::bail!("--influxdb-pass / INFLUXDB_PASS needs --influxdb-user / INFLUXDB_USER")
+        }
+        _ => anyhow::bail!(
+            "give --influxdb-user/--influxdb-pass (InfluxDB 1.x) or --influxdb-token (2.x/3.x), not both"
+        ),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
-    let (settings, verbose) = settings(&cli, &matches)?;
+    let (settings, verbose, influx) = settings(&cli, &matches)?;
     let default_level = if verbose { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -332,14 +426,14 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         None => runtime.block_on(server::serve(settings))?,
-        Some(Command::Scrape { server }) => {
-            let influx = settings.influx.clone().unwrap_or(InfluxSettings {
-                host: "127.0.0.1".into(),
-                port: cli.influxdb_port,
-                name: cli.influxdb_name.clone(),
-            });
+        Some(Command::Scrape { server, ca_cert }) => {
+            let mut influx = influx;
+            if influx.host.is_empty() {
+                influx.host = "127.0.0.1".into();
+            }
             let cfg = ScrapeOnly {
                 server,
+                ca_cert,
                 influx,
                 interval: Duration::from_secs(settings.interval.max(1)),
                 scrape: settings.scrape.clone(),

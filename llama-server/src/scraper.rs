@@ -80,8 +80,10 @@ impl Scraper {
         // A round must end within its interval, however slow an agent is.
         let mut cfg = cfg;
         cfg.agent_timeout = cfg.agent_timeout.min(interval);
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(interval * 2)
+        // Agents answer plain HTTP; the TLS setup only gives reqwest its
+        // crypto provider.
+        let builder = reqwest::Client::builder().pool_idle_timeout(interval * 2);
+        let client = crate::tls::client_tls(builder, None, "agents")?
             .build()
             .map_err(|e| Error::http("HTTP client", e))?;
         Ok(Scraper {

@@ -14,6 +14,7 @@ use crate::{
     scraper::{Scraper, TargetSource},
     settings::Settings,
     state::AppState,
+    tls::ServerTls,
 };
 
 /// Binds `addr`. IPv6 sockets are IPv6-only when an IPv4 address is also
@@ -61,6 +62,15 @@ impl Server {
         let limit = Arc::new(ConnectionLimit::new(
             state.settings.listener.max_connections,
         ));
+        let tls = match &state.settings.tls {
+            Some(files) => {
+                let tls = ServerTls::load(files)?;
+                tasks.spawn(reload_on_sighup(tls.clone(), stopped.clone())?);
+                Some(tls)
+            }
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         for listener in listeners {
             let addr = listener.local_addr()?;
             addrs.push(addr);
@@ -69,9 +79,10 @@ impl Server {
                 routes::router(state.clone()),
                 limit.clone(),
                 state.settings.listener.clone(),
+                tls.clone(),
                 stopped.clone(),
             ));
-            tracing::info!(%addr, "listening");
+            tracing::info!(%addr, scheme, "listening");
         }
         tasks.spawn(reaper::run(state.clone(), stopped.clone()));
         // Collection feeds the live matrix; InfluxDB is an optional second
@@ -123,6 +134,31 @@ impl Server {
     }
 }
 
+/// Reloads the listener's certificate and key on every SIGHUP until `stop`;
+/// a bad new file is logged and the old certificate kept. The handler is
+/// installed before this returns, so SIGHUP never kills a TLS server.
+fn reload_on_sighup(
+    tls: ServerTls,
+    mut stop: watch::Receiver<bool>,
+) -> Result<impl std::future::Future<Output = ()>, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        loop {
+            tokio::select! {
+                s = hup.recv() => if s.is_none() { return },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                Err(e) => {
+                    tracing::error!(%e, "SIGHUP: TLS reload failed; still serving the previous certificate")
+                }
+            }
+        }
+    })
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -157,6 +193,8 @@ pub async fn serve(settings: Settings) -> Result<(), Error> {
 pub struct ScrapeOnly {
     /// Base URL of the server whose `/api/v1/scraper` lists the agents.
     pub server: String,
+    /// CA certificates (PEM) of an `https://` server.
+    pub ca_cert: Option<std::path::PathBuf>,
     pub influx: crate::settings::InfluxSettings,
     pub interval: Duration,
     pub scrape: crate::settings::ScrapeSettings,
@@ -175,7 +213,7 @@ pub async fn scrape(cfg: ScrapeOnly) -> Result<(), Error> {
         metrics.history.clone(),
     ));
     let metrics = std::sync::Arc::new(metrics);
-    let source = TargetSource::server(&cfg.server)?;
+    let source = TargetSource::server(&cfg.server, cfg.ca_cert.as_deref())?;
     let scraper = Scraper::new(
         source,
         Some(&cfg.influx),

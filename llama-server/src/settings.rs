@@ -159,18 +159,50 @@ impl Default for CollectorDefaults {
 }
 
 /// Where the scraper writes and how it reaches the agents.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct InfluxSettings {
     pub host: String,
     pub port: u16,
     pub name: String,
+    /// `https://` instead of `http://`.
+    pub tls: bool,
+    /// PEM CA certificates InfluxDB's certificate must chain to; `None` =
+    /// the bundled public roots.
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Credentials sent with every request.
+    pub auth: InfluxAuth,
 }
 
 impl InfluxSettings {
     pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
         match self.host.parse::<std::net::Ipv6Addr>() {
-            Ok(v6) => format!("http://[{v6}]:{}", self.port),
-            Err(_) => format!("http://{}:{}", self.host, self.port),
+            Ok(v6) => format!("{scheme}://[{v6}]:{}", self.port),
+            Err(_) => format!("{scheme}://{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// InfluxDB credentials. `Debug` never shows a password or token.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum InfluxAuth {
+    #[default]
+    None,
+    /// InfluxDB 1.x user and password (HTTP basic authentication).
+    Basic { user: String, pass: String },
+    /// InfluxDB 2.x/3.x API token on the 1.x-compatible endpoints
+    /// (`Authorization: Token <token>`).
+    Token(String),
+}
+
+impl std::fmt::Debug for InfluxAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InfluxAuth::None => f.write_str("None"),
+            InfluxAuth::Basic { user, .. } => {
+                write!(f, "Basic {{ user: {user:?}, pass: <hidden> }}")
+            }
+            InfluxAuth::Token(_) => f.write_str("Token(<hidden>)"),
         }
     }
 }
@@ -253,6 +285,9 @@ pub struct Settings {
     pub register_allow: Vec<Cidr>,
     /// Limits of the HTTP listener.
     pub listener: ListenerSettings,
+    /// Serve HTTPS with this certificate and key (reloaded on SIGHUP);
+    /// `None` serves plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub collector: CollectorDefaults,
     pub influx: Option<InfluxSettings>,
     pub scrape: ScrapeSettings,
@@ -275,6 +310,7 @@ impl Default for Settings {
             registration_token: None,
             register_allow: Vec::new(),
             listener: ListenerSettings::default(),
+            tls: None,
             collector: CollectorDefaults::default(),
             influx: None,
             scrape: ScrapeSettings::default(),
@@ -340,6 +376,10 @@ pub struct FileConfig {
     pub register_allow: Option<Hosts>,
     pub header_read_timeout: Option<f64>,
     pub max_connections: Option<usize>,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    pub influxdb_tls: Option<bool>,
+    pub influxdb_ca_cert: Option<std::path::PathBuf>,
     pub limits: Option<Limits>,
     pub collector: Option<CollectorDefaults>,
 }
@@ -448,6 +488,18 @@ pub fn validate(s: &Settings) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn influx_secrets_stay_out_of_debug() {
+        let basic = InfluxAuth::Basic {
+            user: "llama".into(),
+            pass: "s3cret-pass".into(),
+        };
+        let token = InfluxAuth::Token("s3cret-token".into());
+        let text = format!("{basic:?} {token:?}");
+        assert!(text.contains("llama"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
 
     #[test]
     fn default_server_url_is_the_default_listen_address() {

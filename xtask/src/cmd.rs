@@ -91,3 +91,13 @@ pub fn build_release(package: &str) -> Result<PathBuf> {
 pub fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
 }
+
+/// Gives reqwest rustls's ring provider. A workspace-wide build (`cargo
+/// test`) turns on the agent's and server's reqwest TLS support, which has
+/// no provider of its own and would panic building a client; xtask itself
+/// speaks plain HTTP. Installing twice is harmless.
+pub fn install_crypto_provider() {
+    // ring: deprecated by rustls only for lacking post-quantum key exchange.
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

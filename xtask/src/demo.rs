@@ -171,6 +171,7 @@ pub fn run(opts: &Options) -> Result<()> {
 
 /// The printed URL must answer with the page (from the host's namespace).
 fn check_page(at: SocketAddr) -> Result<()> {
+    crate::cmd::install_crypto_provider();
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;

@@ -6,9 +6,9 @@
 //!
 //! How they are built (see [`toolchain`] for the details and the why):
 //! - Rust's own musl targets, so the binaries are static and run on any
-//!   distribution (Raspberry Pi OS included); no crate in the tree compiles C,
-//!   so no C cross compiler is needed, and Rust's bundled `rust-lld` links
-//!   against the target's self-contained musl. Nothing comes from apt.
+//!   distribution (Raspberry Pi OS included); Rust's bundled `rust-lld` links
+//!   against the target's self-contained musl, and zig (a pinned PyPI wheel)
+//!   compiles the one C dependency, ring (TLS). Nothing comes from apt.
 //! - The XDP object (`cargo xtask build-ebpf --release`) is embedded in the
 //!   x86_64 and aarch64 agents (`LLAMA_EBPF_OBJECT`); `dist` checks that it is
 //!   there, and that the armv7 agent (userspace-only) has none.
@@ -104,7 +104,7 @@ pub fn build(archs: &[Arch]) -> Result<Vec<Artifacts>> {
     forget_other_checkouts_crates(&cargo_target, &cmd::workspace_root())?;
     let plan = toolchain::plan(archs)?;
     if !plan.prebuilt_std.is_empty() {
-        let mut cargo = toolchain::prebuilt_std_cargo(&plan.prebuilt_std);
+        let mut cargo = toolchain::prebuilt_std_cargo(&plan)?;
         configure(&mut cargo, &cargo_target, object.as_deref());
         cmd::run(&mut cargo)?;
     }

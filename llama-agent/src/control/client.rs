@@ -1,12 +1,12 @@
 //! HTTP client for the server API (docs/server-api.md): the calls the agent
 //! makes. Register and deregister carry the registration token, when set.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, path::Path, time::Duration};
 
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
-use super::{error::Error, registration::RegisterBody, token::Token};
+use super::{error::Error, registration::RegisterBody, tls, token::Token};
 
 /// Largest answer accepted. A group of 10,000 agents renders to a few MiB of
 /// YAML; anything far beyond is a misbehaving server or proxy.
@@ -27,16 +27,23 @@ pub struct ServerClient {
 impl ServerClient {
     /// `base` is the server URL (a path prefix such as `/llama` is kept);
     /// every request is bounded by `timeout`; `token` goes with register
-    /// and deregister requests as a bearer token.
-    pub fn new(base: Url, timeout: Duration, token: Option<Token>) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
+    /// and deregister requests as a bearer token; `ca_cert` (PEM) replaces
+    /// the bundled roots for an `https://` server (see [`super::tls`]).
+    pub fn new(
+        base: Url,
+        timeout: Duration,
+        token: Option<Token>,
+        ca_cert: Option<&Path>,
+    ) -> Result<Self, Error> {
+        let builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("llama-agent/", env!("CARGO_PKG_VERSION")))
             // One request per 30-60 s gains nothing from pooling, and a pooled
             // connection to a server that restarted fails the first request
             // after every restart.
-            .pool_max_idle_per_host(0)
+            .pool_max_idle_per_host(0);
+        let http = tls::configure(builder, ca_cert)?
             .build()
             .map_err(|e| Error::Client(e.to_string()))?;
         Ok(Self {
@@ -162,7 +169,9 @@ impl ServerClient {
     }
 
     fn map(&self, e: reqwest::Error) -> Error {
-        if e.is_timeout() {
+        if let Some(tls) = tls::tls_failure(&e) {
+            Error::Tls(tls)
+        } else if e.is_timeout() {
             Error::Timeout(self.timeout)
         } else if e.is_connect() {
             Error::Connect(root_cause(&e))

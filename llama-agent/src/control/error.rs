@@ -11,6 +11,12 @@ pub enum Error {
     /// No TCP connection (refused, unreachable, DNS).
     #[error("server unreachable: {0}")]
     Connect(String),
+    /// The TLS handshake failed: most often a server certificate that does
+    /// not chain to the trusted roots.
+    #[error(
+        "TLS with the server failed: {0} (an https:// server's certificate must chain to --ca-cert / LLAMA_CA_CERT, or to a public root without it)"
+    )]
+    Tls(String),
     /// No complete answer within the request timeout.
     #[error("server did not answer within {0:?}")]
     Timeout(std::time::Duration),
@@ -47,6 +53,7 @@ impl Error {
         match self {
             Self::Client(_) => "client setup".into(),
             Self::Connect(_) => "unreachable".into(),
+            Self::Tls(_) => "TLS error".into(),
             Self::Timeout(_) => "timeout".into(),
             Self::Transport(_) => "transport error".into(),
             Self::Status { status, .. } => format!("HTTP {status}"),

@@ -144,6 +144,27 @@ fn json_tags_and_allow_peers() {
 }
 
 #[test]
+fn https_servers_and_a_ca_file_are_accepted() {
+    let s = parse(&[
+        "-s",
+        "https://llama.example.com:5443/llama",
+        "--ca-cert",
+        "/etc/llama/ca.pem",
+        "--probe-name",
+        "n",
+        "--probe-shortname",
+        "n",
+    ])
+    .unwrap();
+    let server = s.server.as_ref().unwrap();
+    assert_eq!(server.scheme(), "https");
+    assert_eq!(
+        s.ca_cert.as_deref(),
+        Some(std::path::Path::new("/etc/llama/ca.pem"))
+    );
+}
+
+#[test]
 fn standalone_config_needs_no_server() {
     let file = tempfile::NamedTempFile::new().unwrap();
     let s = parse(&["-c", file.path().to_str().unwrap()]).unwrap();
@@ -155,12 +176,11 @@ fn standalone_config_needs_no_server() {
 fn bad_values_are_refused_with_one_clear_message() {
     let cases: &[(&[&str], &str)] = &[
         (&[], "give --server / LLAMA_SERVER"),
-        (&["-s", "llama.example.com:5000"], "has no http:// scheme"),
-        (&["-s", "localhost"], "has no http:// scheme"),
         (
-            &["-s", "https://llama.example.com"],
-            "https is not supported by this build",
+            &["-s", "llama.example.com:5000"],
+            "has no http:// or https:// scheme",
         ),
+        (&["-s", "localhost"], "has no http:// or https:// scheme"),
         (&["-s", "http://"], "is not a valid URL"),
         (&["-s", "http://h/?x=1"], "takes no ?query"),
         (
@@ -269,7 +289,7 @@ fn bad_environment_values_are_refused_by_the_binary() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
             &[("LLAMA_SERVER", "llama:5000")],
-            "--server / LLAMA_SERVER \"llama:5000\" has no http:// scheme",
+            "--server / LLAMA_SERVER \"llama:5000\" has no http:// or https:// scheme",
         ),
         (
             &[("LLAMA_SERVER", "http://h"), ("LLAMA_KEEPALIVE", "0")],

@@ -48,9 +48,13 @@ pub fn parse_list(text: &str) -> Vec<IpAddr> {
 
 impl TargetSource {
     /// A server's list at `server` (a base URL like `http://host:5000`).
-    pub fn server(server: &str) -> Result<Self, crate::error::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+    /// `ca_cert`: PEM CA certificates of an `https://` server.
+    pub fn server(
+        server: &str,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, crate::error::Error> {
+        let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        let client = crate::tls::client_tls(builder, ca_cert, "--ca-cert")?
             .build()
             .map_err(|e| crate::error::Error::http("HTTP client", e))?;
         let url = format!("{}/api/v1/scraper", server.trim_end_matches('/'));

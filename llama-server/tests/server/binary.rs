@@ -78,7 +78,7 @@ async fn wait_up(base: &str) {
     eventually(
         &format!("{base} to come up"),
         Duration::from_secs(30),
-        || async { reqwest::get(&url).await.ok() },
+        || async { crate::support::get(&url).await.ok() },
     )
     .await;
 }
@@ -180,7 +180,7 @@ async fn environment_and_config_file_set_the_defaults() {
 /// `POST /api/v1/register` with an optional bearer token: the status and
 /// the `error` of a refusal.
 async fn post_register(base: &str, token: Option<&str>, body: String) -> (u16, String) {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::support::http()
         .post(format!("{base}/api/v1/register"))
         .header("content-type", "application/json")
         .body(body);
@@ -232,7 +232,7 @@ async fn access_settings_come_from_flags_environment_and_file() {
     assert_eq!(status, 400);
     assert!(error.contains("max_keepalive"), "{error}");
     // Deleting with the token.
-    let r = reqwest::Client::new()
+    let r = crate::support::http()
         .delete(format!("{base}/api/v1/register/127.0.0.1:8100"))
         .bearer_auth("from-env")
         .send()

@@ -18,7 +18,7 @@ use crate::support::{
 };
 
 async fn my_ip(addr: SocketAddr) -> String {
-    let v: serde_json::Value = reqwest::get(format!("http://{addr}/api/v1/my_ip_address"))
+    let v: serde_json::Value = crate::support::get(format!("http://{addr}/api/v1/my_ip_address"))
         .await
         .unwrap()
         .json()

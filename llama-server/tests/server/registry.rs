@@ -167,7 +167,7 @@ async fn reaper_task_removes_entries_with_short_keepalives() {
     };
     let server = Server::start(AppState::new(settings)).await.unwrap();
     let base = format!("http://{}", server.addrs[0]);
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     let register = |body: String| support::register_http(&base, body);
     register(support::reg(
         8100,

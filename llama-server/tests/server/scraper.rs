@@ -36,6 +36,7 @@ fn influx_settings(url_port: u16, name: &str) -> InfluxSettings {
         host: "127.0.0.1".into(),
         port: url_port,
         name: name.into(),
+        ..InfluxSettings::default()
     }
 }
 
@@ -210,7 +211,7 @@ async fn server_scrapes_registered_agents_into_influxdb() {
         "a timed-out scrape in /metrics",
         Duration::from_secs(30),
         || async {
-            let m = reqwest::get(format!("{base}/metrics"))
+            let m = crate::support::get(format!("{base}/metrics"))
                 .await
                 .ok()?
                 .text()
@@ -289,7 +290,7 @@ async fn scrape_mode_follows_the_server_list() {
     };
     let (server, base) = start_with_agents(settings, &agents.ips[..2]).await;
     let scraper = scraper(
-        TargetSource::server(&base).unwrap(),
+        TargetSource::server(&base, None).unwrap(),
         (influx.http.port(), "list_test"),
         (agents.port, Duration::from_secs(10)),
         Duration::from_secs(10),

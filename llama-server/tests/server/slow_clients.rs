@@ -73,7 +73,7 @@ async fn slow_and_idle_connections_are_closed_while_others_are_served() {
         })
         .collect();
     // Others are served meanwhile.
-    let interval = reqwest::get(format!("http://{addr}/api/v1/interval"))
+    let interval = crate::support::get(format!("http://{addr}/api/v1/interval"))
         .await
         .unwrap()
         .text()
@@ -108,7 +108,7 @@ async fn shutdown_does_not_wait_for_idle_clients() {
         .unwrap();
     conns.push(kept);
     // Both reached the server before it is told to stop.
-    let body = reqwest::get(format!("http://{addr}/api/v1/interval"))
+    let body = crate::support::get(format!("http://{addr}/api/v1/interval"))
         .await
         .unwrap();
     assert_eq!(body.status(), 200);
@@ -157,7 +157,7 @@ async fn out_of_descriptors_the_connection_limit_keeps_the_server_serving() {
     let base = format!("http://127.0.0.1:{port}");
     let url = format!("{base}/api/v1/interval");
     eventually("the server to come up", WAIT, || async {
-        reqwest::get(&url).await.ok()
+        crate::support::get(&url).await.ok()
     })
     .await;
     // More idle connections than the process has descriptors.
@@ -166,10 +166,8 @@ async fn out_of_descriptors_the_connection_limit_keeps_the_server_serving() {
         .map(|_| TcpStream::connect(addr).unwrap())
         .collect();
     // A client queued behind them is served once the slots free up.
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let client =
+        crate::support::client(reqwest::Client::builder().timeout(Duration::from_secs(60)));
     let r = client
         .get(&url)
         .send()

@@ -5,8 +5,29 @@
 pub mod agents;
 pub mod app;
 pub mod influxd;
+pub mod pki;
 
 use std::path::PathBuf;
+
+/// An HTTP client for the tests. The TLS build's reqwest has no crypto
+/// provider of its own (rustls with ring is set up by the server's
+/// `tls::client_tls`), so every client is built through it.
+pub fn client(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    llama_server::tls::client_tls(builder, None, "test client")
+        .expect("TLS client setup")
+        .build()
+        .expect("HTTP client")
+}
+
+/// [`client`] with reqwest's defaults.
+pub fn http() -> reqwest::Client {
+    client(reqwest::Client::builder())
+}
+
+/// `reqwest::get` through [`http`].
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http().get(url).send().await
+}
 
 /// A config file `config.yml` holding `text`, in a directory removed when
 /// the returned guard drops.

@@ -306,6 +306,7 @@ impl Topology {
         if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return Err(std::io::Error::last_os_error()).context("enter the hub namespace");
         }
+        crate::cmd::install_crypto_provider();
         Ok(reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(3))
             .build()?)

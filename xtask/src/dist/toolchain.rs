@@ -1,26 +1,36 @@
 //! What the static builds need, and how each target is built.
 //!
-//! **Linker: `rust-lld`, not Debian's cross GCCs.** No crate in the
-//! dependency tree compiles C (no `cc`, `ring` or `-sys` crates: reqwest runs
-//! without TLS), so a C cross compiler would only serve as a linker driver.
-//! Rust's musl targets ship their own musl (`libc.a`, crt objects,
-//! `libunwind.a`) and link it "self-contained"; `rust-lld`, which comes with
-//! every rustup toolchain, links that for any architecture. So a target needs
-//! nothing but `rustup target add`, and nothing comes from apt. (A future
-//! dependency that compiles C would need a target C compiler: the build then
-//! fails naming `<triple>-gcc`, and `CC_<triple>` must point at one.)
+//! **Linker: `rust-lld`, not Debian's cross GCCs.** Rust's musl targets ship
+//! their own musl (`libc.a`, crt objects, `libunwind.a`) and link it
+//! "self-contained"; `rust-lld`, which comes with every rustup toolchain,
+//! links that for any architecture. So a target needs no cross linker, and
+//! nothing comes from apt.
+//!
+//! **C compiler: zig.** One crate compiles C and assembly: `ring`, the
+//! crypto provider of the TLS build (rustls), through the `cc` crate. A
+//! target C compiler is needed for that, and zig is one for every
+//! architecture: `CC_<triple>` and `AR_<triple>` point at small wrapper
+//! scripts (written next to the zig tools) that run `cargo-zigbuild zig cc
+//! -- -target <zig target>`, which drops the LLVM-style `--target` the `cc`
+//! crate adds. Only ring's objects come from zig; linking stays with
+//! `rust-lld` and Rust's own musl.
 //!
 //! **Fallback: std from source with zig.** Some rustup mirrors (this
 //! project's CI among them) do not carry the prebuilt standard library for
 //! every target — here `armv7-unknown-linux-musleabihf`. When `rustup target
 //! add` fails, the target is built with nightly's `-Z build-std` (nightly and
 //! `rust-src` are already needed for the XDP object), and linked by
-//! `cargo-zigbuild` with zig as the C toolchain: zig carries musl, its crt
-//! objects and libunwind for every architecture, so it replaces the missing
-//! self-contained files. Both come from PyPI as pinned wheels (`ziglang`,
+//! `cargo-zigbuild` with zig as the C toolchain (it sets the C compiler for
+//! ring itself): zig carries musl, its crt objects and libunwind for every
+//! architecture, so it replaces the missing self-contained files.
+//!
+//! Both zig tools come from PyPI as pinned wheels (`ziglang`,
 //! `cargo-zigbuild`), installed once into `~/.cache/llama/zigbuild-<ver>/`.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context, Result};
 
@@ -58,7 +68,7 @@ pub fn plan(archs: &[Arch]) -> Result<Plan> {
             plan.std_from_source.push(arch);
         }
     }
-    if !plan.std_from_source.is_empty() {
+    if !archs.is_empty() {
         plan.zigbuild = Some(ensure_zigbuild()?);
     }
     Ok(plan)
@@ -75,14 +85,59 @@ fn rustup_target_add(triple: &str) -> bool {
 
 /// `cargo build` for the targets with a prebuilt std, in one invocation so
 /// build scripts and proc macros are compiled once for all of them.
-pub fn prebuilt_std_cargo(archs: &[Arch]) -> Command {
+pub fn prebuilt_std_cargo(plan: &Plan) -> Result<Command> {
+    let zigbuild = plan
+        .zigbuild
+        .as_ref()
+        .context("the zig tools were not installed")?;
     let mut cargo = Command::new("cargo");
     cargo.arg("build");
-    for arch in archs {
-        cargo.args(["--target", arch.triple()]);
-        cargo.env(linker_var(arch.triple()), "rust-lld");
+    for &arch in &plan.prebuilt_std {
+        let triple = arch.triple();
+        cargo.args(["--target", triple]);
+        cargo.env(linker_var(triple), "rust-lld");
+        let (cc, ar) = zig_c_wrappers(zigbuild, arch)?;
+        cargo.env(cc_var("CC", triple), cc);
+        cargo.env(cc_var("AR", triple), ar);
     }
-    cargo
+    Ok(cargo)
+}
+
+/// zig's name of an architecture's musl target (and CPU, for armv7).
+fn zig_target(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "x86_64-linux-musl",
+        Arch::Aarch64 => "aarch64-linux-musl",
+        Arch::Armv7 => "arm-linux-musleabihf -mcpu=generic+v7a+vfp3d16",
+    }
+}
+
+/// Writes the `cc` and `ar` wrapper scripts of `arch` into the zig tools'
+/// folder and returns their paths.
+fn zig_c_wrappers(zigbuild: &Path, arch: Arch) -> Result<(PathBuf, PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = zigbuild.join("wrappers");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let env = format!("PYTHONPATH='{}'", zigbuild.display());
+    let cc = dir.join(format!("cc-{}", arch.triple()));
+    let cc_script = format!(
+        "#!/bin/sh\n{env} exec '{}' zig cc -- -target {} \"$@\"\n",
+        zigbuild.join("bin/cargo-zigbuild").display(),
+        zig_target(arch)
+    );
+    let ar = dir.join("ar");
+    let ar_script = format!("#!/bin/sh\n{env} exec python3 -m ziglang ar \"$@\"\n");
+    for (path, script) in [(&cc, cc_script), (&ar, ar_script)] {
+        std::fs::write(path, script).with_context(|| format!("write {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {}", path.display()))?;
+    }
+    Ok((cc, ar))
+}
+
+/// `CC_<triple>` / `AR_<triple>` as the `cc` crate reads them.
+fn cc_var(tool: &str, triple: &str) -> String {
+    format!("{tool}_{}", triple.replace('-', "_"))
 }
 
 /// `cargo +nightly zigbuild -Z build-std` for one target.
@@ -178,6 +233,10 @@ mod tests {
         assert_eq!(
             linker_var("armv7-unknown-linux-musleabihf"),
             "CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_LINKER"
+        );
+        assert_eq!(
+            cc_var("CC", "aarch64-unknown-linux-musl"),
+            "CC_aarch64_unknown_linux_musl"
         );
         assert_eq!(
             rustflags_var("x86_64-unknown-linux-musl"),

@@ -60,6 +60,7 @@ pub fn config(server: reqwest::Url, state_dir: Option<&Path>) -> ControlConfig {
         shutdown_grace: Duration::from_millis(500),
         registration_token: None,
         deregister_timeout: Duration::from_millis(500),
+        ca_cert: None,
     }
 }
 

@@ -78,7 +78,7 @@ pub async fn post_json(app: &Router, body: impl Into<Body>, from: SocketAddr) ->
 /// `POST {base}/api/v1/register` over HTTP to a running server; asserts 200
 /// and returns the stored entry.
 pub async fn register_http(base: &str, body: String) -> serde_json::Value {
-    let r = reqwest::Client::new()
+    let r = crate::support::http()
         .post(format!("{base}/api/v1/register"))
         .header("content-type", "application/json")
         .body(body)
@@ -91,7 +91,12 @@ pub async fn register_http(base: &str, body: String) -> serde_json::Value {
 
 /// `GET url` over HTTP, as text.
 pub async fn get_text(url: String) -> String {
-    reqwest::get(url).await.unwrap().text().await.unwrap()
+    crate::support::get(url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// `GET url` over HTTP, as JSON.

@@ -16,11 +16,23 @@ pub struct Influxd {
     child: Child,
     dir: PathBuf,
     pub http: SocketAddr,
+    /// The admin user and password of an instance with authentication on.
+    admin: Option<(String, String)>,
 }
 
 impl Influxd {
     /// Starts one, or returns `None` (test skipped) when `influxd` is missing.
     pub async fn start(test: &str) -> Option<Influxd> {
+        Self::start_with(test, None).await
+    }
+
+    /// Starts one with authentication on and `admin` (user, password) as
+    /// its admin user.
+    pub async fn start_with_auth(test: &str, admin: (&str, &str)) -> Option<Influxd> {
+        Self::start_with(test, Some((admin.0.to_owned(), admin.1.to_owned()))).await
+    }
+
+    async fn start_with(test: &str, admin: Option<(String, String)>) -> Option<Influxd> {
         if Command::new("influxd").arg("version").output().is_err() {
             cannot_run(
                 test,
@@ -51,12 +63,14 @@ bind-address = "127.0.0.1:{rpc}"
   enabled = true
   bind-address = "{http}"
   log-enabled = false
+  auth-enabled = {auth}
 [monitor]
   store-enabled = false
 [continuous_queries]
   enabled = false
 "#,
-            d = dir.display()
+            d = dir.display(),
+            auth = admin.is_some(),
         );
         let conf = dir.join("influxdb.conf");
         std::fs::write(&conf, config).unwrap();
@@ -69,8 +83,18 @@ bind-address = "127.0.0.1:{rpc}"
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("{test}: cannot start influxd: {e}"));
-        let influxd = Influxd { child, dir, http };
+        let influxd = Influxd {
+            child,
+            dir,
+            http,
+            admin: admin.clone(),
+        };
         influxd.wait_ready().await;
+        if let Some((user, pass)) = &admin {
+            // With no user yet, InfluxDB lets anyone create the first admin.
+            let q = format!("CREATE USER \"{user}\" WITH PASSWORD '{pass}' WITH ALL PRIVILEGES");
+            influxd.query("", &q).await;
+        }
         Some(influxd)
     }
 
@@ -79,7 +103,7 @@ bind-address = "127.0.0.1:{rpc}"
     }
 
     async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
+        let client = crate::support::http();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = client.get(format!("{}/ping", self.url())).send().await
@@ -101,7 +125,11 @@ bind-address = "127.0.0.1:{rpc}"
         url.query_pairs_mut()
             .append_pair("db", db)
             .append_pair("q", q);
-        let r = reqwest::Client::new().post(url).send().await.unwrap();
+        let mut request = crate::support::http().post(url);
+        if let Some((user, pass)) = &self.admin {
+            request = request.basic_auth(user, Some(pass));
+        }
+        let r = request.send().await.unwrap();
         assert!(r.status().is_success(), "query {q}: {}", r.status());
         r.json().await.unwrap()
     }
