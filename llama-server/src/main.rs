@@ -99,21 +99,12 @@ struct Cli {
     #[arg(long, env = "LLAMA_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     max_connections: usize,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key); reread
-    /// with the key on SIGHUP. Unset: plain HTTP.
-    #[arg(
-        long,
-        env = "LLAMA_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
+    /// with the key on SIGHUP. Unset: plain HTTP. Either of the two may come
+    /// from the config file instead; both or neither must be set in the end.
+    #[arg(long, env = "LLAMA_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(
-        long,
-        env = "LLAMA_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
+    #[arg(long, env = "LLAMA_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
     /// InfluxDB host; the scraper runs when set.
     #[arg(long, env = "INFLUXDB_HOST", default_value = "")]

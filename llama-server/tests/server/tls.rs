@@ -330,6 +330,21 @@ fn bad_certificate_files_fail_at_start_with_a_message() {
             + &String::from_utf8_lossy(&out.stdout);
         assert_contains(&text, &["--tls-key", needle]);
     }
+    // A certificate without a key (from flags, environment and file alike)
+    // is refused too.
+    let out = Command::new(BIN)
+        .env_clear()
+        .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_contains(
+        &String::from_utf8_lossy(&out.stderr),
+        &["--tls-cert and --tls-key", "go together"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
