@@ -53,13 +53,7 @@ pub async fn register(
             resp
         }
         Err(err) => {
-            state
-                .metrics
-                .rejected
-                .get_or_create(&StatusLabel {
-                    status: err.status.as_u16(),
-                })
-                .inc();
+            count_refusal(&state, &err);
             state.access.log_refusal(&err);
             tracing::debug!(%client, %err, "registration refused");
             err.into_response()
@@ -103,6 +97,17 @@ async fn register_inner(
         .into_response())
 }
 
+/// Counts a refused registry change by its status (`/metrics`).
+fn count_refusal(state: &AppState, err: &ApiError) {
+    state
+        .metrics
+        .rejected
+        .get_or_create(&StatusLabel {
+            status: err.status.as_u16(),
+        })
+        .inc();
+}
+
 /// Parses an entry id as the API writes it (`10.0.0.1:8100`,
 /// `[2001:db8::1]:8100`); IPv4-mapped IPv6 is the IPv4 address.
 fn parse_id(s: &str) -> Result<Id, ApiError> {
@@ -124,13 +129,7 @@ pub async fn unregister(
     match unregister_inner(&state, peer, &headers, &id).await {
         Ok(resp) => resp,
         Err(err) => {
-            state
-                .metrics
-                .rejected
-                .get_or_create(&StatusLabel {
-                    status: err.status.as_u16(),
-                })
-                .inc();
+            count_refusal(&state, &err);
             tracing::debug!(%peer, %err, "deletion refused");
             err.into_response()
         }
