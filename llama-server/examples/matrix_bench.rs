@@ -126,6 +126,8 @@ fn agent_body(src: usize) -> String {
                     })
                     .collect(),
                 rtt_buckets: Default::default(),
+                hops: Some(2),
+                hop_changes: 0,
             }
         })
         .collect();

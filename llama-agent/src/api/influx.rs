@@ -8,7 +8,8 @@
 //!
 //! Measurement `raw_stats`, one point per path: the original four fields
 //! (`loss` %, `lost`, `rtt` mean ms, `sent`) first, in their original order,
-//! then the statistics added since, all with fixed names. Tags: the target's
+//! then the statistics added since, all with fixed names (`hops` only when
+//! the interval has a hop count). Tags: the target's
 //! tags plus `src_ip`/`dst_ip`, sorted; as in the original a target tag of
 //! the same name wins over the computed one.
 //!
@@ -41,24 +42,29 @@ fn string(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
 }
 
-/// The fields of one point, in output order.
-pub fn fields(s: &PathSummary) -> [(&'static str, f64); 14] {
+/// The fields of one point, in output order. `hops` is left out when the
+/// interval has no hop count (no reply told one), never written as 0.
+pub fn fields(s: &PathSummary) -> impl Iterator<Item = (&'static str, f64)> {
     [
-        ("loss", s.loss_pct),
-        ("lost", s.lost as f64),
-        ("rtt", s.rtt_mean_ms),
-        ("sent", s.sent as f64),
-        ("rtt_min", s.rtt_min_ms),
-        ("rtt_max", s.rtt_max_ms),
-        ("rtt_p50", s.rtt_p50_ms),
-        ("rtt_p90", s.rtt_p90_ms),
-        ("rtt_p99", s.rtt_p99_ms),
-        ("jitter", s.jitter_ms),
-        ("late", s.late as f64),
-        ("duplicates", s.duplicates as f64),
-        ("unexpected", s.unexpected as f64),
-        ("send_errors", s.send_errors as f64),
+        ("loss", Some(s.loss_pct)),
+        ("lost", Some(s.lost as f64)),
+        ("rtt", Some(s.rtt_mean_ms)),
+        ("sent", Some(s.sent as f64)),
+        ("rtt_min", Some(s.rtt_min_ms)),
+        ("rtt_max", Some(s.rtt_max_ms)),
+        ("rtt_p50", Some(s.rtt_p50_ms)),
+        ("rtt_p90", Some(s.rtt_p90_ms)),
+        ("rtt_p99", Some(s.rtt_p99_ms)),
+        ("jitter", Some(s.jitter_ms)),
+        ("late", Some(s.late as f64)),
+        ("duplicates", Some(s.duplicates as f64)),
+        ("unexpected", Some(s.unexpected as f64)),
+        ("send_errors", Some(s.send_errors as f64)),
+        ("hops", s.hops.map(f64::from)),
+        ("hop_changes", Some(s.hop_changes as f64)),
     ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, v?)))
 }
 
 /// The fields of one flow point, in output order (sorted, as Go sorted them).
@@ -129,12 +135,7 @@ pub fn render(p: &Published) -> String {
     for s in &p.paths {
         let (src, dst) = (s.src_ip.to_string(), s.dst_ip.to_string());
         sep(&mut out);
-        point(
-            &mut out,
-            fields(s).into_iter(),
-            &path_tags(s, &src, &dst),
-            MEASUREMENT,
-        );
+        point(&mut out, fields(s), &path_tags(s, &src, &dst), MEASUREMENT);
     }
     for s in &p.paths {
         let (src, dst) = (s.src_ip.to_string(), s.dst_ip.to_string());

@@ -323,7 +323,7 @@ impl Engine {
                     .unwrap_or(if user_clock { fallback } else { realtime_ns() });
                 match self
                     .inflight
-                    .on_reply(p.signature, d.from, rx, &mut self.paths)
+                    .on_reply(p.signature, d.from, rx, d.ttl, &mut self.paths)
                 {
                     ReplyOutcome::Answered(_) => {
                         m.replies.inc();

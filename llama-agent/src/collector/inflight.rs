@@ -223,12 +223,15 @@ impl InFlight {
             .insert(sent_mono_ns.saturating_add(timeout_ns), (idx, generation));
     }
 
-    /// Matches a reply and books its outcome on its path.
+    /// Matches a reply and books its outcome on its path; `ttl` is the TTL /
+    /// hop limit it arrived with (a reply answered in time books its hop
+    /// count).
     pub fn on_reply(
         &mut self,
         sig: &[u8],
         from: Option<SocketAddr>,
         rx_real_ns: u64,
+        ttl: Option<u8>,
         paths: &mut Paths,
     ) -> ReplyOutcome {
         if sig.len() != SIGNATURE_LEN {
@@ -252,7 +255,9 @@ impl InFlight {
                 let rtt = rx_real_ns.saturating_sub(rec.sent_real_ns);
                 if rtt <= rec.timeout_ns {
                     rec.phase = Phase::Answered;
-                    paths.acc(rec.path).reply(rec.flow, rtt);
+                    let acc = paths.acc(rec.path);
+                    acc.reply(rec.flow, rtt);
+                    acc.reply_ttl(rec.flow, ttl);
                     ReplyOutcome::Answered(rtt)
                 } else {
                     // Came after its timeout, before the wheel noticed.
@@ -407,11 +412,11 @@ mod tests {
         assert!(t.capacity() < 100_000, "capacity {}", t.capacity());
         assert_eq!(t.len(), 2);
         assert_eq!(
-            t.on_reply(&sig_a, Some(dst), MS, &mut paths),
+            t.on_reply(&sig_a, Some(dst), MS, None, &mut paths),
             ReplyOutcome::Answered(MS)
         );
         assert_eq!(
-            t.on_reply(&sig_gone, Some(other), MS, &mut paths),
+            t.on_reply(&sig_gone, Some(other), MS, None, &mut paths),
             ReplyOutcome::Unknown
         );
         // b is still pending and times out on schedule.
@@ -426,11 +431,11 @@ mod tests {
         let (mut t, mut p, path, dst) = setup();
         let sig = send(&mut t, &mut p, path, dst, 1, 0);
         assert_eq!(
-            t.on_reply(&sig, Some(dst), 1_000 * MS + 3 * MS, &mut p),
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 3 * MS, None, &mut p),
             ReplyOutcome::Answered(3 * MS)
         );
         assert_eq!(
-            t.on_reply(&sig, Some(dst), 1_000 * MS + 4 * MS, &mut p),
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 4 * MS, None, &mut p),
             ReplyOutcome::Duplicate
         );
         assert_eq!(
@@ -442,7 +447,7 @@ mod tests {
         t.expire(1_200 * MS, &mut p);
         assert!(t.is_empty());
         assert_eq!(
-            t.on_reply(&sig, Some(dst), 1_000 * MS, &mut p),
+            t.on_reply(&sig, Some(dst), 1_000 * MS, None, &mut p),
             ReplyOutcome::Unknown
         );
         let s = p.acc(path).take().unwrap();
@@ -455,11 +460,11 @@ mod tests {
         let sig = send(&mut t, &mut p, path, dst, 2, 0);
         assert_eq!(t.expire(100 * MS, &mut p), 1);
         assert_eq!(
-            t.on_reply(&sig, Some(dst), 1_000 * MS + 150 * MS, &mut p),
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 150 * MS, None, &mut p),
             ReplyOutcome::Late
         );
         assert_eq!(
-            t.on_reply(&sig, Some(dst), 1_000 * MS + 160 * MS, &mut p),
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 160 * MS, None, &mut p),
             ReplyOutcome::Duplicate
         );
         let s = p.acc(path).take().unwrap();
@@ -471,7 +476,7 @@ mod tests {
         let (mut t, mut p, path, dst) = setup();
         let sig = send(&mut t, &mut p, path, dst, 3, 0);
         assert_eq!(
-            t.on_reply(&sig, Some(dst), 1_000 * MS + 101 * MS, &mut p),
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 101 * MS, None, &mut p),
             ReplyOutcome::Late
         );
         assert_eq!(t.expire(100 * MS, &mut p), 0, "already booked lost");
@@ -485,7 +490,7 @@ mod tests {
         let sig = send(&mut t, &mut p, path, dst, 4, 0);
         let other: SocketAddr = "10.0.0.9:8100".parse().unwrap();
         assert_eq!(
-            t.on_reply(&sig, Some(other), 1_000 * MS + MS, &mut p),
+            t.on_reply(&sig, Some(other), 1_000 * MS + MS, None, &mut p),
             ReplyOutcome::Unexpected
         );
         assert_eq!(
@@ -497,13 +502,40 @@ mod tests {
         assert_eq!((s.sent, s.lost, s.unexpected), (1, 1, 1));
         // Signatures that are not ours, or mangled, are unknown.
         assert_eq!(
-            t.on_reply(&[0; 10], Some(dst), 0, &mut p),
+            t.on_reply(&[0; 10], Some(dst), 0, None, &mut p),
             ReplyOutcome::Unknown
         );
         assert_eq!(
-            t.on_reply(&sig[..9], Some(dst), 0, &mut p),
+            t.on_reply(&sig[..9], Some(dst), 0, None, &mut p),
             ReplyOutcome::Unknown
         );
+    }
+
+    #[test]
+    fn only_replies_in_time_book_their_hop_count() {
+        let (mut t, mut p, path, dst) = setup();
+        let answered = send(&mut t, &mut p, path, dst, 7, 0);
+        let late = send(&mut t, &mut p, path, dst, 8, 0);
+        let ttl = Some(63);
+        assert_eq!(
+            t.on_reply(&answered, Some(dst), 1_000 * MS + MS, ttl, &mut p),
+            ReplyOutcome::Answered(MS)
+        );
+        // A duplicate, a late reply and one from the wrong address do not
+        // count: each with another TTL would otherwise be a change.
+        let other: SocketAddr = "10.0.0.9:8100".parse().unwrap();
+        for (sig, from, at_ms, outcome) in [
+            (answered, dst, 2, ReplyOutcome::Duplicate),
+            (late, other, 3, ReplyOutcome::Unexpected),
+            (late, dst, 150, ReplyOutcome::Late),
+        ] {
+            assert_eq!(
+                t.on_reply(&sig, Some(from), 1_000 * MS + at_ms * MS, Some(60), &mut p),
+                outcome
+            );
+        }
+        let s = p.acc(path).take().unwrap();
+        assert_eq!((s.hops, s.hop_changes), (Some(1), 0));
     }
 
     #[test]
@@ -521,7 +553,7 @@ mod tests {
         let sig = send(&mut t, &mut p, path, dst, 6, 10_000);
         t.expire(10_050 * MS, &mut p);
         assert_eq!(
-            t.on_reply(&sig, Some(dst), 1_000 * MS + 10_060 * MS, &mut p),
+            t.on_reply(&sig, Some(dst), 1_000 * MS + 10_060 * MS, None, &mut p),
             ReplyOutcome::Answered(60 * MS)
         );
     }

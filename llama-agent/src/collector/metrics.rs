@@ -8,7 +8,10 @@
 //! interval from the interval's summary, so they count exactly what the
 //! summaries count; a path's series exist (at zero) from the first interval
 //! it is configured in, and are removed in the interval in which the path
-//! stops being measured, or when its tags change.
+//! stops being measured, or when its tags change. Beside them, with the same
+//! labels: the gauge `llama_collector_target_hops` (the last interval's hop
+//! count; absent while the path has none, never a made-up 0) and the counter
+//! `llama_collector_target_hop_changes_total`.
 
 pub mod histogram;
 
@@ -104,6 +107,8 @@ pub struct Metrics {
     pub target_sent: Family<TargetLabels, Counter>,
     pub target_lost: Family<TargetLabels, Counter>,
     pub target_rtt: Family<TargetLabels, RttHistogram>,
+    pub target_hops: Family<TargetLabels, Gauge>,
+    pub target_hop_changes: Family<TargetLabels, Counter>,
     /// The label sets of the growing series now exported.
     target_series: Mutex<HashSet<TargetLabels>>,
 }
@@ -136,6 +141,8 @@ impl Metrics {
             target_sent: Family::default(),
             target_lost: Family::default(),
             target_rtt: Family::default(),
+            target_hops: Family::default(),
+            target_hop_changes: Family::default(),
             target_series: Mutex::default(),
         };
         r.register("probes_sent", "Probes sent", m.probes_sent.clone());
@@ -245,6 +252,17 @@ impl Metrics {
             "RTT of the replies that came back in time",
             m.target_rtt.clone(),
         );
+        r.register(
+            "target_hops",
+            "Routers the replies from the path's target crossed (64 - TTL) in the last interval, \
+             the value most replies had; absent when no reply had one",
+            m.target_hops.clone(),
+        );
+        r.register(
+            "target_hop_changes",
+            "Replies whose hop count differed from the previous reply of the same flow (source port)",
+            m.target_hop_changes.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -263,6 +281,18 @@ impl Metrics {
             self.target_sent.get_or_create(&l).inc_by(s.sent);
             self.target_lost.get_or_create(&l).inc_by(s.lost);
             self.target_rtt.get_or_create(&l).add(&s.rtt_buckets);
+            self.target_hop_changes
+                .get_or_create(&l)
+                .inc_by(s.hop_changes);
+            match s.hops {
+                Some(h) => {
+                    self.target_hops.get_or_create(&l).set(i64::from(h));
+                }
+                // No reply told: an old value would be a wrong one.
+                None => {
+                    self.target_hops.remove(&l);
+                }
+            }
             published.insert(l);
         }
         let live = live.unwrap_or_else(|| published.clone());
@@ -273,12 +303,15 @@ impl Metrics {
             self.target_sent.remove(gone);
             self.target_lost.remove(gone);
             self.target_rtt.remove(gone);
+            self.target_hops.remove(gone);
+            self.target_hop_changes.remove(gone);
         }
         for l in live.difference(&series) {
             // Created at zero, so that `rate` sees the first increase.
             drop(self.target_sent.get_or_create(l));
             drop(self.target_lost.get_or_create(l));
             drop(self.target_rtt.get_or_create(l));
+            drop(self.target_hop_changes.get_or_create(l));
         }
         *series = live;
         drop(series);
@@ -373,5 +406,66 @@ mod tests {
         assert!(t.contains("dst_name=\"b\""), "{t}");
         m.publish(&[], Some(HashSet::new()));
         assert!(!text(&m).contains("dst_name="), "unconfigured: gone");
+    }
+
+    #[test]
+    fn hop_series_follow_the_summaries_and_go_with_the_target() {
+        use std::sync::Arc;
+
+        use crate::collector::summary::{Flow, PathAcc, PathKey};
+
+        let tags = BTreeMap::from([
+            ("dst_name".to_owned(), "a".to_owned()),
+            ("group".to_owned(), "g".to_owned()),
+        ]);
+        let key = PathKey {
+            src: [10, 0, 0, 1].into(),
+            dst: [10, 0, 0, 2].into(),
+        };
+        let mut acc = PathAcc::new(key, Arc::new(tags));
+        let summary = |acc: &mut PathAcc, ttls: &[u8]| {
+            for &ttl in ttls {
+                acc.reply(Flow::default(), 1_000);
+                acc.reply_ttl(Flow::default(), Some(ttl));
+            }
+            acc.lost(Flow::default());
+            acc.take().expect("a summary")
+        };
+        let m = Metrics::new("test", "test");
+        let series = "{src=\"10.0.0.1\",dst=\"10.0.0.2\",dst_name=\"a\",group=\"g\"}";
+        let (hops, changes) = (
+            format!("llama_collector_target_hops{series}"),
+            format!("llama_collector_target_hop_changes_total{series}"),
+        );
+        m.publish(&[], Some(HashSet::from([labels("a")])));
+        let t = text(&m);
+        assert!(t.contains(&format!("{changes} 0")), "{t}");
+        assert!(!t.contains(&hops), "no hop count before a reply: {t}");
+        m.publish(&[summary(&mut acc, &[64, 64])], None);
+        let t = text(&m);
+        assert!(t.contains(&format!("{hops} 0")), "{t}");
+        assert!(t.contains(&format!("{changes} 0")), "{t}");
+        m.publish(&[summary(&mut acc, &[63, 62, 62])], None);
+        let t = text(&m);
+        assert!(t.contains(&format!("{hops} 2")), "{t}");
+        assert!(t.contains(&format!("{changes} 2")), "{t}");
+        // 23 growing series per path (docs/agent-api.md): 3 counters, 19
+        // for the histogram and the hops gauge.
+        let series = t
+            .lines()
+            .filter(|l| l.starts_with("llama_collector_target_"))
+            .count();
+        assert_eq!(series, 23, "{t}");
+        // An interval without a usable TTL: the gauge goes, the counter stays.
+        m.publish(&[summary(&mut acc, &[])], None);
+        let t = text(&m);
+        assert!(!t.contains(&hops), "{t}");
+        assert!(t.contains(&format!("{changes} 2")), "{t}");
+        m.publish(&[summary(&mut acc, &[62])], None);
+        assert!(text(&m).contains(&format!("{hops} 2")));
+        // The target leaves: both go.
+        m.publish(&[], Some(HashSet::new()));
+        let t = text(&m);
+        assert!(!t.contains("llama_collector_target_hop"), "{t}");
     }
 }

@@ -1,6 +1,6 @@
 //! Batched receive of replies: [`crate::net::mmsg`] with the kernel receive
-//! timestamp and the reply's TOS / traffic class read from the control
-//! messages. One batch is reused for every socket and every call.
+//! timestamp, the reply's TOS / traffic class and its TTL / hop limit read
+//! from the control messages. One batch is reused for every socket and every call.
 
 use std::{io, net::SocketAddr, os::fd::RawFd};
 
@@ -23,6 +23,8 @@ pub struct Datagram<'a> {
     pub rx_ns: Option<u64>,
     /// The IP TOS / IPv6 traffic class the datagram arrived with.
     pub tos: Option<u8>,
+    /// The IP TTL / IPv6 hop limit the datagram arrived with.
+    pub ttl: Option<u8>,
     pub truncated: bool,
 }
 
@@ -54,9 +56,11 @@ impl RecvBatch {
     pub fn get(&self, i: usize) -> Datagram<'_> {
         let mut rx_ns = None;
         let mut tos = None;
+        let mut ttl = None;
         for c in self.0.cmsgs(i) {
             rx_ns = c.rx_timestamp_ns().or(rx_ns);
             tos = c.tos().or(tos);
+            ttl = c.ttl().or(ttl);
         }
         Datagram {
             payload: self.0.payload(i),
@@ -66,6 +70,7 @@ impl RecvBatch {
                 .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port())),
             rx_ns,
             tos,
+            ttl,
             truncated: self.0.truncated(i),
         }
     }

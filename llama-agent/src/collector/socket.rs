@@ -1,7 +1,7 @@
 //! Probe sockets: one UDP socket per `ports` entry × `count`, bound to the
-//! configured `ip:port` with the port's TOS, kernel receive timestamps and
-//! IP_RECVTOS, plus the route lookup that names the local address a probe
-//! leaves from.
+//! configured `ip:port` with the port's TOS, kernel receive timestamps,
+//! IP_RECVTOS and IP_RECVTTL (their IPv6 counterparts on IPv6 sockets), plus
+//! the route lookup that names the local address a probe leaves from.
 //!
 //! A socket bound to a wildcard address (`0.0.0.0` or `::`) is created as a
 //! dual-stack IPv6 socket, as Go's `ListenUDP` did for the original
@@ -16,7 +16,7 @@ use std::{
 
 use nix::sys::socket::{
     TimestampingFlag, setsockopt,
-    sockopt::{RcvBufForce, ReceiveTimestampns, SndBufForce, Timestamping},
+    sockopt::{Ipv4RecvTtl, RcvBufForce, ReceiveTimestampns, SndBufForce, Timestamping},
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -130,6 +130,7 @@ impl ProbeSocket {
             sock.set_tos_v4(tos)?;
             sock.set_recv_tos_v4(true)?;
         }
+        enable_recv_ttl(&sock, is_v6, !is_v6 || spec.ip.is_unspecified())?;
         let rx_clock = enable_rx_timestamps(&sock);
         let local = sock
             .local_addr()?
@@ -210,6 +211,19 @@ pub fn detect_rx_clock() -> RxClock {
         Ok(s) => enable_rx_timestamps(&s),
         Err(_) => RxClock::UserClock,
     }
+}
+
+/// Asks for each reply's TTL / hop limit (the path's hop count is 64 minus
+/// it): IPV6_RECVHOPLIMIT on an IPv6 socket, IP_RECVTTL where IPv4 arrives
+/// (an IPv4 socket, or a dual-stack one receiving IPv4-mapped replies).
+fn enable_recv_ttl(sock: &Socket, v6: bool, v4: bool) -> io::Result<()> {
+    if v6 {
+        sock.set_recv_hoplimit_v6(true)?;
+    }
+    if v4 {
+        setsockopt(sock, Ipv4RecvTtl, &true)?;
+    }
+    Ok(())
 }
 
 /// Turns on the best kernel receive timestamp available.

@@ -6,6 +6,16 @@
 //! published at a boundary therefore covers the probes sent in the interval
 //! that resolved before it closed, and a probe still in flight at the
 //! boundary is booked in the next one. No probe is dropped from the books.
+//!
+//! Hop counts: both reflectors answer with a fresh TTL / hop limit of
+//! [`REFLECTOR_TTL`], so a reply that arrives with TTL `t` crossed
+//! `64 - t` routers on its way back (0: same L2 segment). An interval's
+//! `hops` is the hop count most of its replies came back with (the smaller
+//! one on a tie), so that flows spread over ECMP paths of different lengths
+//! give a steady value. `hop_changes` counts, per flow (source port), the
+//! replies whose hop count differs from the previous reply of the same flow,
+//! across interval boundaries too: a route flap shows as changes, while
+//! flows that take different (but stable) ECMP paths do not.
 
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
@@ -15,6 +25,16 @@ use super::metrics::histogram::RttCounts;
 
 /// Highest RTT the histogram tracks (larger values are clamped to it).
 const HIST_MAX_NS: u64 = 60_000_000_000;
+
+/// The TTL / hop limit both reflectors send their replies with.
+pub const REFLECTOR_TTL: u8 = 64;
+
+/// The routers a reply crossed, from the TTL / hop limit it arrived with;
+/// `None` for a TTL above [`REFLECTOR_TTL`] (a reflector that starts from
+/// another value: no hop count rather than a wrong one).
+pub fn hop_count(ttl: u8) -> Option<u8> {
+    REFLECTOR_TTL.checked_sub(ttl)
+}
 
 /// Tags attached to a path's summaries.
 pub type Tags = Arc<BTreeMap<String, String>>;
@@ -39,6 +59,9 @@ struct PortAcc {
     flow: Flow,
     sent: u64,
     lost: u64,
+    /// The hop count of the flow's last reply that had one, kept across
+    /// intervals; forgotten when the flow's source port changes.
+    last_hops: Option<u8>,
 }
 
 /// The running books of one path for the open interval.
@@ -63,6 +86,10 @@ pub struct PathAcc {
     jitter_sum_ns: u128,
     jitter_pairs: u64,
     ports: Vec<PortAcc>,
+    /// Replies of the interval per hop count: (hops, replies), in order of
+    /// first appearance (one entry per distinct path length, so few).
+    hop_replies: Vec<(u8, u32)>,
+    hop_changes: u64,
 }
 
 /// One published per-path summary (one `/influxdata` point).
@@ -96,6 +123,12 @@ pub struct PathSummary {
     /// The RTTs of the replies in the Prometheus histogram's buckets
     /// (`sent - lost` of them).
     pub rtt_buckets: RttCounts,
+    /// Routers the replies crossed (`64 - TTL`), the value most replies of
+    /// the interval had (the smaller on a tie); `None` when no reply had one.
+    pub hops: Option<u8>,
+    /// Replies whose hop count differed from the previous reply of the same
+    /// flow (source port), in this interval or the one before.
+    pub hop_changes: u64,
 }
 
 /// Sent and lost probes of one flow (source port) on a path.
@@ -150,6 +183,8 @@ impl PathAcc {
             jitter_sum_ns: 0,
             jitter_pairs: 0,
             ports: Vec::new(),
+            hop_replies: Vec::new(),
+            hop_changes: 0,
         }
     }
 
@@ -162,11 +197,16 @@ impl PathAcc {
                     flow,
                     sent: 0,
                     lost: 0,
+                    last_hops: None,
                 });
                 self.ports.len() - 1
             }
         };
         let acc = &mut self.ports[i];
+        if acc.flow.src_port != flow.src_port {
+            // A new source port may hash onto another ECMP path.
+            acc.last_hops = None;
+        }
         // A socket replaced by a reconfiguration keeps its index.
         acc.flow.src_port = flow.src_port;
         acc
@@ -187,6 +227,34 @@ impl PathAcc {
             self.jitter_pairs += 1;
         }
         self.last_rtt_ns = Some(rtt_ns);
+    }
+
+    /// The TTL / hop limit that the reply [`reply`](Self::reply) just
+    /// booked for `flow` arrived with (`None`: unknown). A TTL above
+    /// [`REFLECTOR_TTL`] is ignored.
+    pub fn reply_ttl(&mut self, flow: Flow, ttl: Option<u8>) {
+        let Some(hops) = ttl.and_then(hop_count) else {
+            return;
+        };
+        match self.hop_replies.iter_mut().find(|(h, _)| *h == hops) {
+            Some((_, n)) => *n += 1,
+            None => self.hop_replies.push((hops, 1)),
+        }
+        let port = self.port(flow);
+        let changed = port.last_hops.is_some_and(|last| last != hops);
+        port.last_hops = Some(hops);
+        if changed {
+            self.hop_changes += 1;
+        }
+    }
+
+    /// The interval's hop count: the one most replies had, the smaller on
+    /// a tie.
+    fn hops(&self) -> Option<u8> {
+        self.hop_replies
+            .iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|&(h, _)| h)
     }
 
     /// A probe lost (no reply within its timeout).
@@ -281,7 +349,11 @@ impl PathAcc {
             send_errors: self.send_errors,
             ports,
             rtt_buckets: self.rtt_buckets,
+            hops: self.hops(),
+            hop_changes: self.hop_changes,
         };
+        self.hop_replies.clear();
+        self.hop_changes = 0;
         self.rtt_buckets = RttCounts::default();
         self.sent = 0;
         self.lost = 0;
@@ -382,6 +454,96 @@ mod tests {
             (s.sent, s.lost, s.loss_pct, s.rtt_mean_ms, s.rtt_p99_ms),
             (7, 7, 100.0, 0.0, 0.0)
         );
+    }
+
+    fn flow(index: u16) -> Flow {
+        Flow {
+            index,
+            src_port: 4000 + index,
+        }
+    }
+
+    /// Books a reply on `flow` that arrived with `ttl`.
+    fn reply_with(a: &mut PathAcc, flow: Flow, ttl: Option<u8>) {
+        a.reply(flow, 1_000_000);
+        a.reply_ttl(flow, ttl);
+    }
+
+    #[test]
+    fn hop_count_is_64_minus_ttl_and_absent_above_64() {
+        assert_eq!(REFLECTOR_TTL, 64);
+        assert_eq!(hop_count(64), Some(0), "same L2 segment");
+        assert_eq!(hop_count(63), Some(1));
+        assert_eq!(hop_count(0), Some(64));
+        assert_eq!(hop_count(65), None);
+        assert_eq!(hop_count(255), None, "a reflector starting from 255");
+        assert_eq!(
+            i32::from(REFLECTOR_TTL),
+            crate::reflector::userspace::mmsg::REPLY_TTL,
+            "the userspace reflector's reply TTL"
+        );
+    }
+
+    #[test]
+    fn hops_is_the_most_common_hop_count_of_the_interval() {
+        let mut a = acc();
+        for ttl in [63, 62, 63, 61] {
+            reply_with(&mut a, flow(0), Some(ttl));
+        }
+        let s = a.take().unwrap();
+        assert_eq!(s.hops, Some(1), "two of four replies crossed one router");
+        // A tie goes to the shorter path; TTLs above 64 and replies without
+        // a TTL count for nothing.
+        for ttl in [Some(61), Some(62), Some(62), Some(61), Some(128), None] {
+            reply_with(&mut a, flow(0), ttl);
+        }
+        assert_eq!(a.take().unwrap().hops, Some(2));
+        // No usable TTL in the interval: no hop count, not 0.
+        reply_with(&mut a, flow(0), Some(255));
+        reply_with(&mut a, flow(0), None);
+        a.lost(flow(0));
+        let s = a.take().unwrap();
+        assert_eq!((s.hops, s.hop_changes), (None, 0));
+        a.lost(flow(0));
+        assert_eq!(a.take().unwrap().hops, None, "everything lost");
+    }
+
+    #[test]
+    fn hop_changes_are_counted_per_flow_and_across_intervals() {
+        let mut a = acc();
+        // Two flows on ECMP paths of different lengths, interleaved: no change.
+        for _ in 0..3 {
+            reply_with(&mut a, flow(0), Some(63));
+            reply_with(&mut a, flow(1), Some(61));
+        }
+        let s = a.take().unwrap();
+        assert_eq!(s.hop_changes, 0, "ECMP spread is not a flap");
+        assert_eq!(s.hops, Some(1), "3 replies each: the smaller");
+        // Flow 0's route changes to 2 hops in this interval...
+        reply_with(&mut a, flow(0), Some(62));
+        reply_with(&mut a, flow(0), Some(62));
+        reply_with(&mut a, flow(1), Some(61));
+        assert_eq!(a.take().unwrap().hop_changes, 1);
+        // ... and back at the first reply of the next: compared with the
+        // previous interval's last value.
+        reply_with(&mut a, flow(0), Some(63));
+        // Replies without a usable TTL neither count nor break the chain.
+        reply_with(&mut a, flow(0), None);
+        reply_with(&mut a, flow(0), Some(200));
+        reply_with(&mut a, flow(0), Some(62));
+        let s = a.take().unwrap();
+        assert_eq!(s.hop_changes, 2, "2 -> 1 at the boundary, then 1 -> 2");
+        assert_eq!(s.hops, Some(1), "a tie of 1 and 2: the smaller");
+        // A new source port for flow 0 (its socket was replaced) may take
+        // another ECMP path: its first reply is not a change.
+        let moved = Flow {
+            index: 0,
+            src_port: 5000,
+        };
+        reply_with(&mut a, moved, Some(60));
+        reply_with(&mut a, moved, Some(60));
+        let s = a.take().unwrap();
+        assert_eq!((s.hops, s.hop_changes), (Some(4), 0));
     }
 
     #[test]

@@ -16,8 +16,10 @@ use std::{
 use super::timespec_ns;
 
 /// Words of control space per datagram: room for a receive timestamp
-/// (`scm_timestamping`, three timespecs), the TOS / traffic class and the
-/// packet info the kernel adds, or for the three messages a reply carries.
+/// (`scm_timestamping`, three timespecs), the TOS / traffic class, the TTL /
+/// hop limit and the packet info the kernel adds (at most 152 bytes, see
+/// the `room_for_what_a_probe_socket_receives` test), or for the three
+/// messages a reply carries.
 pub const WORDS: usize = 32;
 
 /// One datagram's control space.
@@ -88,6 +90,18 @@ impl Cmsg<'_> {
         match (self.level, self.kind) {
             (libc::IPPROTO_IP, libc::IP_TOS) => self.data.first().copied(),
             (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => self.read::<libc::c_int>().map(|t| t as u8),
+            _ => None,
+        }
+    }
+
+    /// The IP TTL (`IP_TTL`) or IPv6 hop limit (`IPV6_HOPLIMIT`) the
+    /// datagram arrived with: both an int, 0–255. A value outside that range
+    /// (never written by a kernel) reads as absent rather than truncated.
+    pub fn ttl(&self) -> Option<u8> {
+        match (self.level, self.kind) {
+            (libc::IPPROTO_IP, libc::IP_TTL) | (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => self
+                .read::<libc::c_int>()
+                .and_then(|t| u8::try_from(t).ok()),
             _ => None,
         }
     }
@@ -212,6 +226,61 @@ mod tests {
             Some((IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 7))
         );
         assert_eq!(got[0].rx_timestamp_ns(), None, "kinds are not confused");
+    }
+
+    #[test]
+    fn ttl_and_hop_limit_read_back_and_reject_bad_data() {
+        let mut buf = [0u64; WORDS];
+        let mut len = put(&mut buf, 0, libc::IPPROTO_IP, libc::IP_TTL, &63i32);
+        len = put(
+            &mut buf,
+            len,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_HOPLIMIT,
+            &1i32,
+        );
+        len = put(&mut buf, len, libc::IPPROTO_IP, libc::IP_TOS, &7u8);
+        len = put(
+            &mut buf,
+            len,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_HOPLIMIT,
+            &255i32,
+        );
+        let got: Vec<Option<u8>> = iter(&buf, len).map(|c| c.ttl()).collect();
+        assert_eq!(
+            got,
+            [Some(63), Some(1), None, Some(255)],
+            "TOS is not a TTL"
+        );
+        assert_eq!(iter(&buf, len).next().and_then(|c| c.tos()), None);
+        // Out of range: absent, not truncated to a wrong hop count.
+        for bad in [256i32, -1, i32::MAX] {
+            let mut buf = [0u64; WORDS];
+            let len = put(&mut buf, 0, libc::IPPROTO_IP, libc::IP_TTL, &bad);
+            assert_eq!(iter(&buf, len).map(|c| c.ttl()).next(), Some(None), "{bad}");
+        }
+        // Too short for an int (a corrupt record): absent.
+        let mut buf = [0u64; WORDS];
+        let len = put(&mut buf, 0, libc::IPPROTO_IP, libc::IP_TTL, &[64u8; 3]);
+        let c = iter(&buf, len).next().expect("one record");
+        assert_eq!((c.data.len(), c.ttl()), (3, None));
+        // Cut off by the length the kernel reported: not read at all.
+        let mut buf = [0u64; WORDS];
+        put(&mut buf, 0, libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, &64i32);
+        assert_eq!(iter(&buf, header_len() + 3).count(), 0);
+    }
+
+    #[test]
+    fn room_for_what_a_probe_socket_receives() {
+        // The most a probe socket is sent per datagram: SO_TIMESTAMPING's
+        // three timespecs, the TOS (a byte for IPv4, an int for IPv6), the
+        // TTL / hop limit and the packet info (the IPv6 one is larger).
+        let most = space(3 * mem::size_of::<libc::timespec>())
+            + space(mem::size_of::<libc::c_int>())
+            + space(mem::size_of::<libc::c_int>())
+            + space(mem::size_of::<libc::in6_pktinfo>().max(mem::size_of::<libc::in_pktinfo>()));
+        assert!(most <= BUFFER_LEN, "{most} > {BUFFER_LEN}");
     }
 
     #[test]

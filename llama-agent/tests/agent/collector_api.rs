@@ -86,6 +86,8 @@ fn known_summary() -> PathSummary {
             }
             c
         },
+        hops: Some(3),
+        hop_changes: 2,
     }
 }
 
@@ -118,6 +120,9 @@ async fn influxdata_is_byte_exact() {
     lost_all.loss_pct = 100.0;
     lost_all.rtt_mean_ms = 0.0;
     lost_all.ports.clear();
+    // No reply, no hop count: the field is left out, not 0.
+    lost_all.hops = None;
+    lost_all.hop_changes = 0;
     state.publish(Published {
         interval_end: 1_764_000_000,
         paths: vec![known_summary(), lost_all],
@@ -126,12 +131,14 @@ async fn influxdata_is_byte_exact() {
     let expected = concat!(
         r#"[{"fields":{"loss":0.000000,"lost":0.000000,"rtt":0.299736,"sent":76.000000,"#,
         r#""rtt_min":0.100000,"rtt_max":1.250000,"rtt_p50":0.299500,"rtt_p90":0.500000,"rtt_p99":1.000000,"#,
-        r#""jitter":0.012346,"late":1.000000,"duplicates":2.000000,"unexpected":0.000000,"send_errors":3.000000},"#,
+        r#""jitter":0.012346,"late":1.000000,"duplicates":2.000000,"unexpected":0.000000,"send_errors":3.000000,"#,
+        r#""hops":3.000000,"hop_changes":2.000000},"#,
         r#""tags":{"dst_ip":"127.0.0.1","name":"llama_server","quote":"a \"b\"","src_ip":"::","src_name":"las2","version":"0.0.1"},"#,
         r#""time":"0001-01-01T00:00:00Z","measurement":"raw_stats"},"#,
         r#"{"fields":{"loss":100.000000,"lost":250.000000,"rtt":0.000000,"sent":250.000000,"#,
         r#""rtt_min":0.100000,"rtt_max":1.250000,"rtt_p50":0.299500,"rtt_p90":0.500000,"rtt_p99":1.000000,"#,
-        r#""jitter":0.012346,"late":1.000000,"duplicates":2.000000,"unexpected":0.000000,"send_errors":3.000000},"#,
+        r#""jitter":0.012346,"late":1.000000,"duplicates":2.000000,"unexpected":0.000000,"send_errors":3.000000,"#,
+        r#""hop_changes":0.000000},"#,
         r#""tags":{"dst_ip":"fd00:11a:a::2","src_ip":"fd00:11a:a::1"},"#,
         r#""time":"0001-01-01T00:00:00Z","measurement":"raw_stats"},"#,
         r#"{"fields":{"loss":0.000000,"lost":0.000000,"sent":38.000000,"src_port":40001.000000},"#,
@@ -215,6 +222,10 @@ async fn metrics_expose_paths_and_collector_counters() {
         "llama_collector_target_rtt_seconds_count{src=\"::\",dst=\"127.0.0.1\",dst_name=\"\",group=\"\"} 76",
         "llama_collector_target_rtt_seconds_bucket{le=\"0.00025\",src=\"::\",dst=\"127.0.0.1\",dst_name=\"\",group=\"\"} 0",
         "llama_collector_target_rtt_seconds_bucket{le=\"0.0005\",src=\"::\",dst=\"127.0.0.1\",dst_name=\"\",group=\"\"} 76",
+        "# TYPE llama_collector_target_hops gauge",
+        "llama_collector_target_hops{src=\"::\",dst=\"127.0.0.1\",dst_name=\"\",group=\"\"} 3",
+        "# TYPE llama_collector_target_hop_changes counter",
+        "llama_collector_target_hop_changes_total{src=\"::\",dst=\"127.0.0.1\",dst_name=\"\",group=\"\"} 2",
         "# EOF",
     ] {
         assert!(body.contains(needle), "missing {needle:?} in:\n{body}");

@@ -10,6 +10,7 @@ mod support;
 mod agent_e2e;
 mod collector_api;
 mod collector_cli;
+mod collector_hops;
 mod collector_loss;
 mod collector_netns;
 mod collector_prometheus;

@@ -281,6 +281,32 @@ mod tests {
     }
 
     #[test]
+    fn every_field_passes_to_influxdb_including_hop_counts() {
+        // What an agent writes (llama_agent::api::influx): the original four
+        // fields, the statistics added since, `hops` when known.
+        let body = r#"[{"fields":{"loss":0.000000,"lost":0.000000,"rtt":0.3,"sent":8.000000,
+            "send_errors":0.000000,"hops":1.000000,"hop_changes":2.000000},
+            "tags":{"dst_ip":"10.0.0.2"},"measurement":"raw_stats"}]"#;
+        let points = convert(points(body.as_bytes()).unwrap(), 7);
+        let fields: Vec<&str> = points[0].fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "hop_changes",
+                "hops",
+                "loss",
+                "lost",
+                "rtt",
+                "send_errors",
+                "sent"
+            ]
+        );
+        let mut line = String::new();
+        assert!(points[0].write_line(&mut line));
+        assert!(line.contains(" hop_changes=2.0,hops=1.0,"), "{line}");
+    }
+
+    #[test]
     fn reads_path_and_flow_reports_leniently() {
         let agent: IpAddr = "10.0.0.9".parse().unwrap();
         let (mut r, n) = reports(agent, BODY.as_bytes()).unwrap();

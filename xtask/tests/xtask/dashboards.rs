@@ -23,16 +23,15 @@ fn dashboards_name_what_the_agents_and_scraper_write() {
         dst: "10.0.0.2".parse().expect("literal"),
     };
     let mut acc = PathAcc::new(key, Arc::new(BTreeMap::new()));
-    acc.reply(
-        Flow {
-            index: 0,
-            src_port: 40000,
-        },
-        1_000_000,
-    );
+    let flow = Flow {
+        index: 0,
+        src_port: 40000,
+    };
+    acc.reply(flow, 1_000_000);
+    // A reply that crossed one router: the hop count is known.
+    acc.reply_ttl(flow, Some(63));
     let summary = acc.take().expect("a summary");
     let fields: BTreeSet<String> = llama_agent::api::influx::fields(&summary)
-        .into_iter()
         .map(|(k, _)| k.to_owned())
         .collect();
     let mut tags: BTreeSet<String> = llama_server::render::SERVER_TAGS.map(str::to_owned).into();

@@ -58,12 +58,18 @@ impl Drop for Guard {
 /// program attaches). Panics if the requested mode cannot start: a test that
 /// asked for XDP must not silently get userspace.
 pub fn start_reflector(ns: &NetNs, mode: Mode, iface: &str, port: u16) -> Guard {
+    start_reflector_on(ns, mode, &[iface], port)
+}
+
+/// [`start_reflector`] with the XDP program on each of `ifaces`.
+pub fn start_reflector_on(ns: &NetNs, mode: Mode, ifaces: &[&str], port: u16) -> Guard {
+    let iface = ifaces.join(",");
     let setup = ReflectorSetup {
         mode: match mode {
             Mode::Xdp => reflector::Mode::XdpSkb,
             Mode::Userspace => reflector::Mode::Userspace,
         },
-        interfaces: vec![iface.to_owned()],
+        interfaces: ifaces.iter().map(|i| (*i).to_owned()).collect(),
         port,
         max_pps: 0,
         allow: AllowSpec::Anyone,
