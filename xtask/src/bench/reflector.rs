@@ -800,11 +800,10 @@ fn render_log(s: &mut String, log: &LogCost) {
     };
     let _ = writeln!(
         s,
-        "\nUnder `repeat` the lines queue up in the ring buffer, so only the first of a round wakes the \
-         agent's reader. A reflector that is not flooded logs lines one at a time, each waking the \
-         reader: {} single runs (`repeat = 1`) of the same probe on the three copies, interleaved, \
-         medians (a single run's time includes the timer overhead of its own syscall, the same for \
-         all three):\n",
+        "\nUnder `repeat` the lines of a round go into the ring buffer back to back. A reflector that \
+         is not flooded writes them one at a time: {} single runs (`repeat = 1`) of the same probe on \
+         the three copies, interleaved, the agent's reader draining as it goes, medians (a single \
+         run's time includes the timer overhead of its own syscall, the same for all three):\n",
         log.singles
     );
     let [b, o, e] = log.single_ns;
@@ -822,16 +821,17 @@ fn render_log(s: &mut String, log: &LogCost) {
     let _ = writeln!(
         s,
         "Log off / baseline: **{:.2}x** (repeat), **{:.2}x** (single runs); on, rate-limited flood / \
-         baseline: **{:.2}x**; on, every packet logged / baseline: **{:.1}x** (+{:.0} ns, lines queued) \
-         to **{:.0}x** (+{:.1} µs, each line waking the reader), before the agent formats and writes \
-         the line. Hence off by default, and limited in the kernel when on.\n",
+         baseline: **{:.2}x**; on, every packet logged / baseline: **{:.1}x** (+{:.0} ns, repeat) and \
+         **{:.1}x** (+{:.0} ns, single runs) in the kernel, before the agent decodes, formats and \
+         writes the line (userspace work, not in these figures). Hence off by default, and limited \
+         in the kernel when on.\n",
         find("reflect, --ebpf-log off") / reflect_base,
         o / b.max(1.0),
         find("reflect, --ebpf-log debug at") / reflect_base,
         find("reflect, --ebpf-log debug, every") / reflect_base,
         find("reflect, --ebpf-log debug, every") - reflect_base,
         e / b.max(1.0),
-        (e - b) / 1000.0
+        e - b
     );
 }
 
