@@ -7,7 +7,9 @@ use llama_agent::{
     daemon::SHUTDOWN_BOUND,
     duration,
     settings::{RunArgs, Settings, state_dir},
+    xdp,
 };
+use llama_common::LogLevel;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -41,16 +43,20 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Run(args)) => *args,
         Some(Command::Reflect(args)) => {
             let setup = args.setup().unwrap_or_else(|e| usage_error(&e));
-            init_tracing(args.verbose);
+            init_tracing(args.verbose, setup.ebpf_log);
             return llama_agent::reflector::cli::run(&args, &setup);
         }
         Some(Command::Collect(args)) => {
-            init_tracing(args.verbose);
+            init_tracing(args.verbose, LogLevel::Off);
             return Ok(llama_agent::collector::cli::run(args)?);
         }
         None => cli.run,
     };
-    init_tracing(args.verbose);
+    // A bad level is refused by `validate` just below.
+    init_tracing(
+        args.verbose,
+        args.reflector.ebpf_log_level().unwrap_or_default(),
+    );
     let settings = args.validate().unwrap_or_else(|e| usage_error(&e));
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(run(settings))
@@ -87,15 +93,22 @@ fn usage_error(e: &dyn std::fmt::Display) -> ! {
     std::process::exit(2);
 }
 
-fn init_tracing(verbose: bool) {
+/// The subscriber: `RUST_LOG`, else info (debug with `-v`); `--ebpf-log`
+/// opens the XDP program's lines (target `llama_ebpf`) to its level on top,
+/// so they show whatever the rest of the filter says.
+fn init_tracing(verbose: bool, ebpf_log: LogLevel) {
     let level = if verbose { "debug" } else { "info" };
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    if ebpf_log != LogLevel::Off
+        && let Ok(directive) = format!("{}={}", xdp::log::TARGET, ebpf_log.name()).parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     tracing_subscriber::fmt()
         // Colour codes only on a terminal: docker logs and journald get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
+        .with_env_filter(filter)
         .init();
     if let Some(reason) = llama_agent::xdp::unavailable_reason() {
         warn!("{reason}");
@@ -113,6 +126,7 @@ fn log_startup(s: &Settings, state_dir: Option<&std::path::Path>) {
         probe_shortname = %s.probe_shortname,
         mode = %s.reflector.mode,
         interfaces = %if s.reflector.interfaces.is_empty() { "all".into() } else { s.reflector.interfaces.join(",") },
+        ebpf_log = s.reflector.ebpf_log.name(),
         xdp_object = %xdp,
         register_every = %duration::display(s.register_interval),
         poll_every = %duration::display(s.poll_interval),

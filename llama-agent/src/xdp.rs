@@ -8,6 +8,10 @@
 //! exits (SIGKILL included), the kernel detaches the program. A second agent
 //! on an interface that already has a link-attached program is refused with
 //! [`Error::InterfaceBusy`] instead of stacking programs.
+//!
+//! With `--ebpf-log` on, [`log`] forwards the program's debug log into
+//! `tracing`; off, the log's ring buffer is sized to one page, since
+//! nothing reads it.
 
 use std::{collections::BTreeSet, fmt, time::Duration};
 
@@ -22,11 +26,14 @@ use aya::{
 use ipnet::IpNet;
 use llama_common::{
     ALLOW_V4_MAP, ALLOW_V6_MAP, AllowValue, CONFIG_MAP, COUNTERS_MAP, Counter,
-    DEFAULT_RECENT_PROBES, RECENT_MAP, ReflectorConfig, XDP_PROGRAM_NAME,
+    DEFAULT_RECENT_PROBES, LOG_RING_MAP, LogLevel, RECENT_MAP, ReflectorConfig, XDP_PROGRAM_NAME,
 };
-use tracing::debug;
+use tracing::{debug, warn};
 
+pub mod log;
 pub mod memlock;
+
+use log::LogForwarder;
 
 /// The embedded XDP object, if this agent was built with one.
 pub fn embedded_object() -> Option<&'static [u8]> {
@@ -146,6 +153,8 @@ pub struct XdpReflector {
     /// written gets this mask and seed, whatever the caller passed.
     recent_mask: u32,
     recent_seed: u32,
+    /// Reads the program's debug log while `--ebpf-log` is on.
+    log: Option<LogForwarder>,
 }
 
 impl fmt::Debug for XdpReflector {
@@ -190,31 +199,57 @@ impl XdpReflector {
     ) -> Result<Self, Error> {
         memlock::ensure_once();
         let slots = recent_slots(recent_probes);
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(RECENT_MAP, slots)
-            .load(object)?;
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(RECENT_MAP, slots);
+        let logging = config.log_level != LogLevel::Off as u8;
+        if !logging {
+            // Nobody reads the log: one page instead of aya-log's 128 KiB.
+            loader.map_max_entries(LOG_RING_MAP, page_size());
+        }
+        let mut ebpf = loader.load(object)?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM_NAME)
             .ok_or(Error::MissingProgram)?
             .try_into()
             .map_err(Error::Verifier)?;
         program.load().map_err(Error::Verifier)?;
+        let mut config = config;
+        let log = if logging {
+            match LogForwarder::start(&mut ebpf) {
+                Ok(forwarder) => Some(forwarder),
+                Err(e) => {
+                    // Nobody would read the lines: the program writes none.
+                    warn!(
+                        "--ebpf-log: cannot read the XDP program's log ({e}); continuing without it"
+                    );
+                    config.log_level = LogLevel::Off as u8;
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut reflector = Self {
             ebpf,
             config,
             attached: Vec::new(),
             recent_mask: slots - 1,
             recent_seed: random_seed(),
+            log,
         };
         reflector.set_config(config)?;
         Ok(reflector)
     }
 
     /// Changes the run-time settings; takes effect on the next packet. The
-    /// loop guard's table mask and seed are the loader's, not `config`'s.
+    /// loop guard's table mask and seed are the loader's, not `config`'s;
+    /// the log level stays off unless the log was set up at load.
     pub fn set_config(&mut self, mut config: ReflectorConfig) -> Result<(), Error> {
         config.recent_mask = self.recent_mask;
         config.recent_seed = self.recent_seed;
+        if self.log.is_none() {
+            config.log_level = LogLevel::Off as u8;
+        }
         let map = self
             .ebpf
             .map_mut(CONFIG_MAP)
@@ -374,6 +409,14 @@ impl XdpReflector {
             .try_into()
             .map_err(Error::Verifier)
     }
+}
+
+/// The ring buffer size for an unused log: one page (the smallest a BPF
+/// ring buffer can be).
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096)
 }
 
 /// Slots of the loop guard's table for `--recent-probes`: the next power of

@@ -21,6 +21,11 @@ pub const XDP_PROGRAM_NAME: &str = "llama_reflect";
 pub const CONFIG_MAP: &str = "LLAMA_CONFIG";
 /// Name of the per-CPU array map of counters indexed by [`Counter`].
 pub const COUNTERS_MAP: &str = "LLAMA_COUNTERS";
+/// Name of the per-CPU array holding each CPU's [`RateState`] for the
+/// debug log's rate limit ([`ReflectorConfig::log_rate`]).
+pub const LOG_RATE_MAP: &str = "LLAMA_LOG_RATE";
+/// Name of aya-log's ring buffer in the object (records to userspace).
+pub const LOG_RING_MAP: &str = "AYA_LOGS";
 /// Name of the LPM trie of allowed IPv4 sources (key data: the address in
 /// network byte order, `[u8; 4]`; value: [`AllowValue`]).
 pub const ALLOW_V4_MAP: &str = "LLAMA_ALLOW_V4";
@@ -63,6 +68,57 @@ pub const FLAG_ALLOWLIST: u16 = 1 << 0;
 /// same-run benchmark baselines and tests; the agent never sets it.
 pub const FLAG_NO_LOOP_GUARD: u16 = 1 << 1;
 
+/// Default of `--ebpf-log-rate`: debug log lines per second and CPU. One
+/// aya-log line costs the program microseconds and the agent a formatted
+/// log line, so a flood of datagrams must not turn into a flood of lines:
+/// 100 lines/s is plenty to watch decisions by eye and caps what a flood
+/// can write per CPU to the log.
+pub const DEFAULT_EBPF_LOG_RATE: u32 = 100;
+
+/// How much the XDP program logs about its decisions (`--ebpf-log`); the
+/// discriminant is aya-log's level number, 0 is off.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum LogLevel {
+    /// Nothing: no log code runs for any packet (the default).
+    #[default]
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    /// Drops: allowlist, rate limit, loop guards.
+    Info = 3,
+    /// Plus every reflected probe and everything to the probe port passed up
+    /// to userspace (not canonical, fragment, IPv6 extension headers, not
+    /// unicast, malformed).
+    Debug = 4,
+    /// Plus UDP to other ports and other IP traffic passed untouched.
+    Trace = 5,
+}
+
+impl LogLevel {
+    /// Every level, quietest first.
+    pub const ALL: [LogLevel; 6] = [
+        LogLevel::Off,
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+
+    /// The flag spelling.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
 /// Value stored in the allowlist tries. Only presence matters; the byte is
 /// kept so the value is never zero-sized.
 pub type AllowValue = u8;
@@ -92,6 +148,14 @@ pub struct ReflectorConfig {
     /// Seed of [`recent_hash`], random per load, so nobody outside can aim
     /// probes at the slot of a looping one.
     pub recent_seed: u32,
+    /// Debug log level, a [`LogLevel`] discriminant (0 = off). The program
+    /// tests it before any log code, so with 0 no packet pays for logging.
+    pub log_level: u8,
+    /// Explicit padding (always zero) so the layout has no holes.
+    pub _reserved: [u8; 3],
+    /// Debug log lines per second and CPU; a line over the limit is counted
+    /// as [`Counter::LogSuppressed`] instead. 0 counts as 1.
+    pub log_rate: u32,
 }
 
 impl ReflectorConfig {
@@ -106,7 +170,18 @@ impl ReflectorConfig {
             answers_per_probe: DEFAULT_ANSWERS_PER_PROBE,
             recent_mask: DEFAULT_RECENT_PROBES - 1,
             recent_seed: 0,
+            log_level: LogLevel::Off as u8,
+            _reserved: [0; 3],
+            log_rate: DEFAULT_EBPF_LOG_RATE,
         }
+    }
+
+    /// The same settings logging decisions at `level` and up to `rate`
+    /// lines per second and CPU.
+    pub const fn with_log(mut self, level: LogLevel, rate: u32) -> Self {
+        self.log_level = level as u8;
+        self.log_rate = rate;
+        self
     }
 
     /// The same settings answering each probe at most `n` times (below 1
@@ -270,11 +345,14 @@ pub enum Counter {
     /// Loop guard: a probe already answered `answers_per_probe` times (same
     /// source, signature and `sent`), dropped.
     DropRepeated = 9,
+    /// A debug log line (`--ebpf-log`) not written because this CPU was over
+    /// `--ebpf-log-rate`. Only counted while logging is on.
+    LogSuppressed = 10,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 11] = [
         Counter::Reflected,
         Counter::PassNotCanonical,
         Counter::PassIpv6ExtHeaders,
@@ -285,6 +363,7 @@ impl Counter {
         Counter::DropAllowlist,
         Counter::DropLoopPort,
         Counter::DropRepeated,
+        Counter::LogSuppressed,
     ];
     /// Number of slots the counters map must have.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -302,13 +381,14 @@ impl Counter {
             Counter::DropAllowlist => "drop_allowlist",
             Counter::DropLoopPort => "drop_loop_port",
             Counter::DropRepeated => "drop_repeated",
+            Counter::LogSuppressed => "log_suppressed",
         }
     }
 }
 
 #[cfg(feature = "user")]
 // SAFETY: ReflectorConfig is repr(C), Copy, and has no padding holes
-// (u16+u16+u32 x 5 = 24 bytes).
+// (u16+u16+u32 x 5 + u8 + [u8; 3] + u32 = 32 bytes).
 unsafe impl aya::Pod for ReflectorConfig {}
 
 #[cfg(feature = "user")]
@@ -325,7 +405,11 @@ mod tests {
 
     #[test]
     fn map_value_layouts_are_stable() {
-        assert_eq!(core::mem::size_of::<ReflectorConfig>(), 24);
+        assert_eq!(core::mem::size_of::<ReflectorConfig>(), 32);
+        assert_eq!(core::mem::align_of::<ReflectorConfig>(), 4);
+        assert_eq!(core::mem::offset_of!(ReflectorConfig, recent_seed), 20);
+        assert_eq!(core::mem::offset_of!(ReflectorConfig, log_level), 24);
+        assert_eq!(core::mem::offset_of!(ReflectorConfig, log_rate), 28);
         assert_eq!(core::mem::size_of::<RateState>(), 8);
         assert_eq!(core::mem::size_of::<RecentSlot>(), 16);
         assert!(DEFAULT_RECENT_PROBES.is_power_of_two());
@@ -383,5 +467,22 @@ mod tests {
         assert!(!off.loop_guard_enabled() && off.allowlist_enabled());
         assert!(off.with_loop_guard(true).loop_guard_enabled());
         assert_eq!(c.with_answers_per_probe(3).answers_per_probe, 3);
+        assert_eq!(c.log_level, 0, "logging off by default");
+        assert_eq!(c.log_rate, DEFAULT_EBPF_LOG_RATE);
+        let logged = c.with_log(LogLevel::Debug, 7);
+        assert_eq!((logged.log_level, logged.log_rate), (4, 7));
+        assert_eq!(
+            logged.with_allowlist(false).log_level,
+            4,
+            "kept by builders"
+        );
+    }
+
+    #[test]
+    fn log_levels_are_aya_log_numbers() {
+        for (i, l) in LogLevel::ALL.iter().enumerate() {
+            assert_eq!(*l as usize, i, "{}", l.name());
+        }
+        assert!(LogLevel::Info < LogLevel::Debug);
     }
 }

@@ -8,7 +8,9 @@
 //! Everything else addressed to the probe port (other encodings, fragments,
 //! IPv6 extension headers, group addresses) goes up with XDP_PASS, where the
 //! userspace reflector judges it; other traffic is passed untouched and
-//! uncounted. No logging here: one aya-log call costs microseconds.
+//! uncounted. Every path returns its [`Reason`] with the action; [`log`]
+//! logs it (`--ebpf-log`) only when the config asks for it, rate-limited:
+//! one aya-log call costs microseconds, so with logging off none runs.
 //!
 //! Loop guards (docs/probe.md): a reflector's answer is itself a canonical
 //! probe addressed to whatever the request named as its source, so one probe
@@ -33,6 +35,7 @@
 
 mod csum;
 mod headers;
+mod log;
 
 use core::mem;
 
@@ -53,6 +56,7 @@ use llama_common::{
     probe::{CANONICAL_PREFIX, CANONICAL_TOS_OFFSET, CANONICAL_TOS_TAG, SIGNATURE_LEN},
     ratelimit, recent_hash, recent_identity,
 };
+use log::Reason;
 
 // Map names must equal the llama_common::*_MAP constants the loader uses.
 #[map(name = "LLAMA_CONFIG")]
@@ -91,14 +95,27 @@ const SIGNATURE_OFFSET: usize = 2;
 
 #[xdp]
 pub fn llama_reflect(ctx: XdpContext) -> u32 {
-    match try_llama_reflect(&ctx) {
-        Ok(action) => action,
+    // An unset or zero port (the map's initial state) reflects nothing.
+    let Some(config) = CONFIG.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let config = *config;
+    if config.port == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    let (action, reason) = match try_llama_reflect(&ctx, &config) {
+        Ok(verdict) => verdict,
         Err(()) => {
             count(Counter::PassMalformed);
-            xdp_action::XDP_PASS
+            (xdp_action::XDP_PASS, Reason::Malformed)
         }
-    }
+    };
+    log::decision(&ctx, &config, reason);
+    action
 }
+
+/// What the program does with a frame and why.
+type Verdict = Result<(u32, Reason), ()>;
 
 #[inline(always)]
 fn count(counter: Counter) {
@@ -122,15 +139,7 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
 }
 
 #[inline(always)]
-fn try_llama_reflect(ctx: &XdpContext) -> Result<u32, ()> {
-    // An unset or zero port (the map's initial state) reflects nothing.
-    let Some(config) = CONFIG.get(0) else {
-        return Ok(xdp_action::XDP_PASS);
-    };
-    let config = *config;
-    if config.port == 0 {
-        return Ok(xdp_action::XDP_PASS);
-    }
+fn try_llama_reflect(ctx: &XdpContext, config: &ReflectorConfig) -> Verdict {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     // SAFETY (all header dereferences below): ptr_at checked the bounds.
     let mut proto = u16::from_be(unsafe { (*eth).proto });
@@ -148,9 +157,9 @@ fn try_llama_reflect(ctx: &XdpContext) -> Result<u32, ()> {
         }
     }
     match proto {
-        ETH_P_IP => reflect_v4(ctx, &config, eth, offset),
-        ETH_P_IPV6 => reflect_v6(ctx, &config, eth, offset),
-        _ => Ok(xdp_action::XDP_PASS),
+        ETH_P_IP => reflect_v4(ctx, config, eth, offset),
+        ETH_P_IPV6 => reflect_v6(ctx, config, eth, offset),
+        _ => Ok((xdp_action::XDP_PASS, Reason::NotIp)),
     }
 }
 
@@ -160,11 +169,11 @@ fn reflect_v4(
     config: &ReflectorConfig,
     eth: *mut EthHdr,
     offset: usize,
-) -> Result<u32, ()> {
+) -> Verdict {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, offset)?;
     let version_ihl = unsafe { (*ip).version_ihl };
     if unsafe { (*ip).protocol } != IPPROTO_UDP {
-        return Ok(xdp_action::XDP_PASS);
+        return Ok((xdp_action::XDP_PASS, Reason::NotUdp));
     }
     let ihl = usize::from(version_ihl & 0x0f) * 4;
     if version_ihl >> 4 != 4 || ihl < mem::size_of::<Ipv4Hdr>() {
@@ -174,11 +183,11 @@ fn reflect_v4(
     // fragment has no UDP header, a first one not the whole datagram).
     if u16::from_be(unsafe { (*ip).frag_off }) & 0x3fff != 0 {
         count(Counter::PassFragment);
-        return Ok(xdp_action::XDP_PASS);
+        return Ok((xdp_action::XDP_PASS, Reason::Fragment));
     }
     let udp: *mut UdpHdr = ptr_at(ctx, offset + ihl)?;
     if u16::from_be(unsafe { (*udp).dest }) != config.port {
-        return Ok(xdp_action::XDP_PASS);
+        return Ok((xdp_action::XDP_PASS, Reason::OtherPort));
     }
     let udp_len = usize::from(u16::from_be(unsafe { (*udp).len }));
     if usize::from(u16::from_be(unsafe { (*ip).tot_len })) < ihl + udp_len {
@@ -187,7 +196,7 @@ fn reflect_v4(
     let payload = offset + ihl + UDP_HLEN;
     let Some(prefix) = canonical(ctx, udp, udp_len, payload)? else {
         count(Counter::PassNotCanonical);
-        return Ok(xdp_action::XDP_PASS);
+        return Ok((xdp_action::XDP_PASS, Reason::NotCanonical));
     };
     // SAFETY: `canonical` returned a checked pointer to PREFIX_LEN bytes.
     let tos = unsafe { (*prefix)[CANONICAL_TOS_OFFSET] };
@@ -195,7 +204,7 @@ fn reflect_v4(
     // SAFETY: `eth` came from ptr_at.
     if !unsafe { unicast_macs(eth) } || !unicast_v4(saddr) || !unicast_v4(daddr) {
         count(Counter::PassNotUnicast);
-        return Ok(xdp_action::XDP_PASS);
+        return Ok((xdp_action::XDP_PASS, Reason::NotUnicast));
     }
     // SAFETY: [u16; 2] and [u8; 4] have the same size; any bytes are valid.
     let saddr_bytes = unsafe { mem::transmute::<[u16; 2], [u8; 4]>(saddr) };
@@ -203,21 +212,21 @@ fn reflect_v4(
         let key = Key::new(32, saddr_bytes);
         if ALLOW_V4.get(&key).is_none() {
             count(Counter::DropAllowlist);
-            return Ok(xdp_action::XDP_DROP);
+            return Ok((xdp_action::XDP_DROP, Reason::Allowlist));
         }
     }
     let mut addr = [0u8; 16];
     addr[..4].copy_from_slice(&saddr_bytes);
     let guard = match loop_guard(ctx, config, udp, udp_len, payload, prefix, addr) {
         Guard::Answer(slot) => slot,
-        Guard::Drop(counter) => {
+        Guard::Drop(counter, reason) => {
             count(counter);
-            return Ok(xdp_action::XDP_DROP);
+            return Ok((xdp_action::XDP_DROP, reason));
         }
     };
     if !rate_ok(config) {
         count(Counter::DropRateLimit);
-        return Ok(xdp_action::XDP_DROP);
+        return Ok((xdp_action::XDP_DROP, Reason::RateLimit));
     }
     guard.record();
     unsafe {
@@ -241,7 +250,7 @@ fn reflect_v4(
     // the words of its sum, and TOS/TTL are not in the pseudo-header. A zero
     // (absent) IPv4 UDP checksum thus stays zero.
     count(Counter::Reflected);
-    Ok(xdp_action::XDP_TX)
+    Ok((xdp_action::XDP_TX, Reason::Reflected))
 }
 
 #[inline(always)]
@@ -250,20 +259,21 @@ fn reflect_v6(
     config: &ReflectorConfig,
     eth: *mut EthHdr,
     offset: usize,
-) -> Result<u32, ()> {
+) -> Verdict {
     let ip: *mut Ipv6Hdr = ptr_at(ctx, offset)?;
     let next = unsafe { (*ip).next_header };
     if next != IPPROTO_UDP {
         if is_ipv6_extension(next) {
             // UDP may follow; walking the chain is userspace's job.
             count(Counter::PassIpv6ExtHeaders);
+            return Ok((xdp_action::XDP_PASS, Reason::Ipv6ExtHeaders));
         }
-        return Ok(xdp_action::XDP_PASS);
+        return Ok((xdp_action::XDP_PASS, Reason::NotUdp));
     }
     let udp_offset = offset + mem::size_of::<Ipv6Hdr>();
     let udp: *mut UdpHdr = ptr_at(ctx, udp_offset)?;
     if u16::from_be(unsafe { (*udp).dest }) != config.port {
-        return Ok(xdp_action::XDP_PASS);
+        return Ok((xdp_action::XDP_PASS, Reason::OtherPort));
     }
     let udp_len = usize::from(u16::from_be(unsafe { (*udp).len }));
     if usize::from(u16::from_be(unsafe { (*ip).payload_len })) < udp_len {
@@ -272,7 +282,7 @@ fn reflect_v6(
     let payload = udp_offset + UDP_HLEN;
     let Some(prefix) = canonical(ctx, udp, udp_len, payload)? else {
         count(Counter::PassNotCanonical);
-        return Ok(xdp_action::XDP_PASS);
+        return Ok((xdp_action::XDP_PASS, Reason::NotCanonical));
     };
     // SAFETY: `canonical` returned a checked pointer to PREFIX_LEN bytes.
     let tos = unsafe { (*prefix)[CANONICAL_TOS_OFFSET] };
@@ -280,7 +290,7 @@ fn reflect_v6(
     // SAFETY: `eth` came from ptr_at.
     if !unsafe { unicast_macs(eth) } || !unicast_v6(&saddr) || !unicast_v6(&daddr) {
         count(Counter::PassNotUnicast);
-        return Ok(xdp_action::XDP_PASS);
+        return Ok((xdp_action::XDP_PASS, Reason::NotUnicast));
     }
     // SAFETY: [u16; 8] and [u8; 16] have the same size; any bytes are valid.
     let addr = unsafe { mem::transmute::<[u16; 8], [u8; 16]>(saddr) };
@@ -288,19 +298,19 @@ fn reflect_v6(
         let key = Key::new(128, addr);
         if ALLOW_V6.get(&key).is_none() {
             count(Counter::DropAllowlist);
-            return Ok(xdp_action::XDP_DROP);
+            return Ok((xdp_action::XDP_DROP, Reason::Allowlist));
         }
     }
     let guard = match loop_guard(ctx, config, udp, udp_len, payload, prefix, addr) {
         Guard::Answer(slot) => slot,
-        Guard::Drop(counter) => {
+        Guard::Drop(counter, reason) => {
             count(counter);
-            return Ok(xdp_action::XDP_DROP);
+            return Ok((xdp_action::XDP_DROP, reason));
         }
     };
     if !rate_ok(config) {
         count(Counter::DropRateLimit);
-        return Ok(xdp_action::XDP_DROP);
+        return Ok((xdp_action::XDP_DROP, Reason::RateLimit));
     }
     guard.record();
     unsafe {
@@ -317,7 +327,7 @@ fn reflect_v6(
     }
     // No header checksum in IPv6; the UDP checksum is unchanged (see v4).
     count(Counter::Reflected);
-    Ok(xdp_action::XDP_TX)
+    Ok((xdp_action::XDP_TX, Reason::Reflected))
 }
 
 /// The canonical prefix `0a 0a <sig:10> 12 01 <tos>` at the start of the UDP
@@ -360,8 +370,8 @@ fn canonical(
 enum Guard {
     /// Answer it, then [`Recent::record`] the answer.
     Answer(Recent),
-    /// Drop it, counted under this counter.
-    Drop(Counter),
+    /// Drop it, counted under this counter, logged with this reason.
+    Drop(Counter, Reason),
 }
 
 /// How to remember an answered probe in [`RECENT`].
@@ -413,7 +423,7 @@ fn loop_guard(
     // SAFETY: `udp` came from ptr_at.
     let source = unsafe { (*udp).source };
     if u16::from_be(source) == config.port {
-        return Guard::Drop(Counter::DropLoopPort);
+        return Guard::Drop(Counter::DropLoopPort, Reason::LoopPort);
     }
     // SAFETY: `prefix` holds PREFIX_LEN checked bytes, the signature among them.
     let p = unsafe { &*prefix };
@@ -446,7 +456,7 @@ fn loop_guard(
     if !seen {
         Guard::Answer(Recent::New(slot, fingerprint))
     } else if answers >= limit {
-        Guard::Drop(Counter::DropRepeated)
+        Guard::Drop(Counter::DropRepeated, Reason::Repeated)
     } else {
         Guard::Answer(Recent::Seen(slot))
     }

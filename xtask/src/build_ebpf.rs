@@ -32,23 +32,38 @@ pub struct Options {
 
 /// Ensures the toolchain, builds the object and returns its path.
 pub fn build(opts: &Options) -> Result<PathBuf> {
+    build_in(opts.release, &[], &cmd::target_dir())
+}
+
+/// The release object with the debug log (`--ebpf-log`) compiled out, the
+/// benchmark's baseline: built in a target folder of its own so that it
+/// never replaces the object the agent embeds.
+pub fn build_without_log() -> Result<PathBuf> {
+    build_in(
+        true,
+        &["--no-default-features"],
+        &cmd::target_dir().join("ebpf-nolog"),
+    )
+}
+
+fn build_in(release: bool, args: &[&str], target_dir: &Path) -> Result<PathBuf> {
     let toolchain = Toolchain::ensure()?;
     let linker_bin = toolchain.ensure_bpf_linker()?;
 
     let mut cargo = ebpf_cargo("build");
     cargo
         .env("PATH", prepend_path(&linker_bin))
-        .env("LD_LIBRARY_PATH", toolchain.sysroot.join("lib"));
-    if opts.release {
+        .env("LD_LIBRARY_PATH", toolchain.sysroot.join("lib"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(args);
+    if release {
         cargo.arg("--release");
     }
     cmd::run(&mut cargo)?;
 
-    let profile = if opts.release { "release" } else { "debug" };
-    let object = cmd::target_dir()
-        .join(TARGET)
-        .join(profile)
-        .join("llama-ebpf");
+    let profile = if release { "release" } else { "debug" };
+    let object = target_dir.join(TARGET).join(profile).join("llama-ebpf");
     if !object.is_file() {
         bail!("the build succeeded but {} is missing", object.display());
     }

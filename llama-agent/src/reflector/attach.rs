@@ -17,7 +17,7 @@
 use std::{fmt, io, str::FromStr};
 
 use ipnet::IpNet;
-use llama_common::{Counter, ReflectorConfig};
+use llama_common::{Counter, LogLevel, ReflectorConfig};
 use tracing::{info, warn};
 
 use super::{
@@ -107,6 +107,9 @@ pub struct ReflectorSetup {
     pub answers_per_probe: u32,
     /// Loop guard: answered probes remembered, XDP and userspace each.
     pub recent_probes: u32,
+    /// The XDP program's debug log level and its lines per second and CPU.
+    pub ebpf_log: LogLevel,
+    pub ebpf_log_rate: u32,
 }
 
 /// Why the reflector could not start.
@@ -192,7 +195,8 @@ impl Reflector {
         let config = ReflectorConfig::new(setup.port)
             .with_max_pps(setup.max_pps)
             .with_allowlist(allowlist.is_some())
-            .with_answers_per_probe(setup.answers_per_probe);
+            .with_answers_per_probe(setup.answers_per_probe)
+            .with_log(setup.ebpf_log, setup.ebpf_log_rate);
         let mut program = match XdpReflector::load_with(config, setup.recent_probes) {
             Ok(p) => p,
             Err(source) if setup.mode == Mode::Auto => {

@@ -20,10 +20,13 @@ const LOOP_PORT: &str =
     "loop guard: probes sent from a reflector port dropped (another reflector's replies)";
 const REPEATED: &str =
     "loop guard: probes answered --answers-per-probe times already dropped (a reflection loop)";
+const LOG_SUPPRESSED: &str =
+    "--ebpf-log: debug log lines suppressed in the kernel by --ebpf-log-rate";
 
 /// The counters that mean "a probe was refused" (the XDP program's names,
-/// then the userspace reflector's), and why.
-const DROPS: [(&str, &str); 8] = [
+/// then the userspace reflector's), and why; last, the debug log's lines
+/// suppressed by its rate limit.
+const DROPS: [(&str, &str); 9] = [
     ("drop_rate_limit", RATE),
     ("drop_allowlist", ALLOW),
     ("drop_loop_port", LOOP_PORT),
@@ -32,6 +35,7 @@ const DROPS: [(&str, &str); 8] = [
     ("dropped_allowlist", ALLOW),
     ("dropped_loop_port", LOOP_PORT),
     ("dropped_repeated", REPEATED),
+    ("log_suppressed", LOG_SUPPRESSED),
 ];
 
 /// One drop counter's log state.

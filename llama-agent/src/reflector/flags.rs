@@ -8,7 +8,10 @@
 //! with a line an operator can act on, not with clap's usage screen).
 
 use clap::Args;
-use llama_common::{DEFAULT_ANSWERS_PER_PROBE, DEFAULT_MAX_PPS, DEFAULT_RECENT_PROBES};
+use llama_common::{
+    DEFAULT_ANSWERS_PER_PROBE, DEFAULT_EBPF_LOG_RATE, DEFAULT_MAX_PPS, DEFAULT_RECENT_PROBES,
+    LogLevel,
+};
 
 use super::{AllowSpec, Mode, ReflectorSetup};
 
@@ -69,6 +72,31 @@ pub struct ReflectorArgs {
         default_value_t = DEFAULT_RECENT_PROBES
     )]
     pub recent_probes: u32,
+
+    /// Debug log of the XDP program's decisions, in this agent's log (target
+    /// `llama_ebpf`): `off` (default), `error`, `warn`, `info` (drops:
+    /// allowlist, rate limit, loop guards), `debug` (plus reflected probes
+    /// and probe-port traffic passed to userspace) or `trace` (plus all
+    /// other traffic). Each line names the decision, addresses and ports.
+    /// Costs microseconds per logged packet, nothing when off.
+    #[arg(
+        long,
+        env = "LLAMA_EBPF_LOG",
+        value_name = "LEVEL",
+        default_value = "off"
+    )]
+    pub ebpf_log: String,
+
+    /// Limit of --ebpf-log lines per second and CPU, applied in the kernel;
+    /// lines over it are only counted (`log_suppressed`), and the agent says
+    /// so once (then at most every 10 minutes).
+    #[arg(
+        long,
+        env = "LLAMA_EBPF_LOG_RATE",
+        value_name = "LINES",
+        default_value_t = DEFAULT_EBPF_LOG_RATE
+    )]
+    pub ebpf_log_rate: u32,
 }
 
 /// A bad reflector flag or environment value.
@@ -94,6 +122,12 @@ pub enum FlagError {
     AnswersPerProbeZero,
     #[error("--recent-probes / LLAMA_RECENT_PROBES must be between 1 and {MAX_RECENT_PROBES}")]
     RecentProbes,
+    #[error(
+        "--ebpf-log / LLAMA_EBPF_LOG {value:?} is not a level: use off, error, warn, info, debug or trace"
+    )]
+    EbpfLog { value: String },
+    #[error("--ebpf-log-rate / LLAMA_EBPF_LOG_RATE must be at least 1 (lines per second and CPU)")]
+    EbpfLogRateZero,
     /// Standalone `reflect` has no server to learn the group from, and an
     /// empty allowlist would silently answer nobody.
     #[error(
@@ -141,6 +175,12 @@ impl ReflectorArgs {
         if !(1..=MAX_RECENT_PROBES).contains(&self.recent_probes) {
             return Err(FlagError::RecentProbes);
         }
+        let ebpf_log = self.ebpf_log_level().ok_or_else(|| FlagError::EbpfLog {
+            value: self.ebpf_log.clone(),
+        })?;
+        if self.ebpf_log_rate == 0 {
+            return Err(FlagError::EbpfLogRateZero);
+        }
         Ok(ReflectorSetup {
             mode,
             interfaces,
@@ -149,7 +189,18 @@ impl ReflectorArgs {
             allow,
             answers_per_probe: self.answers_per_probe,
             recent_probes: self.recent_probes,
+            ebpf_log,
+            ebpf_log_rate: self.ebpf_log_rate,
         })
+    }
+
+    /// `--ebpf-log` as a level (any letter case), `None` if it is none.
+    /// Read before the full check too: the log filter is set up first.
+    pub fn ebpf_log_level(&self) -> Option<LogLevel> {
+        let value = self.ebpf_log.trim();
+        LogLevel::ALL
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(value))
     }
 }
 
@@ -204,6 +255,9 @@ mod tests {
         let s = setup(&["--allow", "PEERS", "--interface", "eth0,, eth1"]).expect("ok");
         assert_eq!(s.allow, AllowSpec::Peers);
         assert_eq!(s.interfaces, ["eth0", "eth1"]);
+        assert_eq!((s.ebpf_log, s.ebpf_log_rate), (LogLevel::Off, 100));
+        let s = setup(&["--ebpf-log", "Debug", "--ebpf-log-rate", "10"]).expect("ok");
+        assert_eq!((s.ebpf_log, s.ebpf_log_rate), (LogLevel::Debug, 10));
     }
 
     #[test]
@@ -231,6 +285,14 @@ mod tests {
             (
                 &["--recent-probes", "99999999"],
                 "--recent-probes / LLAMA_RECENT_PROBES",
+            ),
+            (
+                &["--ebpf-log", "loud"],
+                "--ebpf-log / LLAMA_EBPF_LOG \"loud\"",
+            ),
+            (
+                &["--ebpf-log-rate", "0"],
+                "--ebpf-log-rate / LLAMA_EBPF_LOG_RATE",
             ),
         ] {
             let got = setup(args).expect_err("refused").to_string();

@@ -23,6 +23,7 @@ mod control_guard;
 mod control_registration;
 mod control_settings;
 mod reflector_cli;
+mod reflector_ebpf_log;
 mod reflector_loop;
 mod reflector_netns;
 mod reflector_probe_fuzz;

@@ -17,18 +17,25 @@ use nix::sys::signal::Signal;
 
 use crate::support::{client::Client, packets, xdp_ready};
 
-struct Agent {
+/// `llama-agent reflect` in a namespace, its output collected line by line
+/// (also used by `reflector_ebpf_log`).
+pub(crate) struct Agent {
     guard: ChildGuard,
     lines: Receiver<String>,
-    seen: Vec<String>,
+    pub(crate) seen: Vec<String>,
 }
 
 impl Agent {
-    fn start(ns: &NetNs, args: &[&str]) -> Self {
+    pub(crate) fn start(ns: &NetNs, args: &[&str]) -> Self {
+        Self::start_logging(ns, args, "info")
+    }
+
+    /// [`Agent::start`] with `RUST_LOG` set to `rust_log`.
+    pub(crate) fn start_logging(ns: &NetNs, args: &[&str], rust_log: &str) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_llama-agent"));
         cmd.arg("reflect")
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -58,7 +65,7 @@ impl Agent {
     }
 
     /// Waits for an output line containing `needle`.
-    fn expect_line(&mut self, needle: &str) -> String {
+    pub(crate) fn expect_line(&mut self, needle: &str) -> String {
         if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
             return l.clone();
         }
@@ -80,12 +87,12 @@ impl Agent {
         );
     }
 
-    fn signal(&mut self, sig: Signal) {
+    pub(crate) fn signal(&mut self, sig: Signal) {
         self.guard.signal(sig).expect("signal the agent");
     }
 
     /// Waits for the process to exit and returns whether it succeeded.
-    fn wait_exit(&mut self) -> bool {
+    pub(crate) fn wait_exit(&mut self) -> bool {
         let Some(status) = self.guard.wait_timeout(WAIT) else {
             panic!("agent did not exit:\n{}", self.seen.join("\n"));
         };

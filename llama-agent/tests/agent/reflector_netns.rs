@@ -71,6 +71,8 @@ fn start(s: &Setup, mode: Mode, max_pps: u32, allow: AllowSpec) -> Reflector {
         allow,
         answers_per_probe: llama_common::DEFAULT_ANSWERS_PER_PROBE,
         recent_probes: llama_common::DEFAULT_RECENT_PROBES,
+        ebpf_log: llama_common::LogLevel::Off,
+        ebpf_log_rate: llama_common::DEFAULT_EBPF_LOG_RATE,
     };
     s.hosts
         .right

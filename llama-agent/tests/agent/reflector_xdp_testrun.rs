@@ -10,7 +10,7 @@ use std::{
 
 use ipnet::IpNet;
 use llama_agent::xdp::XdpReflector;
-use llama_common::{Counter, ReflectorConfig};
+use llama_common::{Counter, LogLevel, ReflectorConfig};
 
 use crate::support::{
     packets::{self, Frame, UdpCsum, canonical_probe, parse_frame},
@@ -552,4 +552,54 @@ fn the_recent_probes_table_is_bounded_and_sized_by_the_loader() {
         XDP_TX,
         "forgotten after 64 newer probes in a 4-entry table"
     );
+}
+
+#[test]
+fn debug_log_is_checked_first_and_limited_per_cpu() {
+    let Some(off) = load(
+        "debug_log_is_checked_first_and_limited_per_cpu",
+        ReflectorConfig::new(PORT),
+    ) else {
+        return;
+    };
+    // Off (the default): not even the bucket is consulted.
+    for _ in 0..100 {
+        assert_eq!(
+            off.test_run(&probe_v4(0).build(), 1).expect("run").action,
+            XDP_TX
+        );
+    }
+    assert_eq!(counter(&off, Counter::LogSuppressed), 0);
+
+    let config = ReflectorConfig::new(PORT).with_log(LogLevel::Info, 1);
+    let r = XdpReflector::load(config).expect("loads with the log on");
+    assert_eq!(
+        r.config().log_level,
+        LogLevel::Info as u8,
+        "the log is read"
+    );
+    // Reflected probes are debug lines: below `info`, nothing is attempted,
+    // and the reply is byte for byte what it is without the log.
+    for _ in 0..20 {
+        let f = probe_v4(0x28);
+        assert_reflected(&r, "log on", &f, &f.expected_reply(0x28));
+    }
+    assert_eq!(counter(&r, Counter::LogSuppressed), 0);
+    // Loop-port drops are info lines: at 1 line/s per CPU (burst 1) nearly
+    // all of a burst is suppressed, and still dropped as before.
+    let started = std::time::Instant::now();
+    let mut from_probe_port = probe_v4(0);
+    from_probe_port.src_port = PORT;
+    for _ in 0..50 {
+        let out = r.test_run(&from_probe_port.build(), 1).expect("run");
+        assert_eq!(out.action, XDP_DROP);
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let most_logged = cpus * (1 + started.elapsed().as_secs() + 1);
+    let suppressed = counter(&r, Counter::LogSuppressed);
+    assert!(
+        suppressed <= 49 && suppressed >= 50u64.saturating_sub(most_logged),
+        "suppressed {suppressed} of 50 ({cpus} CPUs)"
+    );
+    assert_eq!(counter(&r, Counter::DropLoopPort), 50);
 }

@@ -18,6 +18,12 @@
 //!    includes the kernel's timer overhead, the same for both; the table
 //!    gives both medians, their ratio and their difference (the added ns).
 //!    aya 0.14 has no BPF_F_TEST_XDP_LIVE_FRAMES, which would also do.
+//!
+//!    The debug log (`--ebpf-log`): the same source built a second time
+//!    with the log compiled out (`--no-default-features`) is the baseline;
+//!    the shipped object runs with the log off, on at the default rate
+//!    (a flood: almost every line suppressed) and on with every packet
+//!    logged, rounds interleaved, all as ratios to the baseline.
 //! 2. Reflected probes/s and reflector-side CPU per probe on a veth pair for
 //!    XDP native, XDP generic and userspace: a batched generator pinned to
 //!    CPU 0 in one namespace, the agent (`llama-agent reflect`) and every
@@ -44,7 +50,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use llama_agent::xdp::{AttachMode, XdpReflector};
-use llama_common::{ReflectorConfig, probe};
+use llama_common::{DEFAULT_EBPF_LOG_RATE, LogLevel, ReflectorConfig, probe};
 use llama_testkit::{NetNs, TwoHosts};
 use nix::sys::socket::{setsockopt, sockopt::RcvBufForce};
 
@@ -75,6 +81,11 @@ pub fn run(quick: bool) -> Result<()> {
     let singles = if quick { 20_000 } else { 100_000 };
     eprintln!("loop guard off vs on ({singles} distinct probes each)...");
     let guard = guard_cost(&object, singles)?;
+    let baseline_path = build_ebpf::build_without_log()?;
+    let baseline =
+        fs::read(&baseline_path).with_context(|| format!("read {}", baseline_path.display()))?;
+    eprintln!("debug log: compiled out vs off vs on...");
+    let log = log_cost(&object, &baseline, rounds, repeat, singles / 20)?;
     let mut veth = Vec::new();
     for mode in [VethMode::Native, VethMode::Generic, VethMode::Userspace] {
         eprintln!(
@@ -84,7 +95,12 @@ pub fn run(quick: bool) -> Result<()> {
         );
         veth.push(veth_run(&object, &agent, mode, duration)?);
     }
-    let report = render(quick, rounds, repeat, duration, &timings, &guard, &veth);
+    let kernel = Kernel {
+        timings: &timings,
+        guard: &guard,
+        log: &log,
+    };
+    let report = render(quick, rounds, repeat, duration, &kernel, &veth);
     let path = cmd::workspace_root().join("docs/benchmarks/reflector.md");
     fs::create_dir_all(path.parent().expect("has parent"))?;
     fs::write(&path, &report)?;
@@ -240,6 +256,136 @@ fn guard_cost(object: &[u8], n: usize) -> Result<GuardCost> {
         off_median_ns: median(&mut t_off),
         on_median_ns: median(&mut t_on),
         on_reflected,
+    })
+}
+
+/// Rows of the debug log's cost: (case, action, median ns per packet).
+struct LogCost {
+    rounds: usize,
+    repeat: u32,
+    logged_repeat: u32,
+    rows: Vec<(String, u32, f64)>,
+    /// Single runs (`repeat = 1`): how many of each, and the medians of the
+    /// baseline, log off and every packet logged.
+    singles: usize,
+    single_ns: [f64; 3],
+}
+
+/// Packets per round when every run writes a line: what aya-log's 128 KiB
+/// ring buffer holds with room to spare, so no line is lost to a full
+/// buffer (which would time the cheaper failure instead); the agent's
+/// reader drains it between rounds.
+const LOGGED_REPEAT: u32 = 200;
+
+/// `repeat` timings of the reflect path (IPv4 probe from 8100 to 8100,
+/// loop guards off as in the first table) and of pass-through traffic, for
+/// the baseline object (log compiled out) and the shipped one with the log
+/// off, on at the default rate, and on with no limit; rounds interleaved so
+/// every variant sees the same machine noise.
+fn log_cost(
+    object: &[u8],
+    baseline: &[u8],
+    rounds: usize,
+    repeat: u32,
+    singles: usize,
+) -> Result<LogCost> {
+    let config = ReflectorConfig::new(PORT).with_loop_guard(false);
+    let base = XdpReflector::load_object(baseline, config)?;
+    let off = XdpReflector::load_object(object, config)?;
+    let limited = XdpReflector::load_object(
+        object,
+        config.with_log(LogLevel::Debug, DEFAULT_EBPF_LOG_RATE),
+    )?;
+    let every = XdpReflector::load_object(object, config.with_log(LogLevel::Debug, u32::MAX))?;
+    if every.config().log_level != LogLevel::Debug as u8 {
+        bail!("the debug log could not be set up (see the warning above)");
+    }
+    let probe = probe_frame(false, PORT);
+    let pass = probe_frame(false, 53);
+    let cases: Vec<(String, &XdpReflector, &[u8], u32)> = vec![
+        (
+            "reflect, log compiled out (baseline)".into(),
+            &base,
+            &probe,
+            repeat,
+        ),
+        ("reflect, --ebpf-log off".into(), &off, &probe, repeat),
+        (
+            format!(
+                "reflect, --ebpf-log debug at {DEFAULT_EBPF_LOG_RATE} lines/s (flood: nearly every line suppressed)"
+            ),
+            &limited,
+            &probe,
+            repeat,
+        ),
+        (
+            "reflect, --ebpf-log debug, every packet logged".into(),
+            &every,
+            &probe,
+            LOGGED_REPEAT,
+        ),
+        (
+            "pass-through (UDP to another port), log compiled out (baseline)".into(),
+            &base,
+            &pass,
+            repeat,
+        ),
+        (
+            "pass-through (UDP to another port), --ebpf-log off".into(),
+            &off,
+            &pass,
+            repeat,
+        ),
+    ];
+    let mut samples = vec![Vec::new(); cases.len()];
+    let mut actions = vec![0; cases.len()];
+    // More rounds of the short logged runs: each is only 200 packets.
+    for round in 0..rounds * 5 {
+        for (i, (_, reflector, frame, n)) in cases.iter().enumerate() {
+            if *n == repeat && round >= rounds {
+                continue;
+            }
+            let r = reflector.test_run(frame, *n)?;
+            actions[i] = r.action;
+            samples[i].push(r.per_run.as_nanos() as f64);
+        }
+        // Let the agent's reader empty the ring buffer.
+        thread::sleep(Duration::from_millis(50));
+    }
+    let rows = cases
+        .into_iter()
+        .zip(samples)
+        .zip(actions)
+        .map(|(((case, _, _, _), mut v), action)| {
+            v.sort_by(f64::total_cmp);
+            (case, action, v[v.len() / 2])
+        })
+        .collect();
+    // Single runs, as packets arrive at a reflector that is not flooded:
+    // each logged line finds the agent's reader waiting and wakes it.
+    let copies = [&base, &off, &every];
+    let mut single = [Vec::new(), Vec::new(), Vec::new()];
+    for i in 0..singles {
+        for k in 0..copies.len() {
+            let k = (k + i) % copies.len();
+            let r = copies[k].test_run(&probe, 1)?;
+            single[k].push(r.per_run.as_nanos() as f64);
+        }
+        if i % 100 == 99 {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let single_ns = single.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    });
+    Ok(LogCost {
+        rounds,
+        repeat,
+        logged_repeat: LOGGED_REPEAT,
+        rows,
+        singles,
+        single_ns,
     })
 }
 
@@ -594,15 +740,123 @@ fn generate(from: SocketAddr, to: SocketAddr, duration: Duration) -> Result<(u64
 
 // ---------------------------------------------------------------- report
 
+fn render_log(s: &mut String, log: &LogCost) {
+    let _ = writeln!(
+        s,
+        "### The debug log (`--ebpf-log`): compiled out vs off vs on, same run\n"
+    );
+    let _ = writeln!(
+        s,
+        "Method: the baseline is the same source built a second time with the log compiled out \
+         (`llama-ebpf` without its default `log` feature; the decision reasons the packet path returns \
+         are then dead code and the compiler removes them): the program as it was before the log. \
+         The shipped object runs with the log off (the default: one compare of the config's level \
+         after the decision), with `--ebpf-log debug` at the default {DEFAULT_EBPF_LOG_RATE} lines/s \
+         per CPU (under `repeat` that is a flood: a line is due for every packet, the first few are \
+         written and the rest only take the per-CPU bucket's verdict and count `log_suppressed`), and \
+         with debug and no rate limit (every packet re-reads its headers and writes one aya-log \
+         record to the ring buffer; {} packets per round, which the 128 KiB buffer holds, the agent's \
+         reader draining it between rounds). The reflect rows time the IPv4 probe from port 8100 to \
+         8100 with the loop guards off, as in the first table; each variant runs {} rounds of \
+         `repeat = {}` ({} rounds of {} for the logged row), rounds interleaved; medians.\n",
+        log.logged_repeat,
+        log.rounds,
+        log.repeat,
+        log.rounds * 5,
+        log.logged_repeat
+    );
+    let _ = writeln!(s, "| case | action | median ns/packet | vs baseline |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    let reflect_base = log.rows.first().map_or(1.0, |r| r.2.max(1.0));
+    let pass_base = log
+        .rows
+        .iter()
+        .find(|r| r.0.starts_with("pass-through"))
+        .map_or(1.0, |r| r.2.max(1.0));
+    for (case, action, ns) in &log.rows {
+        let base = if case.starts_with("pass-through") {
+            pass_base
+        } else {
+            reflect_base
+        };
+        let action = match action {
+            3 => "XDP_TX",
+            2 => "XDP_PASS",
+            1 => "XDP_DROP",
+            _ => "other",
+        };
+        let _ = writeln!(
+            s,
+            "| {case} | {action} | {ns:.1} | {:.2}x ({:+.1} ns) |",
+            ns / base,
+            ns - base
+        );
+    }
+    let find = |prefix: &str| {
+        log.rows
+            .iter()
+            .find(|r| r.0.starts_with(prefix))
+            .map_or(f64::NAN, |r| r.2)
+    };
+    let _ = writeln!(
+        s,
+        "\nUnder `repeat` the lines of a round go into the ring buffer back to back. A reflector that \
+         is not flooded writes them one at a time: {} single runs (`repeat = 1`) of the same probe on \
+         the three copies, interleaved, the agent's reader draining as it goes, medians (a single \
+         run's time includes the timer overhead of its own syscall, the same for all three):\n",
+        log.singles
+    );
+    let [b, o, e] = log.single_ns;
+    let _ = writeln!(
+        s,
+        "| single runs | median ns/packet | vs baseline |\n|---|---|---|\n\
+         | log compiled out (baseline) | {b:.0} | 1.00x |\n\
+         | --ebpf-log off | {o:.0} | {:.2}x ({:+.0} ns) |\n\
+         | --ebpf-log debug, every packet logged | {e:.0} | {:.1}x ({:+.0} ns) |\n",
+        o / b.max(1.0),
+        o - b,
+        e / b.max(1.0),
+        e - b
+    );
+    let _ = writeln!(
+        s,
+        "Log off / baseline: **{:.2}x** (repeat), **{:.2}x** (single runs); on, rate-limited flood / \
+         baseline: **{:.2}x**; on, every packet logged / baseline: **{:.1}x** (+{:.0} ns, repeat) and \
+         **{:.1}x** (+{:.0} ns, single runs) in the kernel, before the agent decodes, formats and \
+         writes the line (userspace work, not in these figures). Hence off by default, and limited \
+         in the kernel when on.\n",
+        find("reflect, --ebpf-log off") / reflect_base,
+        o / b.max(1.0),
+        find("reflect, --ebpf-log debug at") / reflect_base,
+        find("reflect, --ebpf-log debug, every") / reflect_base,
+        find("reflect, --ebpf-log debug, every") - reflect_base,
+        e / b.max(1.0),
+        e - b
+    );
+}
+
+/// Section 1's results: the test-run timings, the loop guards' and the
+/// debug log's cost.
+#[derive(Clone, Copy)]
+struct Kernel<'a> {
+    timings: &'a [Timing],
+    guard: &'a GuardCost,
+    log: &'a LogCost,
+}
+
 fn render(
     quick: bool,
     rounds: usize,
     repeat: u32,
     duration: Duration,
-    timings: &[Timing],
-    guard: &GuardCost,
+    kernel: &Kernel<'_>,
     veth: &[VethResult],
 ) -> String {
+    let Kernel {
+        timings,
+        guard,
+        log,
+    } = *kernel;
     let mut s = String::new();
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = fs::read_to_string("/proc/cpuinfo")
@@ -695,6 +949,7 @@ fn render(
         guard.on_median_ns / guard.off_median_ns.max(1.0),
         guard.on_median_ns - guard.off_median_ns
     );
+    render_log(&mut s, log);
     let _ = writeln!(
         s,
         "## 2. Reflected probes/s and CPU per probe on a veth pair\n"

@@ -75,6 +75,8 @@ pub fn start_reflector_on(ns: &NetNs, mode: Mode, ifaces: &[&str], port: u16) ->
         allow: AllowSpec::Anyone,
         answers_per_probe: llama_common::DEFAULT_ANSWERS_PER_PROBE,
         recent_probes: llama_common::DEFAULT_RECENT_PROBES,
+        ebpf_log: llama_common::LogLevel::Off,
+        ebpf_log_rate: llama_common::DEFAULT_EBPF_LOG_RATE,
     };
     let reflector = ns
         .run(|| Reflector::start(&setup))
