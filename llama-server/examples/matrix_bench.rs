@@ -126,6 +126,8 @@ fn agent_body(src: usize) -> String {
                     })
                     .collect(),
                 rtt_buckets: Default::default(),
+                tx_kernel: 80 - r.lost as u64,
+                tx_fallback: 0,
             }
         })
         .collect();

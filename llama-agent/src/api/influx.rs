@@ -42,7 +42,7 @@ fn string(out: &mut String, s: &str) {
 }
 
 /// The fields of one point, in output order.
-pub fn fields(s: &PathSummary) -> [(&'static str, f64); 14] {
+pub fn fields(s: &PathSummary) -> [(&'static str, f64); 16] {
     [
         ("loss", s.loss_pct),
         ("lost", s.lost as f64),
@@ -58,6 +58,8 @@ pub fn fields(s: &PathSummary) -> [(&'static str, f64); 14] {
         ("duplicates", s.duplicates as f64),
         ("unexpected", s.unexpected as f64),
         ("send_errors", s.send_errors as f64),
+        ("tx_kernel", s.tx_kernel as f64),
+        ("tx_fallback", s.tx_fallback as f64),
     ]
 }
 

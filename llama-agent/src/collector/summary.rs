@@ -63,6 +63,8 @@ pub struct PathAcc {
     jitter_sum_ns: u128,
     jitter_pairs: u64,
     ports: Vec<PortAcc>,
+    tx_kernel: u64,
+    tx_fallback: u64,
 }
 
 /// One published per-path summary (one `/influxdata` point).
@@ -96,6 +98,12 @@ pub struct PathSummary {
     /// The RTTs of the replies in the Prometheus histogram's buckets
     /// (`sent - lost` of them).
     pub rtt_buckets: RttCounts,
+    /// Replies whose RTT started at the kernel's send timestamp.
+    pub tx_kernel: u64,
+    /// Replies whose RTT started at the clock read before `sendto`
+    /// (`--tx-timestamps off`, refused by the kernel, or the reply was read
+    /// before the timestamp). `tx_kernel + tx_fallback = sent - lost`.
+    pub tx_fallback: u64,
 }
 
 /// Sent and lost probes of one flow (source port) on a path.
@@ -150,6 +158,8 @@ impl PathAcc {
             jitter_sum_ns: 0,
             jitter_pairs: 0,
             ports: Vec::new(),
+            tx_kernel: 0,
+            tx_fallback: 0,
         }
     }
 
@@ -187,6 +197,15 @@ impl PathAcc {
             self.jitter_pairs += 1;
         }
         self.last_rtt_ns = Some(rtt_ns);
+    }
+
+    /// Which clock started the RTT of the reply just booked.
+    pub fn send_clock(&mut self, kernel: bool) {
+        if kernel {
+            self.tx_kernel += 1;
+        } else {
+            self.tx_fallback += 1;
+        }
     }
 
     /// A probe lost (no reply within its timeout).
@@ -281,7 +300,11 @@ impl PathAcc {
             send_errors: self.send_errors,
             ports,
             rtt_buckets: self.rtt_buckets,
+            tx_kernel: self.tx_kernel,
+            tx_fallback: self.tx_fallback,
         };
+        self.tx_kernel = 0;
+        self.tx_fallback = 0;
         self.rtt_buckets = RttCounts::default();
         self.sent = 0;
         self.lost = 0;
