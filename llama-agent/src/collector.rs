@@ -9,10 +9,14 @@
 //! wall-clock-aligned interval boundary it publishes the summaries that the
 //! HTTP API ([`crate::api`]) serves.
 //!
-//! RTTs come from kernel receive timestamps (SO_TIMESTAMPING, else
-//! SO_TIMESTAMPNS) minus the CLOCK_REALTIME read immediately before the
-//! `sendto` call, so how promptly the loop wakes never changes a measurement;
-//! the loop only has to drain sockets before it expires probes.
+//! RTTs run from the kernel's software send timestamp of the probe
+//! ([`txstamp`], from the socket's error queue) to the kernel's receive
+//! timestamp of the reply (SO_TIMESTAMPING, else SO_TIMESTAMPNS), both
+//! CLOCK_REALTIME, so neither `sendto` nor how promptly the loop wakes
+//! changes a measurement; the loop only has to drain sockets before it
+//! expires probes. Without a send timestamp (`--tx-timestamps off`, a kernel
+//! that refuses it, a reply read first) the RTT starts at the
+//! CLOCK_REALTIME read immediately before `sendto`.
 //!
 //! [`Collector::swap_config`] replaces the configuration at run time: sockets
 //! whose address and port are unchanged are kept, in-flight probes of removed
@@ -30,6 +34,7 @@ pub mod recv;
 pub mod schedule;
 pub mod socket;
 pub mod summary;
+pub mod txstamp;
 pub mod wheel;
 
 use std::{
@@ -45,14 +50,22 @@ use engine::{Command, Engine};
 use metrics::{Metrics, TargetLabels};
 use socket::RxClock;
 use summary::Published;
+use txstamp::TxTimestamps;
 
 use crate::config::{CollectorConfig, ConfigError};
 
-/// How send times are taken (a software TX timestamp from the error queue
-/// would remove the few hundred ns between the clock read and the kernel;
-/// the clock read right before `sendto` is what is in use).
-pub const TX_CLOCK: &str = "user clock before sendto";
-const TX_CLOCK_LABEL: &str = "user_clock";
+/// How send times are taken, for the start-up log and the metrics label:
+/// `(description, label)`.
+pub fn tx_clock(kernel: bool) -> (&'static str, &'static str) {
+    if kernel {
+        (
+            "kernel SO_TIMESTAMPING TX software (fallback: user clock before sendto)",
+            "so_timestamping_tx",
+        )
+    } else {
+        ("user clock before sendto", "user_clock")
+    }
+}
 
 /// Collector failures.
 #[derive(Debug, thiserror::Error)]
@@ -78,21 +91,28 @@ pub struct Shared {
     published: RwLock<Arc<Published>>,
     pub metrics: Metrics,
     pub rx_clock: RxClock,
+    /// Whether probe sockets ask for kernel send timestamps.
+    pub tx_timestamps: TxTimestamps,
 }
 
 impl Shared {
-    fn new(rx_clock: RxClock) -> Self {
+    fn new(rx_clock: RxClock, tx_timestamps: TxTimestamps) -> Self {
+        let kernel_tx = rx_clock == RxClock::Timestamping && txstamp::available(tx_timestamps);
         Self {
             published: RwLock::new(Arc::new(Published::default())),
-            metrics: Metrics::new(rx_clock.label(), TX_CLOCK_LABEL),
+            metrics: Metrics::new(rx_clock.label(), tx_clock(kernel_tx).1),
             rx_clock,
+            tx_timestamps,
         }
     }
 
     /// A standalone state with nothing published yet (for serving the API
     /// without a running collector, e.g. in tests).
     pub fn detached() -> Arc<Self> {
-        Arc::new(Self::new(socket::detect_rx_clock()))
+        Arc::new(Self::new(
+            socket::detect_rx_clock(),
+            TxTimestamps::default(),
+        ))
     }
 
     /// The summaries of the last completed interval.
@@ -141,13 +161,20 @@ impl Collector {
     /// Opens the sockets of `config` and starts probing. Sockets are created
     /// in the calling thread's network namespace.
     pub fn start(config: CollectorConfig) -> Result<Self, Error> {
+        Self::start_with(config, TxTimestamps::default())
+    }
+
+    /// [`start`](Self::start) with the send clock chosen by
+    /// `--tx-timestamps`.
+    pub fn start_with(config: CollectorConfig, tx_timestamps: TxTimestamps) -> Result<Self, Error> {
         let rx_clock = socket::detect_rx_clock();
+        let kernel_tx = rx_clock == RxClock::Timestamping && txstamp::available(tx_timestamps);
         tracing::info!(
             receive = rx_clock.as_str(),
-            send = TX_CLOCK,
+            send = tx_clock(kernel_tx).0,
             "collector timestamp sources"
         );
-        let shared = Arc::new(Shared::new(rx_clock));
+        let shared = Arc::new(Shared::new(rx_clock, tx_timestamps));
         // SAFETY: eventfd returns a new descriptor or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {

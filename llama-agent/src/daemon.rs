@@ -111,12 +111,15 @@ pub async fn run(
     let reflector = blocking("reflector start", move || Reflector::start(&setup)).await??;
     let reflector = Arc::new(Mutex::new(Some(reflector)));
 
-    let sink = Arc::new(CollectorSink::new(
-        settings.port,
-        settings.reflector.allow == AllowSpec::Peers,
-        Arc::clone(&reflector),
-        settings.limits,
-    ));
+    let sink = Arc::new(
+        CollectorSink::new(
+            settings.port,
+            settings.reflector.allow == AllowSpec::Peers,
+            Arc::clone(&reflector),
+            settings.limits,
+        )
+        .with_tx_timestamps(settings.tx_timestamps),
+    );
     let mut control_registry = Registry::default();
     metrics.register(&mut control_registry);
     let state = ApiState::new(Arc::clone(&sink) as Arc<dyn CollectorView>)

@@ -163,6 +163,9 @@ pub struct RunArgs {
         default_value_t = DEFAULT_API_BIND
     )]
     pub api_bind: SocketAddr,
+
+    #[command(flatten)]
+    pub tx: crate::collector::txstamp::TxArgs,
 }
 
 /// The validated settings of `llama-agent run`.
@@ -194,6 +197,8 @@ pub struct Settings {
     pub registration_token: Option<Token>,
     /// Trusted CA certificates (PEM) of an `https://` server.
     pub ca_cert: Option<PathBuf>,
+    /// Whether RTTs start at kernel send timestamps.
+    pub tx_timestamps: crate::collector::txstamp::TxTimestamps,
 }
 
 /// A bad flag or environment value. Each message names the flag and its
@@ -314,6 +319,7 @@ impl RunArgs {
             limits,
             registration_token,
             ca_cert: self.ca_cert.clone(),
+            tx_timestamps: self.tx.tx_timestamps,
         })
     }
 

@@ -128,6 +128,8 @@ fn agent_body(src: usize) -> String {
                 rtt_buckets: Default::default(),
                 hops: Some(2),
                 hop_changes: 0,
+                tx_kernel: 80 - r.lost as u64,
+                tx_fallback: 0,
             }
         })
         .collect();

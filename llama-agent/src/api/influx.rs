@@ -62,6 +62,8 @@ pub fn fields(s: &PathSummary) -> impl Iterator<Item = (&'static str, f64)> {
         ("send_errors", Some(s.send_errors as f64)),
         ("hops", s.hops.map(f64::from)),
         ("hop_changes", Some(s.hop_changes as f64)),
+        ("tx_kernel", Some(s.tx_kernel as f64)),
+        ("tx_fallback", Some(s.tx_fallback as f64)),
     ]
     .into_iter()
     .filter_map(|(k, v)| Some((k, v?)))

@@ -53,6 +53,8 @@ pub struct CollectArgs {
     pub verbose: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub tx: super::txstamp::TxArgs,
 }
 
 /// Loads `path`, or the built-in default when there is none.
@@ -86,7 +88,7 @@ pub fn run(args: CollectArgs) -> Result<(), Error> {
         let mut hup = signal(SignalKind::hangup()).map_err(Error::Runtime)?;
         let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
         let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
-        let collector = Collector::start(config)?;
+        let collector = Collector::start_with(config, args.tx.tx_timestamps)?;
         tracing::info!(
             "collector API listening on {}",
             listener.local_addr().map_or_else(|_| bind.to_string(), |a| a.to_string())

@@ -7,6 +7,13 @@
 //! kernel timestamps, so a reply that arrived in time is never declared lost
 //! because the loop woke late.
 //!
+//! With send timestamps ([`super::txstamp`]) a socket's error queue is read
+//! before its replies, on every wake-up, every [`DRAIN_EVERY`] sends and
+//! after each send turn: a timestamp is queued as its datagram leaves, so it
+//! is normally applied before its reply is matched, the queue stays short
+//! (it counts against the receive buffer) and an entry never leaves epoll
+//! reporting `EPOLLERR` in a loop.
+//!
 //! Above [`BATCHED_PPS`] the sockets leave the epoll set and are drained on
 //! every send wake-up instead (at most [`MIN_WAKE_GAP_NS`] apart): at high
 //! rates that replaces one wake-up per reply with one per batch, and costs
@@ -26,13 +33,14 @@ use socket2::SockAddr;
 use super::{
     Error, Shared, SwapReport,
     clock::{monotonic_ns, realtime_ns},
-    inflight::{InFlight, ReplyOutcome},
+    inflight::{InFlight, ReplyOutcome, TxOutcome},
     memory,
     paths::Paths,
     recv::{BATCH, RecvBatch},
     schedule::Schedule,
     socket::{ProbeSocket, RxClock},
     summary::{Flow, Published},
+    txstamp::{self, DRAIN_EVERY, ErrQueue},
 };
 use crate::config::CollectorConfig;
 
@@ -91,6 +99,7 @@ pub(super) struct Engine {
     pub started: bool,
     pub batched: bool,
     batch: RecvBatch,
+    errq: ErrQueue,
     buf: Vec<u8>,
     ready: Vec<u32>,
     last_wake: u64,
@@ -147,6 +156,7 @@ impl Engine {
             started: false,
             batched: false,
             batch: RecvBatch::new(),
+            errq: ErrQueue::default(),
             buf: vec![0; CANONICAL_MAX_LEN],
             ready: Vec::with_capacity(64),
             last_wake: now,
@@ -168,7 +178,11 @@ impl Engine {
                 if ev.u64 == WAKE_TOKEN {
                     woken = true;
                 } else {
-                    self.ready.push(ev.u64 as u32);
+                    let id = ev.u64 as u32;
+                    self.ready.push(id);
+                    if ev.events & libc::EPOLLERR as u32 != 0 {
+                        self.mark_errqueue(id);
+                    }
                 }
             }
             if woken && !self.handle_commands() {
@@ -192,6 +206,7 @@ impl Engine {
                 self.publish();
             }
             self.send_due();
+            self.drain_errqueues();
         }
     }
 
@@ -288,6 +303,8 @@ impl Engine {
 
     /// Reads every waiting datagram of socket `id` and matches it.
     fn drain(&mut self, id: u32) {
+        // Send timestamps first: they precede their replies.
+        self.drain_tx(id);
         let Some(sock) = self.sockets.get(id as usize).and_then(Option::as_ref) else {
             return;
         };
@@ -349,6 +366,90 @@ impl Engine {
                 break;
             }
         }
+    }
+
+    /// Notes that socket `id`'s error queue has entries (`EPOLLERR`).
+    fn mark_errqueue(&mut self, id: u32) {
+        if let Some(Some(sock)) = self.sockets.get_mut(id as usize) {
+            if let Some(tx) = sock.tx.as_mut() {
+                tx.unread = tx.unread.max(1);
+            } else {
+                // Not ours to read (no send timestamps): empty it anyway so
+                // that epoll does not report the socket forever.
+                let fd = sock.sock.as_raw_fd();
+                while self.errq.recv(fd) == BATCH {}
+            }
+        }
+    }
+
+    /// Reads the error queues of the sockets that sent since theirs was
+    /// last found empty.
+    fn drain_errqueues(&mut self) {
+        for id in 0..self.sockets.len() {
+            self.drain_tx(id as u32);
+        }
+    }
+
+    /// Reads socket `id`'s send timestamps, if any can be waiting, and
+    /// starts their probes' RTTs at them.
+    fn drain_tx(&mut self, id: u32) {
+        let Some(Some(sock)) = self.sockets.get_mut(id as usize) else {
+            return;
+        };
+        let fd = sock.sock.as_raw_fd();
+        let Some(tx) = sock.tx.as_mut() else {
+            return;
+        };
+        if tx.unread == 0 {
+            return;
+        }
+        let m = &self.shared.metrics;
+        loop {
+            let n = self.errq.recv(fd);
+            for i in 0..n {
+                let Some(stamp) = self.errq.stamp(i) else {
+                    continue;
+                };
+                let applied = tx
+                    .take(stamp.key)
+                    .map(|h| self.inflight.on_tx_timestamp(h, stamp.ns));
+                match applied {
+                    Some(TxOutcome::Applied) | Some(TxOutcome::Resolved) => {}
+                    Some(TxOutcome::Implausible) | None => {
+                        m.tx_unmatched.inc();
+                    }
+                }
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+        tx.unread = 0;
+    }
+
+    /// After a failed send on socket `id`: the kernel may or may not have
+    /// used a key for it, so both counts restart at 0 (the timestamps
+    /// already queued are read first, with the old keys).
+    fn resync_tx(&mut self, id: u32) {
+        match self.sockets.get_mut(id as usize) {
+            Some(Some(ProbeSocket { tx: Some(tx), .. })) => tx.unread = tx.unread.max(1),
+            _ => return,
+        }
+        self.drain_tx(id);
+        let Some(sock) = self.sockets[id as usize].as_mut() else {
+            return;
+        };
+        if !txstamp::rearm(&sock.sock) {
+            // The count cannot be restarted: this socket's probes use the
+            // fallback clock from now on.
+            tracing::warn!("cannot rearm send timestamps on {}", sock.local);
+            sock.tx = None;
+            return;
+        }
+        if let Some(tx) = sock.tx.as_mut() {
+            tx.reset();
+        }
+        self.shared.metrics.tx_resyncs.inc();
     }
 
     fn expire(&mut self, now: u64) {
@@ -431,7 +532,7 @@ impl Engine {
         let sent_real = realtime_ns();
         match sock.sock.send_to(&self.buf[..len], &test.dests[i]) {
             Ok(_) => {
-                self.inflight.insert(
+                let handle = self.inflight.insert(
                     sig,
                     sid,
                     flow,
@@ -443,6 +544,18 @@ impl Engine {
                 );
                 self.paths.acquire(path);
                 self.shared.metrics.probes_sent.inc();
+                let tx = self.sockets[sid as usize]
+                    .as_mut()
+                    .and_then(|s| s.tx.as_mut());
+                if let Some(tx) = tx {
+                    match handle {
+                        Some(h) => tx.sent(h),
+                        None => tx.skip(),
+                    }
+                    if tx.unread >= DRAIN_EVERY {
+                        self.drain_tx(sid);
+                    }
+                }
             }
             Err(e) => {
                 self.shared.metrics.send_errors.inc();
@@ -461,6 +574,7 @@ impl Engine {
                     self.last_error_log = sent_mono;
                     tracing::warn!("sending a probe to {} failed: {e}", test.targets[target]);
                 }
+                self.resync_tx(sid);
             }
         }
     }

@@ -73,6 +73,9 @@ struct Record {
     dst: SocketAddr,
     sent_real_ns: u64,
     timeout_ns: u64,
+    /// `sent_real_ns` is the kernel's send timestamp, not the clock read
+    /// before `sendto`.
+    kernel_tx: bool,
 }
 
 /// What a reply turned out to be.
@@ -87,6 +90,23 @@ pub enum ReplyOutcome {
     Unexpected,
     /// No probe in flight has this signature.
     Unknown,
+}
+
+/// A record as a send timestamp finds it again: its slot and generation
+/// (a reused slot has a new generation, so a stale handle matches nothing).
+pub type Handle = (u32, u32);
+
+/// What a kernel send timestamp did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxOutcome {
+    /// The probe's RTT now starts at the kernel timestamp.
+    Applied,
+    /// The probe is already resolved (its reply came first) or its record
+    /// is gone: it keeps the clock read before `sendto`.
+    Resolved,
+    /// Before the user-space send time or past the timeout after it: not
+    /// this probe's datagram (a key count out of step); ignored.
+    Implausible,
 }
 
 pub fn sig_key(sig: &[u8]) -> Option<u64> {
@@ -191,8 +211,8 @@ impl InFlight {
         sent_real_ns: u64,
         sent_mono_ns: u64,
         timeout_ns: u64,
-    ) {
-        let Some(key) = sig_key(&sig) else { return };
+    ) -> Option<Handle> {
+        let key = sig_key(&sig)?;
         let rec = Record {
             sig,
             generation: 0,
@@ -205,6 +225,7 @@ impl InFlight {
             dst,
             sent_real_ns,
             timeout_ns,
+            kernel_tx: false,
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -221,6 +242,26 @@ impl InFlight {
         let generation = self.records[idx as usize].generation;
         self.wheel
             .insert(sent_mono_ns.saturating_add(timeout_ns), (idx, generation));
+        Some((idx, generation))
+    }
+
+    /// Starts the RTT of the probe `h` at its kernel send timestamp
+    /// `tx_real_ns` (CLOCK_REALTIME, like the receive timestamps), if it is
+    /// still pending and the timestamp is plausible for it: not before the
+    /// clock read that preceded its `sendto`, and within its timeout.
+    pub fn on_tx_timestamp(&mut self, h: Handle, tx_real_ns: u64) -> TxOutcome {
+        let Some(rec) = self.records.get_mut(h.0 as usize) else {
+            return TxOutcome::Resolved;
+        };
+        if !rec.live || rec.generation != h.1 || rec.phase != Phase::Pending || rec.kernel_tx {
+            return TxOutcome::Resolved;
+        }
+        if tx_real_ns < rec.sent_real_ns || tx_real_ns - rec.sent_real_ns > rec.timeout_ns {
+            return TxOutcome::Implausible;
+        }
+        rec.sent_real_ns = tx_real_ns;
+        rec.kernel_tx = true;
+        TxOutcome::Applied
     }
 
     /// Matches a reply and books its outcome on its path; `ttl` is the TTL /
@@ -258,6 +299,7 @@ impl InFlight {
                     let acc = paths.acc(rec.path);
                     acc.reply(rec.flow, rtt);
                     acc.reply_ttl(rec.flow, ttl);
+                    acc.send_clock(rec.kernel_tx);
                     ReplyOutcome::Answered(rtt)
                 } else {
                     // Came after its timeout, before the wheel noticed.
@@ -556,5 +598,66 @@ mod tests {
             t.on_reply(&sig, Some(dst), 1_000 * MS + 10_060 * MS, None, &mut p),
             ReplyOutcome::Answered(60 * MS)
         );
+    }
+
+    #[test]
+    fn kernel_send_time_starts_the_rtt_only_when_plausible_and_pending() {
+        let (mut t, mut p, path, dst) = setup();
+        // `send` reads the user clock at 1_000 ms + at_ms, timeout 100 ms.
+        let send_h = |t: &mut InFlight, p: &mut Paths, n: u8| {
+            let sig = [n, 9, 9, 9, 9, 9, 9, 9, 9, 9];
+            p.acquire(path);
+            let h = t
+                .insert(sig, 0, Flow::default(), path, dst, 1_000 * MS, 0, 100 * MS)
+                .expect("valid signature");
+            (sig, h)
+        };
+        // Applied: 20 µs after the clock read; the RTT starts there.
+        let (a, ha) = send_h(&mut t, &mut p, 1);
+        assert_eq!(
+            t.on_tx_timestamp(ha, 1_000 * MS + 20_000),
+            TxOutcome::Applied
+        );
+        assert_eq!(
+            t.on_tx_timestamp(ha, 1_000 * MS + 30_000),
+            TxOutcome::Resolved,
+            "a duplicate timestamp changes nothing"
+        );
+        assert_eq!(
+            t.on_reply(&a, Some(dst), 1_000 * MS + MS, None, &mut p),
+            ReplyOutcome::Answered(MS - 20_000)
+        );
+        // Before the clock read, or past the timeout: not this probe's.
+        let (b, hb) = send_h(&mut t, &mut p, 2);
+        assert_eq!(
+            t.on_tx_timestamp(hb, 1_000 * MS - 1),
+            TxOutcome::Implausible
+        );
+        assert_eq!(t.on_tx_timestamp(hb, 1_101 * MS), TxOutcome::Implausible);
+        assert_eq!(
+            t.on_reply(&b, Some(dst), 1_000 * MS + MS, None, &mut p),
+            ReplyOutcome::Answered(MS),
+            "the fallback clock"
+        );
+        // A reply read first keeps the fallback; the late timestamp is ignored.
+        let (c, hc) = send_h(&mut t, &mut p, 3);
+        assert_eq!(
+            t.on_reply(&c, Some(dst), 1_000 * MS + 2 * MS, None, &mut p),
+            ReplyOutcome::Answered(2 * MS)
+        );
+        assert_eq!(t.on_tx_timestamp(hc, 1_000 * MS + 1), TxOutcome::Resolved);
+        // A stale handle (the slot reused by another probe) matches nothing.
+        t.expire(10_000 * MS, &mut p);
+        t.expire(20_000 * MS, &mut p);
+        assert!(t.is_empty());
+        let (_, hd) = send_h(&mut t, &mut p, 4);
+        assert_ne!(hd, ha);
+        assert_eq!(t.on_tx_timestamp(ha, 1_000 * MS + 1), TxOutcome::Resolved);
+        assert_eq!(
+            t.on_tx_timestamp((9_999, 0), 1_000 * MS),
+            TxOutcome::Resolved
+        );
+        let s = p.acc(path).take().unwrap();
+        assert_eq!((s.tx_kernel, s.tx_fallback), (1, 2));
     }
 }

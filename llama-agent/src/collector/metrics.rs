@@ -79,6 +79,13 @@ pub struct ClockLabels {
     pub tx: String,
 }
 
+/// Which clock started a reply's RTT: `kernel` (the send timestamp) or
+/// `fallback` (the clock read before `sendto`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SendClockLabels {
+    pub clock: &'static str,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the collector exports.
@@ -109,6 +116,9 @@ pub struct Metrics {
     pub target_rtt: Family<TargetLabels, RttHistogram>,
     pub target_hops: Family<TargetLabels, Gauge>,
     pub target_hop_changes: Family<TargetLabels, Counter>,
+    pub send_clock: Family<SendClockLabels, Counter>,
+    pub tx_unmatched: Counter,
+    pub tx_resyncs: Counter,
     /// The label sets of the growing series now exported.
     target_series: Mutex<HashSet<TargetLabels>>,
 }
@@ -143,8 +153,29 @@ impl Metrics {
             target_rtt: Family::default(),
             target_hops: Family::default(),
             target_hop_changes: Family::default(),
+            send_clock: Family::default(),
+            tx_unmatched: Counter::default(),
+            tx_resyncs: Counter::default(),
             target_series: Mutex::default(),
         };
+        for clock in ["kernel", "fallback"] {
+            drop(m.send_clock.get_or_create(&SendClockLabels { clock }));
+        }
+        r.register(
+            "replies_send_clock",
+            "Replies by the clock their RTT started at: kernel (send timestamp) or fallback (clock read before sendto); advanced once per interval",
+            m.send_clock.clone(),
+        );
+        r.register(
+            "tx_timestamps_unmatched",
+            "Kernel send timestamps that matched no pending probe (unknown key, implausible time)",
+            m.tx_unmatched.clone(),
+        );
+        r.register(
+            "tx_key_resyncs",
+            "Restarts of a socket's send timestamp key count after a failed sendto",
+            m.tx_resyncs.clone(),
+        );
         r.register("probes_sent", "Probes sent", m.probes_sent.clone());
         r.register("replies", "Replies received in time", m.replies.clone());
         r.register(
@@ -294,6 +325,11 @@ impl Metrics {
                 }
             }
             published.insert(l);
+            for (clock, n) in [("kernel", s.tx_kernel), ("fallback", s.tx_fallback)] {
+                self.send_clock
+                    .get_or_create(&SendClockLabels { clock })
+                    .inc_by(n);
+            }
         }
         let live = live.unwrap_or_else(|| published.clone());
         // A path published for the last time (its target was removed) is

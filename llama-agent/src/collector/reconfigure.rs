@@ -25,8 +25,9 @@ use super::{
     engine::{BATCHED_PPS, Engine, TestRun},
     memory,
     schedule::Schedule,
-    socket::{ProbeSocket, SocketKey},
+    socket::{ProbeSocket, RxClock, SocketKey},
     summary::PathKey,
+    txstamp::{self, TxTimestamps},
 };
 use crate::config::CollectorConfig;
 
@@ -71,11 +72,17 @@ impl Engine {
                 if existing.contains_key(&id) || opened.contains_key(&id) {
                     continue;
                 }
-                let sock = ProbeSocket::open(&p.spec, id.2).map_err(|source| Error::Socket {
-                    ip: p.spec.ip,
-                    port: p.spec.port,
-                    source,
-                })?;
+                let mut sock =
+                    ProbeSocket::open(&p.spec, id.2).map_err(|source| Error::Socket {
+                        ip: p.spec.ip,
+                        port: p.spec.port,
+                        source,
+                    })?;
+                if self.shared.tx_timestamps == TxTimestamps::On
+                    && sock.rx_clock == RxClock::Timestamping
+                {
+                    sock.tx = txstamp::enable(&sock.sock);
+                }
                 opened.insert(id, sock);
             }
         }

@@ -78,6 +78,9 @@ pub struct ProbeSocket {
     /// Whether this is an IPv6 socket (IPv4 targets then go as v4-mapped).
     pub is_v6: bool,
     pub rx_clock: RxClock,
+    /// Send timestamp keys, when the socket has send timestamps
+    /// ([`super::txstamp`]; turned on by the engine after opening).
+    pub tx: Option<Box<super::txstamp::Keys>>,
 }
 
 impl ProbeSocket {
@@ -142,6 +145,7 @@ impl ProbeSocket {
             local,
             is_v6,
             rx_clock,
+            tx: None,
         })
     }
 

@@ -90,6 +90,8 @@ pub struct PathAcc {
     /// first appearance (one entry per distinct path length, so few).
     hop_replies: Vec<(u8, u32)>,
     hop_changes: u64,
+    tx_kernel: u64,
+    tx_fallback: u64,
 }
 
 /// One published per-path summary (one `/influxdata` point).
@@ -129,6 +131,12 @@ pub struct PathSummary {
     /// Replies whose hop count differed from the previous reply of the same
     /// flow (source port), in this interval or the one before.
     pub hop_changes: u64,
+    /// Replies whose RTT started at the kernel's send timestamp.
+    pub tx_kernel: u64,
+    /// Replies whose RTT started at the clock read before `sendto`
+    /// (`--tx-timestamps off`, refused by the kernel, or the reply was read
+    /// before the timestamp). `tx_kernel + tx_fallback = sent - lost`.
+    pub tx_fallback: u64,
 }
 
 /// Sent and lost probes of one flow (source port) on a path.
@@ -185,6 +193,8 @@ impl PathAcc {
             ports: Vec::new(),
             hop_replies: Vec::new(),
             hop_changes: 0,
+            tx_kernel: 0,
+            tx_fallback: 0,
         }
     }
 
@@ -255,6 +265,15 @@ impl PathAcc {
             .iter()
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
             .map(|&(h, _)| h)
+    }
+
+    /// Which clock started the RTT of the reply just booked.
+    pub fn send_clock(&mut self, kernel: bool) {
+        if kernel {
+            self.tx_kernel += 1;
+        } else {
+            self.tx_fallback += 1;
+        }
     }
 
     /// A probe lost (no reply within its timeout).
@@ -351,9 +370,13 @@ impl PathAcc {
             rtt_buckets: self.rtt_buckets,
             hops: self.hops(),
             hop_changes: self.hop_changes,
+            tx_kernel: self.tx_kernel,
+            tx_fallback: self.tx_fallback,
         };
         self.hop_replies.clear();
         self.hop_changes = 0;
+        self.tx_kernel = 0;
+        self.tx_fallback = 0;
         self.rtt_buckets = RttCounts::default();
         self.sent = 0;
         self.lost = 0;

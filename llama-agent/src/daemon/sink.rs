@@ -10,7 +10,7 @@ use std::{
 use tracing::{info, warn};
 
 use crate::{
-    collector::{Collector, Shared},
+    collector::{Collector, Shared, txstamp::TxTimestamps},
     config::{CollectorConfig, Limits, LoadOptions},
     control::ConfigSink,
     reflector::{Reflector, allowlist},
@@ -24,6 +24,7 @@ pub struct CollectorSink {
     /// The state the API serves: a detached one until the collector runs.
     shared: RwLock<Arc<Shared>>,
     reflector: Arc<Mutex<Option<Reflector>>>,
+    tx_timestamps: TxTimestamps,
 }
 
 impl CollectorSink {
@@ -40,7 +41,14 @@ impl CollectorSink {
             collector: Mutex::new(None),
             shared: RwLock::new(Shared::detached()),
             reflector,
+            tx_timestamps: TxTimestamps::default(),
         }
+    }
+
+    /// The collector's `--tx-timestamps` (default on).
+    pub fn with_tx_timestamps(mut self, tx: TxTimestamps) -> Self {
+        self.tx_timestamps = tx;
+        self
     }
 
     /// The collector state the API should serve now.
@@ -112,7 +120,8 @@ impl ConfigSink for CollectorSink {
                 info!(?report, "collector config swapped in place");
             }
             None => {
-                let started = Collector::start(config.clone()).map_err(|e| e.to_string())?;
+                let started = Collector::start_with(config.clone(), self.tx_timestamps)
+                    .map_err(|e| e.to_string())?;
                 if let Ok(mut shared) = self.shared.write() {
                     *shared = started.shared();
                 }

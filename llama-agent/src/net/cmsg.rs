@@ -188,6 +188,59 @@ pub fn put<T: Copy>(
     end
 }
 
+/// `ee_info` of a send timestamp taken as the datagram left for the device
+/// (`SCM_TSTAMP_SND`; the other kinds are scheduling and ACK timestamps).
+const SCM_TSTAMP_SND: u32 = 0;
+
+/// One kernel send timestamp from a socket's error queue
+/// (`SO_TIMESTAMPING` with `SOF_TIMESTAMPING_TX_SOFTWARE`,
+/// `SOF_TIMESTAMPING_OPT_ID` and `SOF_TIMESTAMPING_OPT_TSONLY`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxStamp {
+    /// The `OPT_ID` key: the socket's count of timestamped datagrams before
+    /// this one.
+    pub key: u32,
+    /// The software transmit timestamp, CLOCK_REALTIME ns.
+    pub ns: u64,
+}
+
+impl Cmsg<'_> {
+    /// The `sock_extended_err` of an error-queue record (`IP_RECVERR`, or
+    /// `IPV6_RECVERR` on an IPv6 socket, IPv4-mapped destinations included).
+    /// The kernel may append the offender's address; it is not read.
+    pub fn extended_err(&self) -> Option<libc::sock_extended_err> {
+        match (self.level, self.kind) {
+            (libc::IPPROTO_IP, libc::IP_RECVERR) | (libc::IPPROTO_IPV6, libc::IPV6_RECVERR) => {
+                self.read::<libc::sock_extended_err>()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The send timestamp an error-queue record carries: a `sock_extended_err`
+/// of origin `SO_EE_ORIGIN_TIMESTAMPING`, errno `ENOMSG` and kind
+/// `SCM_TSTAMP_SND` plus an `SCM_TIMESTAMPING` with a non-zero software
+/// timestamp. Anything else (an ICMP error, another timestamp kind, a
+/// truncated or corrupt record) is `None`.
+pub fn tx_stamp<'a>(cmsgs: impl Iterator<Item = Cmsg<'a>>) -> Option<TxStamp> {
+    let (mut key, mut ns) = (None, None);
+    for c in cmsgs {
+        if let Some(e) = c.extended_err() {
+            let ours = e.ee_errno == libc::ENOMSG as u32
+                && e.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING
+                && e.ee_info == SCM_TSTAMP_SND;
+            if !ours {
+                return None;
+            }
+            key = Some(e.ee_data);
+        } else if (c.level, c.kind) == (libc::SOL_SOCKET, libc::SO_TIMESTAMPING) {
+            ns = c.rx_timestamp_ns();
+        }
+    }
+    Some(TxStamp { key: key?, ns: ns? })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +347,133 @@ mod tests {
         assert_eq!(iter(&buf, len).count(), 1);
         let record = header_len() + 4;
         assert_eq!(iter(&buf, record - 1).count(), 0);
+    }
+}
+
+#[cfg(test)]
+mod tx_tests {
+    use super::*;
+
+    fn err(origin: u8, info: u32, key: u32) -> libc::sock_extended_err {
+        libc::sock_extended_err {
+            ee_errno: libc::ENOMSG as u32,
+            ee_origin: origin,
+            ee_type: 0,
+            ee_code: 0,
+            ee_pad: 0,
+            ee_info: info,
+            ee_data: key,
+        }
+    }
+
+    /// A record as the kernel writes it: the timestamps, then the error
+    /// (with the offender's address after it on IPv6).
+    fn record(
+        level: libc::c_int,
+        kind: libc::c_int,
+        e: libc::sock_extended_err,
+    ) -> (Buffer, usize) {
+        let mut buf = [0u64; WORDS];
+        let ts = [
+            libc::timespec {
+                tv_sec: 5,
+                tv_nsec: 7,
+            },
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+        ];
+        let len = put(&mut buf, 0, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &ts);
+        let len = if level == libc::IPPROTO_IPV6 {
+            #[repr(C)]
+            #[derive(Clone, Copy)]
+            struct WithOffender(libc::sock_extended_err, libc::sockaddr_in6);
+            // SAFETY: all-zero is a valid sockaddr_in6.
+            let offender: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+            put(&mut buf, len, level, kind, &WithOffender(e, offender))
+        } else {
+            put(&mut buf, len, level, kind, &e)
+        };
+        (buf, len)
+    }
+
+    #[test]
+    fn send_timestamps_decode_on_both_families() {
+        let origin = libc::SO_EE_ORIGIN_TIMESTAMPING;
+        for (level, kind) in [
+            (libc::IPPROTO_IP, libc::IP_RECVERR),
+            (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
+        ] {
+            let (buf, len) = record(level, kind, err(origin, SCM_TSTAMP_SND, 41));
+            assert_eq!(
+                tx_stamp(iter(&buf, len)),
+                Some(TxStamp {
+                    key: 41,
+                    ns: 5_000_000_007
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn other_records_and_truncations_are_ignored() {
+        let origin = libc::SO_EE_ORIGIN_TIMESTAMPING;
+        let ip = (libc::IPPROTO_IP, libc::IP_RECVERR);
+        // An ICMP error, a scheduling timestamp, a wrong errno.
+        for e in [
+            err(libc::SO_EE_ORIGIN_ICMP, SCM_TSTAMP_SND, 1),
+            err(origin, 1, 1),
+            libc::sock_extended_err {
+                ee_errno: libc::ECONNREFUSED as u32,
+                ..err(origin, SCM_TSTAMP_SND, 1)
+            },
+        ] {
+            let (buf, len) = record(ip.0, ip.1, e);
+            assert_eq!(tx_stamp(iter(&buf, len)), None, "{e:?}");
+        }
+        // Every truncation of a good record: the error cut short, or gone.
+        let (buf, len) = record(ip.0, ip.1, err(origin, SCM_TSTAMP_SND, 1));
+        for cut in 0..len {
+            assert_eq!(tx_stamp(iter(&buf, cut)), None, "cut at {cut}");
+        }
+        // A zero software timestamp (only hardware ones) is no timestamp.
+        let mut buf = [0u64; WORDS];
+        let zero = [libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        }; 3];
+        let len = put(&mut buf, 0, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &zero);
+        let len = put(&mut buf, len, ip.0, ip.1, &err(origin, SCM_TSTAMP_SND, 1));
+        assert_eq!(tx_stamp(iter(&buf, len)), None);
+    }
+
+    #[test]
+    fn corrupt_control_bytes_never_panic() {
+        // Deterministic pseudo-random garbage, with plausible headers mixed in.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..2_000 {
+            let mut buf = [0u64; WORDS];
+            for w in &mut buf {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *w = x;
+            }
+            if round % 2 == 0 {
+                let (good, len) = record(
+                    libc::IPPROTO_IP,
+                    libc::IP_RECVERR,
+                    err(libc::SO_EE_ORIGIN_TIMESTAMPING, SCM_TSTAMP_SND, 3),
+                );
+                buf[..len / 8].copy_from_slice(&good[..len / 8]);
+                buf[1] = x & 0xffff_ffff;
+            }
+            let _ = tx_stamp(iter(&buf, (x % (BUFFER_LEN as u64 + 64)) as usize));
+        }
     }
 }

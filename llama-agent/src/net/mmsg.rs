@@ -121,6 +121,11 @@ impl RecvBatch {
         self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
     }
 
+    /// Whether the kernel cut slot `i`'s control messages to fit.
+    pub fn control_truncated(&self, i: usize) -> bool {
+        self.hdrs[i].msg_hdr.msg_flags & libc::MSG_CTRUNC != 0
+    }
+
     /// The control messages of slot `i`.
     pub fn cmsgs(&self, i: usize) -> impl Iterator<Item = Cmsg<'_>> {
         // size_t in glibc, socklen_t in musl.

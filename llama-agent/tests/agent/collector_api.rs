@@ -88,6 +88,8 @@ fn known_summary() -> PathSummary {
         },
         hops: Some(3),
         hop_changes: 2,
+        tx_kernel: 70,
+        tx_fallback: 6,
     }
 }
 
@@ -132,13 +134,13 @@ async fn influxdata_is_byte_exact() {
         r#"[{"fields":{"loss":0.000000,"lost":0.000000,"rtt":0.299736,"sent":76.000000,"#,
         r#""rtt_min":0.100000,"rtt_max":1.250000,"rtt_p50":0.299500,"rtt_p90":0.500000,"rtt_p99":1.000000,"#,
         r#""jitter":0.012346,"late":1.000000,"duplicates":2.000000,"unexpected":0.000000,"send_errors":3.000000,"#,
-        r#""hops":3.000000,"hop_changes":2.000000},"#,
+        r#""hops":3.000000,"hop_changes":2.000000,"tx_kernel":70.000000,"tx_fallback":6.000000},"#,
         r#""tags":{"dst_ip":"127.0.0.1","name":"llama_server","quote":"a \"b\"","src_ip":"::","src_name":"las2","version":"0.0.1"},"#,
         r#""time":"0001-01-01T00:00:00Z","measurement":"raw_stats"},"#,
         r#"{"fields":{"loss":100.000000,"lost":250.000000,"rtt":0.000000,"sent":250.000000,"#,
         r#""rtt_min":0.100000,"rtt_max":1.250000,"rtt_p50":0.299500,"rtt_p90":0.500000,"rtt_p99":1.000000,"#,
         r#""jitter":0.012346,"late":1.000000,"duplicates":2.000000,"unexpected":0.000000,"send_errors":3.000000,"#,
-        r#""hop_changes":0.000000},"#,
+        r#""hop_changes":0.000000,"tx_kernel":70.000000,"tx_fallback":6.000000},"#,
         r#""tags":{"dst_ip":"fd00:11a:a::2","src_ip":"fd00:11a:a::1"},"#,
         r#""time":"0001-01-01T00:00:00Z","measurement":"raw_stats"},"#,
         r#"{"fields":{"loss":0.000000,"lost":0.000000,"sent":38.000000,"src_port":40001.000000},"#,
@@ -209,6 +211,11 @@ async fn metrics_expose_paths_and_collector_counters() {
         "llama_collector_replies_late_total 0",
         "llama_collector_replies_duplicate_total 0",
         "llama_collector_timestamp_source_info{rx=\"",
+        // Which clock started the replies' RTTs, from the summaries.
+        "llama_collector_replies_send_clock_total{clock=\"kernel\"} 70",
+        "llama_collector_replies_send_clock_total{clock=\"fallback\"} 6",
+        "llama_collector_tx_timestamps_unmatched_total 0",
+        "llama_collector_tx_key_resyncs_total 0",
         "llama_collector_path_loss_ratio{src_ip=\"::\",dst_ip=\"127.0.0.1\"} 0.0",
         "llama_collector_path_probes_sent{src_ip=\"::\",dst_ip=\"127.0.0.1\"} 76",
         "llama_collector_path_rtt_seconds{src_ip=\"::\",dst_ip=\"127.0.0.1\",stat=\"p99\"} 0.001",

@@ -15,6 +15,7 @@ mod collector_loss;
 mod collector_netns;
 mod collector_prometheus;
 mod collector_swap;
+mod collector_txstamp;
 mod config_errors;
 mod config_formats;
 mod control_binary;

@@ -14,6 +14,11 @@
 //! The reflector is llama's XDP program in generic (skb) mode on the
 //! reflector host's veth, so reflecting costs no userspace CPU on the shared
 //! two cores and the collector's figure is its own.
+//!
+//! A second step ([`contention`]) measures RTT quantiles under CPU
+//! contention with kernel send timestamps on and off, and their CPU cost.
+
+mod contention;
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -88,8 +93,9 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         );
         samples.push(s);
     }
+    let phases = contention::run(&agent, quick)?;
     let doc = cmd::workspace_root().join("docs/benchmarks/collector.md");
-    std::fs::write(&doc, report(&samples, quick))
+    std::fs::write(&doc, report(&samples, quick) + &contention::report(&phases))
         .with_context(|| format!("write {}", doc.display()))?;
     println!("wrote {}", doc.display());
     Ok(())
@@ -276,7 +282,9 @@ fn report(samples: &[Sample], quick: bool) -> String {
            path drops packets, so every loss is the collector's (or the reflector's) own.\n\
          - Reflector: llama's XDP program in generic (skb) mode on the reflector host's veth; it\n  \
            answers every target address in the kernel, so no userspace reflector competes for the\n  \
-           two cores and the figure is the collector's own.\n\n\
+           two cores and the figure is the collector's own.\n\
+         - The collector runs with its defaults, kernel send timestamps included\n  \
+           (`--tx-timestamps on`); their cost alone is measured in the last section.\n\n\
          Goals: 50,000 probes/s sustained on one core with < 0.1 % false loss; < 25 % of one core\n\
          at 10,000 probes/s.\n\n\
          ## Notes\n\n\

@@ -1,0 +1,281 @@
+//! Where an RTT starts: kernel send timestamps from the error queue
+//! (`--tx-timestamps on`, the default) or the clock read before `sendto`
+//! (`off`). Over a veth pair with the XDP reflector and over loopback with
+//! the userspace reflector, (nearly) every reply is timed from the kernel's
+//! send timestamp, and none with the switch off; sends refused by a
+//! firewall (which use up a timestamp key) resynchronise the key count
+//! without costing the other probes their kernel timestamps; and the switch
+//! works on `llama-agent collect`, by flag and by environment, and parses on
+//! `llama-agent run`.
+
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+};
+
+use clap::Parser;
+use llama_agent::{
+    collector::{Collector, summary::PathSummary, txstamp::TxTimestamps},
+    config::{CollectorConfig, LoadOptions},
+    settings::RunArgs,
+};
+use llama_testkit::{NetNs, TwoHosts, WAIT, http_get_ok, privileged, wait_for};
+
+use crate::{
+    collector_netns::nft_script,
+    support::{
+        publications::{next_publication, path},
+        reflector::{Mode, start_reflector},
+    },
+};
+
+fn config(yaml: &str) -> CollectorConfig {
+    CollectorConfig::from_yaml(yaml, &LoadOptions::default()).expect("valid test config")
+}
+
+/// The `tx` label of `llama_collector_timestamp_source_info`.
+fn tx_label(c: &Collector) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &c.shared().metrics.registry)
+        .expect("encodes");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("llama_collector_timestamp_source_info{"))
+        .unwrap_or_else(|| panic!("no timestamp source in {text}"));
+    let tx = line.split("tx=\"").nth(1).expect("tx label");
+    tx.split('"').next().expect("quoted").to_owned()
+}
+
+fn start_in(ns: &NetNs, cfg: CollectorConfig, tx: TxTimestamps) -> Collector {
+    ns.run(move || Collector::start_with(cfg, tx))
+        .expect("collector starts")
+}
+
+/// The second publication's summary of `dst` (the first covers a partial
+/// interval).
+fn second_summary(c: &Collector, dst: &str) -> PathSummary {
+    let first = next_publication(c, 0, WAIT);
+    let p = next_publication(c, first.interval_end, WAIT);
+    path(&p, dst)
+        .unwrap_or_else(|| panic!("no summary for {dst}: {p:?}"))
+        .clone()
+}
+
+/// No loss, sane RTTs (positive, below the 1 s timeout), and every reply
+/// counted under exactly one send clock.
+fn assert_clean(s: &PathSummary) {
+    assert!(s.sent >= 20, "{s:?}");
+    assert_eq!((s.lost, s.late, s.duplicates), (0, 0, 0), "{s:?}");
+    assert!(
+        s.rtt_min_ms > 0.0 && s.rtt_max_ms < 1000.0,
+        "implausible RTT {s:?}"
+    );
+    assert_eq!(s.tx_kernel + s.tx_fallback, s.sent - s.lost, "{s:?}");
+}
+
+/// At most one reply in 20 timed by the fallback clock.
+fn assert_nearly_all_kernel(s: &PathSummary) {
+    assert!(
+        s.tx_fallback * 20 <= s.sent,
+        "kernel {} fallback {}: {s:?}",
+        s.tx_kernel,
+        s.tx_fallback
+    );
+}
+
+const VETH_CONFIG: &str = "
+summarization: {interval: 1}
+ports: {p: {ip: 0.0.0.0, port: 0, tos: 0, timeout: 1000}}
+port_groups: {g: [{port: p, count: 2}]}
+rate_limits: {r: {cps: 40}}
+tests: [{targets: t, port_group: g, rate_limit: r}]
+targets: {t: [{ip: 10.200.0.2, port: 8100}, {ip: 'fd00:11a:a::2', port: 8100}]}
+";
+
+#[test]
+fn xdp_path_rtts_start_at_kernel_send_timestamps_unless_switched_off() {
+    if !privileged(
+        "collector_txstamp::xdp_path_rtts_start_at_kernel_send_timestamps_unless_switched_off",
+    ) {
+        return;
+    }
+    let hosts = TwoHosts::new().expect("two hosts");
+    let xdp = start_reflector(&hosts.right, Mode::Xdp, &hosts.veth.b, 8100);
+
+    let c = start_in(&hosts.left, config(VETH_CONFIG), TxTimestamps::On);
+    // IPv4 and IPv6 (one dual-stack socket: IPv4-mapped and native).
+    for dst in ["10.200.0.2", "fd00:11a:a::2"] {
+        let s = second_summary(&c, dst);
+        assert_clean(&s);
+        assert_nearly_all_kernel(&s);
+    }
+    let m = &c.shared().metrics;
+    assert_eq!(m.send_errors.get(), 0);
+    assert_eq!(m.tx_resyncs.get(), 0);
+    assert_eq!(tx_label(&c), "so_timestamping_tx");
+    c.shutdown();
+    assert!(xdp.xdp_reflected() >= 40, "answered by XDP");
+
+    let c = start_in(&hosts.left, config(VETH_CONFIG), TxTimestamps::Off);
+    for dst in ["10.200.0.2", "fd00:11a:a::2"] {
+        let s = second_summary(&c, dst);
+        assert_clean(&s);
+        assert_eq!(s.tx_kernel, 0, "switched off: {s:?}");
+    }
+    assert_eq!(c.shared().metrics.tx_unmatched.get(), 0);
+    assert_eq!(tx_label(&c), "user_clock");
+}
+
+#[test]
+fn loopback_userspace_reflector_gets_kernel_send_timestamps() {
+    if !privileged("collector_txstamp::loopback_userspace_reflector_gets_kernel_send_timestamps") {
+        return;
+    }
+    let ns = NetNs::new().expect("netns");
+    let _refl = start_reflector(&ns, Mode::Userspace, "lo", 8100);
+    let cfg = config(
+        "
+summarization: {interval: 1}
+ports: {p: {ip: 127.0.0.1, port: 0, tos: 0, timeout: 1000}}
+port_groups: {g: [{port: p, count: 2}]}
+rate_limits: {r: {cps: 40}}
+tests: [{targets: t, port_group: g, rate_limit: r}]
+targets: {t: [{ip: 127.0.0.1, port: 8100}]}
+",
+    );
+    let c = start_in(&ns, cfg, TxTimestamps::On);
+    let s = second_summary(&c, "127.0.0.1");
+    assert_clean(&s);
+    assert_nearly_all_kernel(&s);
+}
+
+#[test]
+fn refused_sends_resync_the_key_count_and_keep_kernel_timing() {
+    if !privileged("collector_txstamp::refused_sends_resync_the_key_count_and_keep_kernel_timing") {
+        return;
+    }
+    let hosts = TwoHosts::new().expect("two hosts");
+    let _refl = start_reflector(&hosts.right, Mode::Xdp, &hosts.veth.b, 8100);
+    // Probes to port 8199 are refused on the way out (sendto fails with
+    // EPERM after the kernel has used a timestamp key for them).
+    nft_script(
+        &hosts.left,
+        "table inet llt {
+  chain out { type filter hook output priority 0; policy accept;
+    udp dport 8199 drop
+  }
+}
+",
+    );
+    // One socket probes both targets, alternating.
+    let cfg = config(
+        "
+summarization: {interval: 1}
+ports: {p: {ip: 0.0.0.0, port: 0, tos: 0, timeout: 1000}}
+port_groups: {g: [{port: p, count: 1}]}
+rate_limits: {r: {cps: 40}}
+tests: [{targets: t, port_group: g, rate_limit: r}]
+targets: {t: [{ip: 10.200.0.2, port: 8100}, {ip: 10.200.0.2, port: 8199}]}
+",
+    );
+    let c = start_in(&hosts.left, cfg, TxTimestamps::On);
+    let s = second_summary(&c, "10.200.0.2");
+    // The refused probes are send errors, not sent (nor lost); the others
+    // are answered and timed by the kernel.
+    assert!(s.send_errors >= 20, "{s:?}");
+    assert_clean(&s);
+    assert_nearly_all_kernel(&s);
+    let m = &c.shared().metrics;
+    assert!(m.tx_resyncs.get() >= 20, "one resync per refused send");
+}
+
+/// `llama-agent collect` with the switch from a flag or the environment:
+/// the published `tx_kernel` / `tx_fallback` follow it.
+#[test]
+fn collect_subcommand_switch_by_flag_and_environment() {
+    if !privileged("collector_txstamp::collect_subcommand_switch_by_flag_and_environment") {
+        return;
+    }
+    let ns = NetNs::new().expect("netns");
+    let _refl = start_reflector(&ns, Mode::Userspace, "lo", 8100);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("collector.yaml");
+    std::fs::write(
+        &file,
+        "
+summarization: {interval: 1}
+api: {bind: 127.0.0.1:5000}
+ports: {p: {ip: 127.0.0.1, port: 0, tos: 0, timeout: 1000}}
+port_groups: {g: [{port: p, count: 1}]}
+rate_limits: {r: {cps: 20}}
+tests: [{targets: t, port_group: g, rate_limit: r}]
+targets: {t: [{ip: 127.0.0.1, port: 8100}]}
+",
+    )
+    .expect("write config");
+    let cases: [(&[&str], Option<&str>, bool); 3] = [
+        (&["--tx-timestamps", "off"], None, false),
+        (&[], Some("off"), false),
+        (&[], None, true),
+    ];
+    for (flags, env, kernel) in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llama-agent"));
+        cmd.args(["collect", "--config"])
+            .arg(&file)
+            .args(["--api-bind", "127.0.0.1:5002"])
+            .args(flags)
+            .env_remove("APP_CONFIG")
+            .env_remove("LLAMA_TX_TIMESTAMPS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(v) = env {
+            cmd.env("LLAMA_TX_TIMESTAMPS", v);
+        }
+        let _child = ns.spawn(cmd).expect("spawn collector");
+        let addr: SocketAddr = "127.0.0.1:5002".parse().expect("literal");
+        // A full interval with replies in it.
+        let fields = wait_for("a summary with replies", WAIT, || {
+            let body = ns.run(move || http_get_ok(addr, "/influxdata"))?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let f = v.get(0)?.get("fields")?.clone();
+            (f["sent"].as_f64()? >= 10.0).then_some(f)
+        });
+        let (k, fb) = (
+            fields["tx_kernel"].as_f64().expect("tx_kernel"),
+            fields["tx_fallback"].as_f64().expect("tx_fallback"),
+        );
+        let sent = fields["sent"].as_f64().expect("sent");
+        assert_eq!(k + fb, sent, "{flags:?} {env:?}: {fields}");
+        if kernel {
+            assert!(fb * 20.0 <= sent, "{flags:?} {env:?}: {fields}");
+        } else {
+            assert_eq!(k, 0.0, "{flags:?} {env:?}: {fields}");
+        }
+    }
+}
+
+#[derive(Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[test]
+fn run_subcommand_takes_the_switch() {
+    let parse = |args: &[&str]| {
+        let mut argv = vec!["llama-agent", "-s", "http://h"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| c.run.validate().expect("valid").tx_timestamps)
+    };
+    assert_eq!(parse(&[]).expect("default"), TxTimestamps::On);
+    assert_eq!(
+        parse(&["--tx-timestamps", "off"]).expect("off"),
+        TxTimestamps::Off
+    );
+    assert_eq!(
+        parse(&["--tx-timestamps", "on"]).expect("on"),
+        TxTimestamps::On
+    );
+    let err = parse(&["--tx-timestamps", "maybe"]).expect_err("refused");
+    assert!(err.to_string().contains("maybe"), "{err}");
+}
