@@ -17,5 +17,6 @@ mod render;
 mod render_roundtrip;
 mod scraper;
 mod slow_clients;
+mod store_redis;
 mod tls;
 mod ui_browser;
