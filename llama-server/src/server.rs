@@ -182,6 +182,15 @@ pub async fn shutdown_signal() {
 /// Serves until SIGINT/SIGTERM.
 pub async fn serve(settings: Settings) -> Result<(), Error> {
     crate::settings::validate(&settings)?;
+    match &settings.store {
+        crate::settings::StoreSettings::Memory => tracing::info!("registry in memory"),
+        crate::settings::StoreSettings::Redis(options) => {
+            tracing::info!(
+                ?options,
+                "registry in Redis, shared with any server using it"
+            )
+        }
+    }
     let server = Server::start(AppState::from_settings(settings)?).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");

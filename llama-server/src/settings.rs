@@ -551,6 +551,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn store_values() {
+        let t = Duration::from_secs(1);
+        assert!(matches!(
+            parse_store("memory", "llama", t, t),
+            Ok(StoreSettings::Memory)
+        ));
+        match parse_store(" redis://:pw@10.0.0.5:6379/2 ", "llama", t, t) {
+            Ok(StoreSettings::Redis(o)) => assert_eq!(o.url, "redis://:pw@10.0.0.5:6379/2"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_store("redis+unix:///run/redis.sock", "p", t, t),
+            Ok(StoreSettings::Redis(_))
+        ));
+        for (value, prefix, want) in [
+            ("etcd://h:2379", "llama", "neither `memory` nor a redis://"),
+            ("redis", "llama", "neither `memory` nor a redis://"),
+            ("redis://h", "", "store prefix"),
+            ("redis://h", "a{b}", "store prefix"),
+        ] {
+            let err = parse_store(value, prefix, t, t).unwrap_err().to_string();
+            assert!(err.contains(want), "{value}: {err}");
+        }
+    }
+
+    #[test]
     fn influx_secrets_stay_out_of_debug() {
         let basic = InfluxAuth::Basic {
             user: "llama".into(),

@@ -63,7 +63,7 @@ const KEY_GRACE_MS: u64 = 60_000;
 const REMOVE_BATCH: usize = 256;
 
 /// How to reach Redis and how long to trust the cache without it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisOptions {
     /// `redis://[user:pass@]host[:port][/db]` or `redis+unix:///path`.
     pub url: String,
@@ -74,6 +74,18 @@ pub struct RedisOptions {
     /// How long group reads may be served from the cache while Redis is
     /// unreachable.
     pub stale_for: Duration,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    // By hand: the URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &redacted(&self.url))
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("stale_for", &self.stale_for)
+            .finish()
+    }
 }
 
 /// The probe data kept in `:data`: what the agent registered besides its id
@@ -614,5 +626,42 @@ impl Store for RedisStore {
             let held: i64 = self.op("lease", invocation.invoke_async(&mut con)).await?;
             Ok(held == 1)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_debug_and_logs() {
+        let o = RedisOptions {
+            url: "redis://user:s3cret@10.0.0.5:6379/0".into(),
+            prefix: "llama".into(),
+            timeout: Duration::from_secs(1),
+            stale_for: Duration::from_secs(1),
+        };
+        let text = format!("{o:?}");
+        assert!(
+            !text.contains("s3cret") && text.contains("10.0.0.5"),
+            "{text}"
+        );
+        assert_eq!(
+            redacted("redis+unix:///run/r.sock"),
+            "redis+unix:///run/r.sock"
+        );
+    }
+
+    #[test]
+    fn memory_stats_dataset_bytes() {
+        use redis::Value;
+        let flat = Value::Array(vec![
+            Value::SimpleString("peak.allocated".into()),
+            Value::Int(10),
+            Value::SimpleString("dataset.bytes".into()),
+            Value::Int(1234),
+        ]);
+        assert_eq!(dataset_bytes(&flat), Some(1234));
+        assert_eq!(dataset_bytes(&Value::Nil), None);
     }
 }

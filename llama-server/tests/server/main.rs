@@ -15,6 +15,7 @@ mod matrix_api;
 mod registry;
 mod render;
 mod render_roundtrip;
+mod replicas;
 mod scraper;
 mod slow_clients;
 mod store_redis;

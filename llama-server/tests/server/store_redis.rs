@@ -188,6 +188,14 @@ async fn entries_expire_with_their_keepalive_and_the_reap_drops_the_group() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(state.store.counts().await.unwrap().probes, 1);
+    // Each group key outlives the keepalive by a minute, no more.
+    for key in ["seen", "data", "order", "names", "short", "version"] {
+        let ttl: u64 = redis
+            .cli(&["PTTL", &format!("t4:{{g}}:{key}")])
+            .parse()
+            .unwrap();
+        assert!((60_000..=61_000).contains(&ttl), "{key}: PTTL {ttl}");
+    }
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let list = get(&a, "/api/v1/list/g", peer("10.9.9.9:1")).await;
     assert!(
@@ -244,7 +252,7 @@ async fn an_outage_answers_503_serves_cached_configs_and_recovers() {
     .await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.error().contains("store unavailable"), "{}", r.error());
-    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(r.headers["retry-after"], "5");
     let cached = get(&a, path, peer("10.0.0.1:1")).await;
     assert_eq!(
         cached.status,
