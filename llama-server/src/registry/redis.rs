@@ -25,7 +25,8 @@
 //!
 //! Reads of a group cost one round trip while its version is unchanged:
 //! the probes (and their rendered targets) are cached per version and only
-//! the deadlines are read. When Redis cannot be reached, writes fail (the
+//! the deadlines are read, and for [`FRESH_FOR`] after a read only the
+//! version is. When Redis cannot be reached, writes fail (the
 //! API answers 503) and group reads are served from that cache for at most
 //! `stale_for`; each change between reachable and not is logged once.
 
@@ -61,6 +62,10 @@ const LEASE: &str = include_str!("redis/lease.lua");
 const KEY_GRACE_MS: u64 = 60_000;
 /// Ids per removal script call: one call blocks Redis while it runs.
 const REMOVE_BATCH: usize = 256;
+/// How long a group read is reused while the group's version holds: a
+/// config then costs one `GET` of the version, and registration times and
+/// expiries show at most this late.
+const FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// How to reach Redis and how long to trust the cache without it.
 #[derive(Clone)]
@@ -366,8 +371,21 @@ impl RedisStore {
         let keys = self.keys(name);
         let [seen, data, order, ..] = &keys.0;
         let version_key = &keys.0[5];
-        let now_ms = unix_ms(SystemTime::now());
         let mut con = self.connection.clone();
+        let fresh = {
+            let cache = self.cache();
+            cache
+                .get(name)
+                .filter(|c| c.read_at.elapsed() < FRESH_FOR)
+                .map(|c| (c.version, c.members.clone()))
+        };
+        if let Some((cached_version, members)) = fresh {
+            let version: Option<u64> = self.op("read group", con.get(version_key)).await?;
+            if version == Some(cached_version) {
+                return Ok(Some(members));
+            }
+        }
+        let now_ms = unix_ms(SystemTime::now());
         let (version, live): (Option<u64>, Vec<(String, f64)>) = self
             .op(
                 "read group",

@@ -313,6 +313,10 @@ async fn an_unchanged_group_reuses_its_probes() {
     )
     .await;
     assert_eq!(r.status, 200);
+    // Within a second of a read, an unchanged version serves that read.
+    let cached = state.store.group("g").await.unwrap().unwrap();
+    assert_eq!(cached[1].last_seen, first[1].last_seen);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = state.store.group("g").await.unwrap().unwrap();
     assert_eq!(first.len(), 3);
     for (x, y) in first.iter().zip(&second) {

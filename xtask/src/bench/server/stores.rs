@@ -40,10 +40,8 @@ struct Redis {
 impl Redis {
     fn start() -> Result<Redis> {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "llama-bench-redis-{}-{port}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("llama-bench-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -101,7 +99,10 @@ fn population() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for g in 0..SMALL_GROUPS {
         for i in 0..SMALL_SIZE {
-            out.push((format!("10.{}.{}.{}", 10 + g / 100, g % 100, i + 1), format!("s{g}")));
+            out.push((
+                format!("10.{}.{}.{}", 10 + g / 100, g % 100, i + 1),
+                format!("s{g}"),
+            ));
         }
     }
     for i in 0..BIG_SIZE {
@@ -239,7 +240,9 @@ fn measure(
     let before = redis.map(Redis::used_memory).transpose()?;
     let populate_time = populate(servers[0].port, &agents, 3600)?;
     let bytes_per_entry = match (redis, before) {
-        (Some(r), Some(b)) => Some((r.used_memory()?.saturating_sub(b)) as f64 / agents.len() as f64),
+        (Some(r), Some(b)) => {
+            Some((r.used_memory()?.saturating_sub(b)) as f64 / agents.len() as f64)
+        }
         _ => None,
     };
     // Registrations: every replica loaded at once, the rates summed.
@@ -252,7 +255,10 @@ fn measure(
             })
             .collect();
         runs.into_iter()
-            .map(|r| r.join().unwrap_or_else(|_| Err(anyhow!("wrk thread panicked"))))
+            .map(|r| {
+                r.join()
+                    .unwrap_or_else(|_| Err(anyhow!("wrk thread panicked")))
+            })
             .collect()
     });
     let mut reg_rps = 0.0;
@@ -320,15 +326,19 @@ fn report(all: &[Figures]) -> String {
     row("registering 11,000 agents (4 connections), s", &|f| {
         format!("{:.2}", f.populate.as_secs_f64())
     });
-    row("re-registrations/s, all replicas (wrk, 16 connections each)", &|f| {
-        format!("{:.0} ({} errors)", f.reg_rps, f.reg_errors)
-    });
-    row("config of the 1,000-member group, 16 connections: req/s, p50, p99", &|f| {
-        format!(
-            "{:.0}/s, {:.2} ms, {:.2} ms",
-            f.config.rps, f.config.p50_ms, f.config.p99_ms
-        )
-    });
+    row(
+        "re-registrations/s, all replicas (wrk, 16 connections each)",
+        &|f| format!("{:.0} ({} errors)", f.reg_rps, f.reg_errors),
+    );
+    row(
+        "config of the 1,000-member group, 16 connections: req/s, p50, p99",
+        &|f| {
+            format!(
+                "{:.0}/s, {:.2} ms, {:.2} ms",
+                f.config.rps, f.config.p50_ms, f.config.p99_ms
+            )
+        },
+    );
     row("same, 1 connection: req/s, p50, p99", &|f| {
         format!(
             "{:.0}/s, {:.2} ms, {:.2} ms",
