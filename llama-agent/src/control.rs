@@ -2,8 +2,9 @@
 //! (docs/server-api.md) and its collector fed with the group's config,
 //! through server outages.
 //!
-//! Two independent tasks share one HTTP client: [`registration`] (POST every
-//! 60 s) and [`poller`] (GET every 30 s). Each backs off on its own with
+//! Two independent tasks share the server list ([`servers`]: one or more
+//! servers in order of preference, failing over between them):
+//! [`registration`] (POST every 60 s) and [`poller`] (GET every 30 s). Each backs off on its own with
 //! jitter ([`backoff`]) and logs once per state change ([`health`]). The last
 //! config the collector accepted is persisted ([`state`]) and applied at the
 //! next start before the server is asked, so an agent restarted during a
@@ -21,6 +22,7 @@ pub mod health;
 pub mod metrics;
 pub mod poller;
 pub mod registration;
+pub mod servers;
 pub mod sink;
 pub mod state;
 pub mod tls;
@@ -45,6 +47,7 @@ pub use self::{
     error::Error,
     metrics::ControlMetrics,
     registration::RegisterBody,
+    servers::Servers,
     sink::ConfigSink,
     state::StateFile,
     token::{Token, TokenError},
@@ -67,8 +70,9 @@ pub const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(1);
 /// settings (`Settings::control_config`), tests and embedders directly.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
-    /// Server base URL.
-    pub server: Url,
+    /// Server base URLs in order of preference (at least one): requests
+    /// go to the first that answers ([`servers`]).
+    pub servers: Vec<Url>,
     pub group: String,
     /// The agent's probe/API port, registered and sent as `llamaport`.
     pub port: u16,
@@ -121,7 +125,7 @@ impl ControlConfig {
 
 /// What the two loops share.
 struct Shared {
-    client: ServerClient,
+    servers: Servers,
     config: ControlConfig,
     sink: Arc<dyn ConfigSink>,
     metrics: ControlMetrics,
@@ -130,9 +134,9 @@ struct Shared {
     reregister: Notify,
     /// Set after the first registration attempt, whatever its outcome.
     first_registration: watch::Sender<bool>,
-    /// The entry id of the last successful registration: what to delete at
-    /// shutdown.
-    registered_id: Mutex<Option<String>>,
+    /// The server (its index) and entry id of the last successful
+    /// registration: what to delete at shutdown, and where.
+    registered: Mutex<Option<(usize, String)>>,
 }
 
 /// Run the control loop until `shutdown` is cancelled.
@@ -148,11 +152,12 @@ pub async fn run(
     metrics: ControlMetrics,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let client = ServerClient::new(
-        config.server.clone(),
+    let servers = Servers::new(
+        &config.servers,
         config.request_timeout,
-        config.registration_token.clone(),
+        config.registration_token.as_ref(),
         config.ca_cert.as_deref(),
+        metrics.clone(),
     )?;
     if let Some(dir) = &config.state_dir {
         state::remove_stale_temporaries(dir);
@@ -160,14 +165,14 @@ pub async fn run(
     let state = config.state_file();
     let initial = apply_initial(&config, state.as_ref(), &sink, &metrics).await;
     let shared = Arc::new(Shared {
-        client,
+        servers,
         config,
         sink,
         metrics,
         shutdown,
         reregister: Notify::new(),
         first_registration: watch::Sender::new(false),
-        registered_id: Mutex::new(None),
+        registered: Mutex::new(None),
     });
     let register = tokio::spawn(registration::run_loop(Arc::clone(&shared)));
     let poll = tokio::spawn(poller::Poller::new(Arc::clone(&shared), state, initial).run_loop());
@@ -181,19 +186,21 @@ pub async fn run(
     Ok(())
 }
 
-/// Tells the server this agent is leaving (`DELETE /api/v1/register/<id>`),
-/// when it registered successfully; bounded by `deregister_timeout`. A
+/// Tells the server this agent last registered with that it is leaving
+/// (`DELETE /api/v1/register/<id>`), when it registered successfully;
+/// bounded by `deregister_timeout`. A
 /// server that does not know the route (404/405: older servers) or the
 /// entry is fine; anything else is logged and ignored, since the entry
 /// expires with its keepalive anyway.
 async fn deregister(shared: &Shared) {
-    let id = shared.registered_id.lock().ok().and_then(|id| id.clone());
-    let Some(id) = id else {
+    let registered = shared.registered.lock().ok().and_then(|r| r.clone());
+    let Some((server, id)) = registered else {
         debug!("never registered with an entry id: nothing to deregister");
         return;
     };
     match shared
-        .client
+        .servers
+        .client(server)
         .deregister(&id, shared.config.deregister_timeout)
         .await
     {

@@ -66,9 +66,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone())?;
     // Only an agent with a server has state to keep (standalone has its file).
-    let state_dir = match settings.server {
-        Some(_) => state_dir::resolve(settings.state_dir.as_deref())?,
-        None => None,
+    let state_dir = if settings.servers.is_empty() {
+        None
+    } else {
+        state_dir::resolve(settings.state_dir.as_deref())?
     };
     log_startup(&settings, state_dir.as_deref());
     let metrics = ControlMetrics::new();
@@ -119,7 +120,7 @@ fn init_tracing(verbose: bool, ebpf_log: LogLevel) {
 fn log_startup(s: &Settings, state_dir: Option<&std::path::Path>) {
     let xdp = llama_agent::xdp::unavailable_reason().unwrap_or_else(|| "embedded".to_owned());
     info!(
-        server = s.server.as_ref().map_or("none (standalone)".into(), |u| u.to_string()),
+        server = %servers(s),
         group = %s.group,
         port = s.port,
         probe_name = %s.probe_name,
@@ -133,12 +134,21 @@ fn log_startup(s: &Settings, state_dir: Option<&std::path::Path>) {
         state_dir = state_dir.map_or("none".into(), |p| p.display().to_string()),
         "llama-agent starting"
     );
-    if s.server.is_some() && state_dir.is_none() {
+    if !s.servers.is_empty() && state_dir.is_none() {
         warn!(
             "no writable state directory (tried {} and the XDG/home fallbacks): a restart while the server is down starts without targets",
             state_dir::DEFAULT
         );
     }
+}
+
+/// The server list as given, or that there is none.
+fn servers(s: &Settings) -> String {
+    if s.servers.is_empty() {
+        return "none (standalone)".into();
+    }
+    let urls: Vec<String> = s.servers.iter().map(ToString::to_string).collect();
+    urls.join(",")
 }
 
 /// Cancel `token` on SIGINT or SIGTERM. The handlers are installed before

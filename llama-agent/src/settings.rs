@@ -43,9 +43,12 @@ pub const DEFAULT_API_BIND: SocketAddr =
 /// and probe's names are kept.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// URL of the llama server, e.g. `http://llama.example.com:5000`.
-    /// Without it, `--config` runs a standalone collector.
-    #[arg(short = 's', long, env = "LLAMA_SERVER", value_name = "URL")]
+    /// URL of the llama server, e.g. `http://llama.example.com:5000`, or
+    /// several separated by commas (replicas or sites, in order of
+    /// preference): the agent uses the first that answers and comes back
+    /// to the first when it recovers. Without it, `--config` runs a
+    /// standalone collector.
+    #[arg(short = 's', long, env = "LLAMA_SERVER", value_name = "URL[,URL…]")]
     pub server: Option<String>,
 
     /// Group to register in; the agent probes every member of its group.
@@ -171,8 +174,8 @@ pub struct RunArgs {
 /// The validated settings of `llama-agent run`.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Server base URL (http); `None` = standalone.
-    pub server: Option<Url>,
+    /// Server base URLs in order of preference; empty = standalone.
+    pub servers: Vec<Url>,
     pub group: String,
     pub ip: Option<IpAddr>,
     pub keepalive: Duration,
@@ -219,6 +222,12 @@ pub enum SettingsError {
     ServerHttps { value: String },
     #[error("--server / LLAMA_SERVER {value:?} is not a valid URL: {reason}")]
     ServerUrl { value: String, reason: String },
+    #[error(
+        "--server / LLAMA_SERVER {value:?} has an empty entry (give URLs separated by commas, e.g. http://a:5000,http://b:5000)"
+    )]
+    ServerEmptyEntry { value: String },
+    #[error("--server / LLAMA_SERVER lists {url} twice")]
+    ServerTwice { url: String },
     // `reason`, not `source`: the message already includes it, and a source
     // would print it twice in an error chain.
     #[error("--tags / LLAMA_TAGS {value:?}: {reason}")]
@@ -263,7 +272,7 @@ impl RunArgs {
         if server.is_none() && self.config.is_none() {
             return Err(SettingsError::NoServerNorConfig);
         }
-        let server = server.map(parse_server).transpose()?;
+        let servers = server.map(parse_servers).transpose()?.unwrap_or_default();
         if let Some(path) = &self.config
             && !path.is_file()
         {
@@ -283,7 +292,7 @@ impl RunArgs {
             return Err(SettingsError::KeepaliveZero);
         }
         // Only meaningful when the agent registers at all.
-        if server.is_some() && Duration::from_secs(self.keepalive) <= register_interval {
+        if !servers.is_empty() && Duration::from_secs(self.keepalive) <= register_interval {
             return Err(SettingsError::KeepaliveShort {
                 keepalive: self.keepalive,
                 interval: duration::display(register_interval),
@@ -301,7 +310,7 @@ impl RunArgs {
             (None, None) => None,
         };
         Ok(Settings {
-            server,
+            servers,
             group,
             ip: self.ip,
             keepalive: Duration::from_secs(self.keepalive),
@@ -345,7 +354,7 @@ impl Settings {
     /// no server is set (a standalone collector).
     pub fn control_config(&self, state_dir: Option<PathBuf>) -> Option<ControlConfig> {
         Some(ControlConfig {
-            server: self.server.clone()?,
+            servers: Some(self.servers.clone()).filter(|s| !s.is_empty())?,
             group: self.group.clone(),
             port: self.port,
             ip: self.ip,
@@ -376,6 +385,26 @@ pub fn hostname() -> Result<String, SettingsError> {
         return Err(SettingsError::Hostname("empty".into()));
     }
     Ok(name)
+}
+
+/// A comma-separated list of server URLs, in order of preference.
+fn parse_servers(value: &str) -> Result<Vec<Url>, SettingsError> {
+    let mut servers: Vec<Url> = Vec::new();
+    for entry in value.split(',').map(str::trim) {
+        if entry.is_empty() {
+            return Err(SettingsError::ServerEmptyEntry {
+                value: value.to_owned(),
+            });
+        }
+        let url = parse_server(entry)?;
+        if servers.contains(&url) {
+            return Err(SettingsError::ServerTwice {
+                url: url.to_string(),
+            });
+        }
+        servers.push(url);
+    }
+    Ok(servers)
 }
 
 fn parse_server(value: &str) -> Result<Url, SettingsError> {

@@ -38,6 +38,9 @@ pub enum Error {
         group: String,
         holder: String,
     },
+    /// The shared store (Redis) failed or could not be reached.
+    #[error("store unavailable: {0}")]
+    Store(String),
     /// An HTTP exchange with InfluxDB, an agent or the server failed.
     #[error("{what}: {reason}")]
     Http { what: String, reason: String },
@@ -121,6 +124,11 @@ impl From<Error> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::ShortnameTaken { .. } => StatusCode::CONFLICT,
+            // The shared store is away: retry, maybe through another replica.
+            Error::Store(_) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+                    .with_retry_after(5);
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, err.to_string())

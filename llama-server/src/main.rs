@@ -106,6 +106,22 @@ struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "LLAMA_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Where the registry lives: `memory` (this process) or a Redis URL
+    /// (`redis://[user:pass@]host[:port][/db]`, `redis+unix:///path`) that
+    /// several servers share.
+    #[arg(long, env = "LLAMA_STORE", default_value = defaults::STORE, hide_env_values = true)]
+    store: String,
+    /// Prefix of every Redis key, so deployments can share one Redis.
+    #[arg(long, env = "LLAMA_STORE_PREFIX", default_value = defaults::STORE_PREFIX)]
+    store_prefix: String,
+    /// Seconds one Redis operation may take (connecting included) before
+    /// the request fails with 503.
+    #[arg(long, env = "LLAMA_STORE_TIMEOUT", default_value_t = defaults::STORE_TIMEOUT_S)]
+    store_timeout: f64,
+    /// Seconds configs and lists are served from this server's cache while
+    /// Redis is unreachable (writes answer 503 meanwhile).
+    #[arg(long, env = "LLAMA_STORE_STALE_FOR", default_value_t = defaults::STORE_STALE_FOR_S)]
+    store_stale_for: f64,
     /// InfluxDB host; the scraper runs when set.
     #[arg(long, env = "INFLUXDB_HOST", default_value = "")]
     influxdb_host: String,
@@ -354,6 +370,28 @@ fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool, Influx
         ),
         ..ScrapeSettings::default()
     };
+    let store = cfg::parse_store(
+        &layered(m, "store", &cli.store, file.store.clone()),
+        &layered(
+            m,
+            "store_prefix",
+            &cli.store_prefix,
+            file.store_prefix.clone(),
+        ),
+        secs(
+            layered(m, "store_timeout", &cli.store_timeout, file.store_timeout),
+            "store timeout",
+        )?,
+        secs(
+            layered(
+                m,
+                "store_stale_for",
+                &cli.store_stale_for,
+                file.store_stale_for,
+            ),
+            "store stale-for time",
+        )?,
+    )?;
     let s = Settings {
         listen: cfg::listen_addrs(&hosts, port)?,
         default_group: layered(m, "group", &cli.group, file.group.clone()),
@@ -378,6 +416,7 @@ fn settings(cli: &Cli, m: &ArgMatches) -> anyhow::Result<(Settings, bool, Influx
         influx,
         scrape,
         collect: layered(m, "collect", &cli.collect, file.collect),
+        store,
     };
     let verbose = layered(m, "verbose", &cli.verbose, file.verbose);
     Ok((s, verbose, influx_for_scrape))

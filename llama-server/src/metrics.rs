@@ -71,6 +71,9 @@ pub struct Metrics {
     pub scrape_round_seconds: Histogram,
     /// Agents whose last scrape failed or is older than two intervals.
     pub agents_stale: Gauge,
+    /// 1 while this server holds the scraper lease (always, with a store of
+    /// its own), else 0.
+    pub scraper_leader: Gauge,
     pub history: HistoryCounters,
     history_bytes: Gauge,
     history_budget_bytes: Gauge,
@@ -113,6 +116,7 @@ impl Metrics {
             points_dropped: Counter::default(),
             scrape_round_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             agents_stale: Gauge::default(),
+            scraper_leader: Gauge::default(),
             history: HistoryCounters::default(),
             history_bytes: Gauge::default(),
             history_budget_bytes: Gauge::default(),
@@ -196,6 +200,11 @@ impl Metrics {
             "agents_stale",
             "Agents whose last scrape failed or is older than two intervals",
             m.agents_stale.clone(),
+        );
+        r.register(
+            "scraper_leader",
+            "1 while this server holds the scraper lease (servers sharing a store scrape one at a time), else 0",
+            m.scraper_leader.clone(),
         );
         r.register(
             "history_bytes",

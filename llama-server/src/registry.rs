@@ -4,6 +4,7 @@
 //! answers at once.
 
 mod memory;
+mod redis;
 
 use std::{
     sync::Arc,
@@ -12,6 +13,7 @@ use std::{
 
 use futures::future::BoxFuture;
 pub use memory::{MemoryStore, ShortnameRule, StoreLimits};
+pub use redis::{RedisOptions, RedisStore};
 
 use crate::{
     entry::{Entry, Id, Probe},
@@ -77,4 +79,13 @@ pub trait Store: Send + Sync + 'static {
     /// registrations for more than a few milliseconds at a time, and must
     /// finish while registrations keep arriving.
     fn reap(&self, now: SystemTime) -> StoreFuture<'_, ReapReport>;
+
+    /// Takes or keeps the lease `name` for `holder` for `ttl`: `true` when
+    /// `holder` holds it. Work that one server of several sharing the store
+    /// must do alone (scraping) runs only under its lease. A store private
+    /// to one server grants every lease.
+    fn lease<'a>(&'a self, name: &'a str, holder: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        let _ = (name, holder, ttl);
+        Box::pin(std::future::ready(Ok(true)))
+    }
 }

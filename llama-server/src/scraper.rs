@@ -12,6 +12,7 @@
 //! just published.
 
 pub mod agent;
+pub mod lease;
 pub mod targets;
 
 use std::{
@@ -21,6 +22,7 @@ use std::{
 };
 
 use futures::StreamExt;
+pub use lease::ScrapeLease;
 pub use targets::TargetSource;
 use tokio::sync::{mpsc, watch};
 
@@ -57,6 +59,8 @@ pub struct Scraper {
     history: Arc<History>,
     /// Present inside the server: its statistics become `llama_server` points.
     server_store: Option<Arc<dyn Store>>,
+    /// Inside the server: scrape only while holding the store's lease.
+    lease: Option<ScrapeLease>,
     too_large_logged: std::sync::atomic::AtomicBool,
 }
 
@@ -95,6 +99,7 @@ impl Scraper {
             metrics,
             history,
             server_store: None,
+            lease: None,
             too_large_logged: Default::default(),
         })
     }
@@ -102,6 +107,13 @@ impl Scraper {
     /// Also write the server's statistics (measurement `llama_server`).
     pub fn with_server_stats(mut self, store: Arc<dyn Store>) -> Self {
         self.server_store = Some(store);
+        self
+    }
+
+    /// Scrape only the rounds this server holds `store`'s scraper lease
+    /// for (see [`lease`]).
+    pub fn with_lease(mut self, store: Arc<dyn Store>) -> Self {
+        self.lease = Some(ScrapeLease::new(store, self.interval, self.metrics.clone()));
         self
     }
 
@@ -128,6 +140,11 @@ impl Scraper {
         let rounds = async {
             loop {
                 tokio::time::sleep(until_next_round(self.interval, SystemTime::now())).await;
+                if let Some(lease) = &self.lease
+                    && !lease.hold().await
+                {
+                    continue;
+                }
                 let deadline = Instant::now() + self.interval;
                 let report = self.round(deadline).await;
                 tracing::debug!(?report, "scrape round");

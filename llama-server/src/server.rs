@@ -105,7 +105,8 @@ impl Server {
             state.metrics.clone(),
             state.history.clone(),
         )?
-        .with_server_stats(state.store.clone());
+        .with_server_stats(state.store.clone())
+        .with_lease(state.store.clone());
         match influx {
             Some(influx) => {
                 tracing::info!(
@@ -181,7 +182,16 @@ pub async fn shutdown_signal() {
 /// Serves until SIGINT/SIGTERM.
 pub async fn serve(settings: Settings) -> Result<(), Error> {
     crate::settings::validate(&settings)?;
-    let server = Server::start(AppState::new(settings)).await?;
+    match &settings.store {
+        crate::settings::StoreSettings::Memory => tracing::info!("registry in memory"),
+        crate::settings::StoreSettings::Redis(options) => {
+            tracing::info!(
+                ?options,
+                "registry in Redis, shared with any server using it"
+            )
+        }
+    }
+    let server = Server::start(AppState::from_settings(settings)?).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;

@@ -53,6 +53,14 @@ pub mod defaults {
     /// poll 30 s and registration 60 s), so a pooled connection is not
     /// closed just as its next request is sent.
     pub const HEADER_READ_TIMEOUT_S: f64 = 20.0;
+    /// Where the registry lives: this process's memory.
+    pub const STORE: &str = "memory";
+    /// Prefix of the Redis store's keys.
+    pub const STORE_PREFIX: &str = "llama";
+    /// Bound on one Redis operation, seconds.
+    pub const STORE_TIMEOUT_S: f64 = 2.0;
+    /// How long configs are served from the cache while Redis is away, seconds.
+    pub const STORE_STALE_FOR_S: f64 = 300.0;
     /// Most connections served at once, all listen addresses together
     /// (below the common 1,024 file-descriptor limit).
     pub const MAX_CONNECTIONS: usize = 768;
@@ -264,6 +272,16 @@ impl Default for ListenerSettings {
     }
 }
 
+/// Where the registry lives.
+#[derive(Debug, Clone, Default)]
+pub enum StoreSettings {
+    /// This process's memory (one server).
+    #[default]
+    Memory,
+    /// A Redis shared by any number of servers.
+    Redis(crate::registry::RedisOptions),
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -295,6 +313,8 @@ pub struct Settings {
     /// matrix, and InfluxDB when configured). Off, the server only keeps
     /// the registry and issues configs.
     pub collect: bool,
+    /// Where the registry lives.
+    pub store: StoreSettings,
 }
 
 impl Default for Settings {
@@ -315,6 +335,7 @@ impl Default for Settings {
             influx: None,
             scrape: ScrapeSettings::default(),
             collect: true,
+            store: StoreSettings::Memory,
         }
     }
 }
@@ -380,6 +401,10 @@ pub struct FileConfig {
     pub tls_key: Option<std::path::PathBuf>,
     pub influxdb_tls: Option<bool>,
     pub influxdb_ca_cert: Option<std::path::PathBuf>,
+    pub store: Option<String>,
+    pub store_prefix: Option<String>,
+    pub store_timeout: Option<f64>,
+    pub store_stale_for: Option<f64>,
     pub limits: Option<Limits>,
     pub collector: Option<CollectorDefaults>,
 }
@@ -423,6 +448,42 @@ pub fn listen_addrs(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, Erro
         });
     }
     Ok(out)
+}
+
+/// The store a `--store` value names: `memory`, or a Redis URL
+/// (`redis://[user:pass@]host[:port][/db]`, `redis+unix:///path`).
+pub fn parse_store(
+    value: &str,
+    prefix: &str,
+    timeout: Duration,
+    stale_for: Duration,
+) -> Result<StoreSettings, Error> {
+    let bad = |reason: String| Error::Config {
+        path: "store".into(),
+        reason,
+    };
+    let value = value.trim();
+    if value.is_empty() || value == "memory" {
+        return Ok(StoreSettings::Memory);
+    }
+    let scheme = value.split("://").next().unwrap_or_default();
+    if !matches!(scheme, "redis" | "redis+unix" | "unix") || !value.contains("://") {
+        return Err(bad(format!(
+            "{value:?} is neither `memory` nor a redis:// or redis+unix:// URL"
+        )));
+    }
+    if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+        return Err(bad(format!(
+            "store prefix {prefix:?} must be non-empty, without spaces or braces"
+        )));
+    }
+    redis::Client::open(value).map_err(|e| bad(format!("{value:?}: {e}")))?;
+    Ok(StoreSettings::Redis(crate::registry::RedisOptions {
+        url: value.to_owned(),
+        prefix: prefix.to_owned(),
+        timeout,
+        stale_for,
+    }))
 }
 
 /// Checks settings that would otherwise fail later and less clearly.
@@ -488,6 +549,32 @@ pub fn validate(s: &Settings) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_values() {
+        let t = Duration::from_secs(1);
+        assert!(matches!(
+            parse_store("memory", "llama", t, t),
+            Ok(StoreSettings::Memory)
+        ));
+        match parse_store(" redis://:pw@10.0.0.5:6379/2 ", "llama", t, t) {
+            Ok(StoreSettings::Redis(o)) => assert_eq!(o.url, "redis://:pw@10.0.0.5:6379/2"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_store("redis+unix:///run/redis.sock", "p", t, t),
+            Ok(StoreSettings::Redis(_))
+        ));
+        for (value, prefix, want) in [
+            ("etcd://h:2379", "llama", "neither `memory` nor a redis://"),
+            ("redis", "llama", "neither `memory` nor a redis://"),
+            ("redis://h", "", "store prefix"),
+            ("redis://h", "a{b}", "store prefix"),
+        ] {
+            let err = parse_store(value, prefix, t, t).unwrap_err().to_string();
+            assert!(err.contains(want), "{value}: {err}");
+        }
+    }
 
     #[test]
     fn influx_secrets_stay_out_of_debug() {

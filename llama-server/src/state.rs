@@ -7,8 +7,8 @@ use crate::{
     budget::RenderBudget,
     history::History,
     metrics::Metrics,
-    registry::{MemoryStore, ShortnameRule, Store, StoreLimits},
-    settings::Settings,
+    registry::{MemoryStore, RedisStore, ShortnameRule, Store, StoreLimits},
+    settings::{Settings, StoreSettings},
 };
 
 /// Shared, cheaply cloned state.
@@ -54,6 +54,18 @@ impl AppState {
     pub fn new(settings: Settings) -> Self {
         let store = Arc::new(MemoryStore::with_limits(store_limits(&settings)));
         Self::with_store(settings, store)
+    }
+
+    /// State over the store `settings` name. Errs on a Redis URL the
+    /// client refuses (connecting happens later, on demand).
+    pub fn from_settings(settings: Settings) -> Result<Self, crate::error::Error> {
+        let store: Arc<dyn Store> = match &settings.store {
+            StoreSettings::Memory => Arc::new(MemoryStore::with_limits(store_limits(&settings))),
+            StoreSettings::Redis(options) => {
+                Arc::new(RedisStore::new(options.clone(), store_limits(&settings))?)
+            }
+        };
+        Ok(Self::with_store(settings, store))
     }
 
     pub fn with_store(settings: Settings, store: Arc<dyn Store>) -> Self {

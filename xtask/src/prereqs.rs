@@ -14,6 +14,8 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("bpftool", "bpftool"),
     ("influxdb", "influxd"),
+    // The shared registry of several servers.
+    ("redis-server", "redis-server"),
     // The dist binaries under emulation, the images, the unit checks.
     ("qemu-user", "qemu-aarch64"),
     ("podman", "podman"),

@@ -48,6 +48,10 @@ pub struct ControlMetrics {
     pub current_backoff_seconds: Family<LoopLabel, Gauge<f64, AtomicU64>>,
     /// 1 when the last request to the server succeeded, else 0.
     pub server_reachable: Gauge,
+    /// Position in `--server` of the server in use (0 = the first, preferred).
+    pub active_server: Gauge,
+    /// Moves from one server to another (failovers and returns).
+    pub server_switches: Counter,
 }
 
 impl ControlMetrics {
@@ -100,6 +104,16 @@ impl ControlMetrics {
             "1 when the last request to the server succeeded, else 0",
             self.server_reachable.clone(),
         );
+        r.register(
+            "active_server",
+            "Position in the --server list of the server in use (0 = the first, preferred one)",
+            self.active_server.clone(),
+        );
+        r.register(
+            "server_switches",
+            "Moves from one server of the --server list to another (failovers and returns to the first)",
+            self.server_switches.clone(),
+        );
     }
 
     /// Set the backoff gauge of one loop.
@@ -137,6 +151,8 @@ mod tests {
             "llama_agent_control_config_changes_applied_total 0",
             "llama_agent_control_current_backoff_seconds{loop=\"poll\"} 1.5",
             "llama_agent_control_server_reachable 1",
+            "llama_agent_control_active_server 0",
+            "llama_agent_control_server_switches_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -3,7 +3,14 @@
 //! the state file. This replaces the original probe's shell loop that diffed
 //! the YAML and restarted the collector.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use rand::{SeedableRng, rngs::StdRng};
 use tracing::{debug, info, warn};
@@ -39,10 +46,12 @@ pub(super) struct Poller {
     applied: Option<String>,
     /// The last config the sink refused: not offered again every poll.
     rejected: Option<String>,
-    /// Our address as the server sees it, when `--ip` is not given.
-    my_ip: Option<IpAddr>,
-    /// The previous fetch got 404 (see [`Poller::fetch`]).
-    last_was_404: bool,
+    /// Our address as the server (its index in the list) sees it, when
+    /// `--ip` is not given. Servers at other sites may see another one.
+    /// Behind a lock only because a fetch round borrows the poller shared.
+    my_ip: Mutex<Option<(usize, IpAddr)>>,
+    /// The previous fetch got 404 (see [`Poller::fetch_from`]).
+    last_was_404: AtomicBool,
 }
 
 impl Poller {
@@ -56,8 +65,8 @@ impl Poller {
             state,
             applied,
             rejected: None,
-            my_ip: None,
-            last_was_404: false,
+            my_ip: Mutex::new(None),
+            last_was_404: AtomicBool::new(false),
         }
     }
 
@@ -174,45 +183,65 @@ impl Poller {
         }
     }
 
-    /// `GET` the config, working out `srcip` first when `--ip` is not given.
-    async fn fetch(&mut self) -> Result<String, Error> {
-        let shared = Arc::clone(&self.shared);
+    /// `GET` the config from the server in use, else from the next one
+    /// that answers (see [`super::servers`]).
+    async fn fetch(&self) -> Result<String, Error> {
+        let servers = &self.shared.servers;
+        servers
+            .try_round(servers.active(), |server| self.fetch_from(server))
+            .await
+    }
+
+    /// `GET` the config from server `server`, working out `srcip` first
+    /// when `--ip` is not given.
+    async fn fetch_from(&self, server: usize) -> Result<String, Error> {
+        let shared = &self.shared;
         let config = &shared.config;
         let srcip = match config.ip {
             Some(ip) => Some(ip),
-            None => self.lookup_my_ip().await?,
+            None => self.lookup_my_ip(server).await?,
         };
         let result = shared
-            .client
+            .servers
+            .client(server)
             .config(&config.group, config.port, srcip)
             .await;
         let is_404 = matches!(result, Err(Error::Status { status: 404, .. }));
-        if is_404 && !self.last_was_404 {
+        if is_404 && !self.last_was_404.load(Ordering::Relaxed) {
             // The server does not know us: it restarted with an empty registry,
             // reaped us, or our address changed. Re-register now rather than at
             // the next period, and ask for our address again. Only on the first
             // 404 of a run: a server that keeps answering 404 (a wrong URL
             // behind a proxy) must not get a registration per poll.
             if config.ip.is_none() {
-                self.my_ip = None;
+                self.set_my_ip(None);
             }
             shared.reregister.notify_one();
         }
-        self.last_was_404 = is_404;
+        self.last_was_404.store(is_404, Ordering::Relaxed);
         result
+    }
+
+    fn set_my_ip(&self, value: Option<(usize, IpAddr)>) {
+        if let Ok(mut my_ip) = self.my_ip.lock() {
+            *my_ip = value;
+        }
     }
 
     /// Our address as the server sees it (asked once, then cached). When the
     /// server answers but cannot tell, poll without `srcip` (the server then
     /// uses the peer address); when it does not answer at all, fail the poll.
-    async fn lookup_my_ip(&mut self) -> Result<Option<IpAddr>, Error> {
-        if let Some(ip) = self.my_ip {
+    async fn lookup_my_ip(&self, server: usize) -> Result<Option<IpAddr>, Error> {
+        let cached = self.my_ip.lock().ok().and_then(|m| *m);
+        if let Some((asked, ip)) = cached
+            && asked == server
+        {
             return Ok(Some(ip));
         }
-        match self.shared.client.my_ip().await {
+        match self.shared.servers.client(server).my_ip().await {
             Ok(ip) => {
                 debug!(%ip, "the server sees this agent at");
-                self.my_ip = Some(ip);
+                self.set_my_ip(Some((server, ip)));
                 Ok(Some(ip))
             }
             Err(e) if e.server_answered() => {

@@ -57,7 +57,9 @@ impl RegisterBody {
 
 /// Register until shutdown: every `register_interval` (±10%) while it works,
 /// with backoff while it does not, and at once when the poller finds that
-/// the server forgot us (a server restarted with an empty registry).
+/// the server forgot us (a server restarted with an empty registry). Each
+/// registration goes through the server list from the first (preferred)
+/// server, so the agent returns to it as soon as it answers again.
 pub(super) async fn run_loop(shared: Arc<Shared>) {
     let config = &shared.config;
     let body = RegisterBody::new(config);
@@ -68,26 +70,29 @@ pub(super) async fn run_loop(shared: Arc<Shared>) {
     let mut health = Health::new();
     let mut rng = StdRng::from_os_rng();
     loop {
-        let Some(result) = finish_or_abandon(
-            shared.client.register(&body),
-            &shared.shutdown,
-            config.shutdown_grace,
-        )
-        .await
+        let round = shared.servers.try_round(0, |server| {
+            let body = &body;
+            let shared = &shared;
+            async move {
+                let id = shared.servers.client(server).register(body).await?;
+                Ok((server, id))
+            }
+        });
+        let Some(result) = finish_or_abandon(round, &shared.shutdown, config.shutdown_grace).await
         else {
             break;
         };
         let delay = match result {
-            Ok(id) => {
-                if let Ok(mut last) = shared.registered_id.lock() {
-                    *last = id;
+            Ok((server, id)) => {
+                if let Ok(mut last) = shared.registered.lock() {
+                    *last = id.map(|id| (server, id));
                 }
                 shared.metrics.registrations_ok.inc();
                 shared.metrics.server_reachable.set(1);
                 backoff.reset();
                 match health.success() {
                     Some(Transition::FirstSuccess) => info!(
-                        server = %shared.client.base(),
+                        server = %shared.servers.client(server).base(),
                         group = %config.group,
                         every = %duration::display(config.register_interval),
                         "registered with the server"

@@ -68,7 +68,8 @@ fn a_full_command_line_becomes_typed_settings() {
         "-v",
     ])
     .unwrap();
-    assert_eq!(s.server.unwrap().as_str(), "http://llama.example.com:5000/");
+    let servers: Vec<&str> = s.servers.iter().map(|u| u.as_str()).collect();
+    assert_eq!(servers, ["http://llama.example.com:5000/"]);
     assert_eq!(s.group, "wan");
     assert_eq!(s.ip, Some("192.0.2.1".parse().unwrap()));
     assert_eq!(s.keepalive, Duration::from_secs(600));
@@ -156,8 +157,8 @@ fn https_servers_and_a_ca_file_are_accepted() {
         "n",
     ])
     .unwrap();
-    let server = s.server.as_ref().unwrap();
-    assert_eq!(server.scheme(), "https");
+    assert_eq!(s.servers.len(), 1);
+    assert_eq!(s.servers[0].scheme(), "https");
     assert_eq!(
         s.ca_cert.as_deref(),
         Some(std::path::Path::new("/etc/llama/ca.pem"))
@@ -165,10 +166,34 @@ fn https_servers_and_a_ca_file_are_accepted() {
 }
 
 #[test]
+fn a_server_list_keeps_its_order() {
+    let s = parse(&[
+        "-s",
+        "http://a.example:5000, https://b.example/llama ,http://192.0.2.7:5000",
+        "--probe-name",
+        "n",
+        "--probe-shortname",
+        "n",
+    ])
+    .unwrap();
+    let servers: Vec<&str> = s.servers.iter().map(|u| u.as_str()).collect();
+    assert_eq!(
+        servers,
+        [
+            "http://a.example:5000/",
+            "https://b.example/llama",
+            "http://192.0.2.7:5000/"
+        ]
+    );
+    let control = s.control_config(None).unwrap();
+    assert_eq!(control.servers, s.servers);
+}
+
+#[test]
 fn standalone_config_needs_no_server() {
     let file = tempfile::NamedTempFile::new().unwrap();
     let s = parse(&["-c", file.path().to_str().unwrap()]).unwrap();
-    assert!(s.server.is_none());
+    assert!(s.servers.is_empty());
     assert_eq!(s.config.as_deref(), Some(file.path()));
 }
 
@@ -183,6 +208,13 @@ fn bad_values_are_refused_with_one_clear_message() {
         (&["-s", "localhost"], "has no http:// or https:// scheme"),
         (&["-s", "http://"], "is not a valid URL"),
         (&["-s", "http://h/?x=1"], "takes no ?query"),
+        (&["-s", "http://a,,http://b"], "has an empty entry"),
+        (&["-s", "http://a,"], "has an empty entry"),
+        (
+            &["-s", "http://a, b:5000"],
+            "\"b:5000\" has no http:// or https:// scheme",
+        ),
+        (&["-s", "http://a,http://a/"], "lists http://a/ twice"),
         (
             &["-s", "http://h", "-k", "0"],
             "--keepalive / LLAMA_KEEPALIVE must be at least 1 second",

@@ -20,6 +20,7 @@ mod config_errors;
 mod config_formats;
 mod control_binary;
 mod control_config;
+mod control_failover;
 mod control_guard;
 mod control_registration;
 mod control_settings;

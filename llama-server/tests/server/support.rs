@@ -6,6 +6,7 @@ pub mod agents;
 pub mod app;
 pub mod influxd;
 pub mod pki;
+pub mod redis;
 
 use std::path::PathBuf;
 

@@ -42,7 +42,7 @@ impl ConfigSink for RecordingSink {
 /// A config for tests: fast loops, short timeouts, small backoff.
 pub fn config(server: reqwest::Url, state_dir: Option<&Path>) -> ControlConfig {
     ControlConfig {
-        server,
+        servers: vec![server],
         group: "lab".into(),
         port: 8100,
         ip: None,
