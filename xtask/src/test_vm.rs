@@ -156,6 +156,17 @@ fn run_mode(
     if let Some(line) = attached {
         guest.wait_for(line, Duration::from_secs(1))?;
     }
+    if let Some(line) = guest
+        .console_text()
+        .lines()
+        .find(|l| l.contains("locked tx mode"))
+    {
+        bail!(
+            "XDP_TX has no queue of its own: {}\n{}",
+            line.trim(),
+            guest.tail()
+        );
+    }
     let (v4, v6): (IpAddr, IpAddr) = (net::GUEST_V4.parse()?, net::GUEST_V6.parse()?);
     let count = opts.probes;
     let (r4, r6, junk) = link.ns.run(|| -> Result<_> {

@@ -17,6 +17,12 @@ use llama_testkit::ChildGuard;
 
 use super::{arch::GuestArch, net::Link};
 
+/// Queue pairs of the guest's NIC: one for the stack and one for XDP_TX
+/// per guest CPU (one CPU). With fewer, virtio_net shares the stack's
+/// queues with XDP under a lock ("XDP_TX and XDP_REDIRECT will operate in
+/// a slower locked tx mode"), a fallback real NICs rarely take.
+const QUEUES: u32 = 2;
+
 /// Lines of console shown when a guest fails.
 const CONSOLE_TAIL: usize = 60;
 
@@ -56,11 +62,11 @@ impl Guest {
             .args([
                 "-netdev",
                 &format!(
-                    "tap,id=n0,ifname={},script=no,downscript=no",
+                    "tap,id=n0,ifname={},script=no,downscript=no,queues={QUEUES}",
                     super::net::TAP
                 ),
                 "-device",
-                "virtio-net-pci,netdev=n0",
+                &format!("virtio-net-pci,netdev=n0,mq=on,vectors={}", 2 * QUEUES + 2),
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -20,7 +20,10 @@ pub struct Link {
 impl Link {
     pub fn new() -> Result<Self> {
         let ns = NetNs::new().context("create a network namespace")?;
-        ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap"])
+        // Several queues: the guest's driver then gives XDP_TX a transmit
+        // queue of its own per CPU (see `guest`), as on a real multi-queue
+        // NIC, instead of sharing the stack's under a lock.
+        ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap", "multi_queue"])
             .context("create the tap device")?;
         ns.add_addr(TAP, &format!("{HOST_V4}/24"))?;
         ns.add_addr(TAP, &format!("{HOST_V6}/64"))?;
