@@ -12,8 +12,10 @@
 //! - [`net`]: the tap in a namespace of its own, addresses.
 //! - [`guest`]: qemu, its console, bounded waits.
 //! - [`probes`]: the host's probes and checks.
+//! - [`collector`]: the real collector against the guest.
 
 mod arch;
+mod collector;
 mod debian;
 mod guest;
 mod initramfs;
@@ -84,6 +86,12 @@ pub fn run(opts: &Options) -> Result<()> {
         bail!("test-vm needs root (tap devices, network namespaces)");
     }
     prereqs::ensure(VM_PACKAGES)?;
+    // The guests' agents, and the host's (x86_64) for the collector.
+    let mut archs: Vec<dist::Arch> = opts.arch.0.iter().map(|a| a.dist()).collect();
+    if !archs.contains(&dist::Arch::X86_64) {
+        archs.push(dist::Arch::X86_64);
+    }
+    dist::build(&archs)?;
     for &arch in &opts.arch.0 {
         run_arch(arch, opts)?;
     }
@@ -106,10 +114,7 @@ fn run_arch(arch: GuestArch, opts: &Options) -> Result<()> {
             .next()
             .unwrap_or("qemu")
     );
-    let agent = dist::build(&[arch.dist()])?
-        .pop()
-        .context("dist built nothing")?
-        .agent;
+    let agent = dist::artifacts(arch.dist()).agent;
     let work = cmd::target_dir().join("test-vm").join(arch.to_string());
     fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let initramfs = initramfs::build(
@@ -194,20 +199,31 @@ fn run_mode(
         "xdp counters:"
     };
     let expected = r4.sent + r6.sent;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let reflected = loop {
-        let seen = last_counter(&guest.console_text(), path, "reflected");
-        if seen == Some(expected) || Instant::now() >= deadline {
-            break seen;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let reflected = reflected_reaches(&guest, path, expected);
     if reflected != Some(expected) {
         bail!(
             "the guest's {path} reflected={reflected:?}, the host sent {expected} probes\n{}",
             guest.tail()
         );
     }
+    let counts = collector::run(&link, &dist::artifacts(dist::Arch::X86_64).agent, work)?;
+    let wanted = expected + counts.sent;
+    let reflected = reflected_reaches(&guest, path, wanted);
+    if counts.sent == 0
+        || counts.lost != 0
+        || counts.late != 0
+        || counts.duplicate != 0
+        || reflected != Some(wanted)
+    {
+        bail!(
+            "collector: {counts:?}; the guest's {path} reflected={reflected:?}, {wanted} expected\n{}",
+            guest.tail()
+        );
+    }
+    println!(
+        "{arch} {mode:<9}: collector sent {} probes, {} replies, 0 lost/late/duplicate, guest agrees",
+        counts.sent, counts.replies
+    );
     println!(
         "{arch} {mode:<9}: agent up {:.1?} after qemu started; {} probes (IPv4+IPv6), 0 % loss, TOS/TTL 64 ok, guest reflected={expected}; {junk} malformed datagrams unanswered",
         booted, expected
@@ -215,6 +231,20 @@ fn run_mode(
     drop(guest);
     drop(link);
     Ok(())
+}
+
+/// Waits (bounded) for the guest's logged `reflected` counter of `path`
+/// to reach `wanted`; returns the last value seen. The agent logs its
+/// counters every second (`--stats-interval 1`).
+fn reflected_reaches(guest: &guest::Guest, path: &str, wanted: u64) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = last_counter(&guest.console_text(), path, "reflected");
+        if seen == Some(wanted) || Instant::now() >= deadline {
+            return seen;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// The value of `name=` in the last console line containing `prefix`.
