@@ -13,6 +13,7 @@
 //! - [`guest`]: qemu, its console, bounded waits.
 //! - [`probes`]: the host's probes and checks.
 //! - [`collector`]: the real collector against the guest.
+//! - [`testrun`]: the BPF_PROG_TEST_RUN table inside the aarch64 guest.
 
 mod arch;
 mod collector;
@@ -22,6 +23,7 @@ mod initramfs;
 mod modules;
 mod net;
 mod probes;
+mod testrun;
 
 use std::{
     fs,
@@ -115,6 +117,11 @@ fn run_arch(arch: GuestArch, opts: &Options) -> Result<()> {
             .unwrap_or("qemu")
     );
     let agent = dist::artifacts(arch.dist()).agent;
+    // The aarch64 guest also runs the exact-bytes table on the arm64 JIT.
+    let tests = match arch {
+        GuestArch::Aarch64 => Some(testrun::build(arch)?),
+        GuestArch::X86_64 => None,
+    };
     let work = cmd::target_dir().join("test-vm").join(arch.to_string());
     fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let initramfs = initramfs::build(
@@ -123,6 +130,7 @@ fn run_arch(arch: GuestArch, opts: &Options) -> Result<()> {
             kernel: &kernel,
             busybox: &busybox,
             agent: &agent,
+            tests: tests.as_deref(),
         },
         &work,
     )?;
@@ -131,6 +139,49 @@ fn run_arch(arch: GuestArch, opts: &Options) -> Result<()> {
         run_mode(arch, mode, attached, &image, &initramfs, &work, opts)
             .with_context(|| format!("{arch} guest, reflector mode {mode}"))?;
     }
+    if tests.is_some() {
+        run_testrun(arch, &image, &initramfs, &work, opts)
+            .with_context(|| format!("{arch} guest, BPF_PROG_TEST_RUN table"))?;
+    }
+    Ok(())
+}
+
+fn run_testrun(
+    arch: GuestArch,
+    image: &std::path::Path,
+    initramfs: &std::path::Path,
+    work: &std::path::Path,
+    opts: &Options,
+) -> Result<()> {
+    let link = net::Link::new()?;
+    let mut guest = guest::Guest::start(
+        &guest::Boot {
+            arch,
+            kernel: image,
+            initramfs,
+            mode: "testrun",
+            console: work.join("console-testrun.log"),
+        },
+        &link,
+    )?;
+    let boot_timeout = Duration::from_secs(opts.boot_timeout);
+    // The point is the JIT: the interpreter would pass the table too.
+    let jit = guest.wait_for("llama-vm: bpf_jit_enable=", boot_timeout)?;
+    if !jit.trim_end().ends_with("=1") {
+        bail!(
+            "the guest's BPF JIT is off: {}\n{}",
+            jit.trim(),
+            guest.tail()
+        );
+    }
+    guest.wait_for("test result:", boot_timeout)?;
+    let summary = testrun::check(&guest.console_text())
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", guest.tail()))?;
+    println!(
+        "{arch} testrun  : {} {summary} ({:.1?})",
+        testrun::FILTER,
+        guest.started.elapsed()
+    );
     Ok(())
 }
 

@@ -24,6 +24,8 @@ pub struct Parts<'a> {
     pub kernel: &'a Unpacked,
     pub busybox: &'a Unpacked,
     pub agent: &'a Path,
+    /// The agent's integration-test binary, for `llama.mode=testrun`.
+    pub tests: Option<&'a Path>,
 }
 
 /// The kernel image inside the unpacked kernel package.
@@ -54,6 +56,9 @@ pub fn build(parts: &Parts, work: &Path) -> Result<PathBuf> {
         &root.join("bin/busybox"),
     )?;
     copy(parts.agent, &root.join("llama-agent"))?;
+    if let Some(tests) = parts.tests {
+        copy(tests, &root.join("agent-tests"))?;
+    }
 
     let modules = super::modules::load_order(&modules_dir(parts.kernel)?, parts.arch.modules())
         .with_context(|| format!("{} {}", parts.kernel.package, parts.kernel.version))?;
@@ -120,6 +125,13 @@ for m in $(cat /modules/order); do
     insmod /modules/$m || fail "insmod $m"
 done
 mode=$(sed -n 's/.*llama\.mode=\([a-z-]*\).*/\1/p' /proc/cmdline)
+if [ "$mode" = testrun ]; then
+    # The XDP program through BPF_PROG_TEST_RUN on this kernel's JIT.
+    say "bpf_jit_enable=$(cat /proc/sys/net/core/bpf_jit_enable)"
+    LLAMA_REQUIRE_PRIVILEGED=1 /agent-tests {filter} --test-threads 1 2>&1 | cat
+    say "tests done"
+    poweroff -f
+fi
 ip link set lo up
 i=0
 while [ ! -e /sys/class/net/eth0 ]; do
@@ -139,5 +151,6 @@ while true; do sleep 60; done
 "#,
         g4 = net::GUEST_V4,
         g6 = net::GUEST_V6,
+        filter = super::testrun::FILTER,
     )
 }
