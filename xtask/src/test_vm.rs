@@ -87,7 +87,11 @@ pub fn run(opts: &Options) -> Result<()> {
     if !cmd::is_root() {
         bail!("test-vm needs root (tap devices, network namespaces)");
     }
-    prereqs::ensure(VM_PACKAGES)?;
+    prereqs::ensure(VM_PACKAGES).context(
+        "installing qemu; if apt says a newer qemu-utils (a backport) Breaks \
+         qemu-system-common, install Debian's own: `apt-get install --allow-downgrades \
+         qemu-system-x86 qemu-system-arm qemu-utils=<qemu-system-x86's version>`",
+    )?;
     // The guests' agents, and the host's (x86_64) for the collector.
     let mut archs: Vec<dist::Arch> = opts.arch.0.iter().map(|a| a.dist()).collect();
     if !archs.contains(&dist::Arch::X86_64) {
