@@ -344,7 +344,17 @@ fn canonical(
     // The prefix bounds check comes first: done after the length checks,
     // LLVM folds it into them, and the verifier cannot follow that.
     let prefix: Result<*mut [u8; PREFIX_LEN], ()> = ptr_at(ctx, payload);
-    if udp_len < UDP_HLEN || udp as usize + udp_len > ctx.data_end() {
+    // Older verifiers (Debian 12's 6.1 kernel, checked by `cargo xtask
+    // test-vm`) forget the bounds of a byte-swapped value, so `udp_len`
+    // (from a big-endian u16) reaches them unbounded, and they refuse to add
+    // it to a packet pointer. LLVM drops an explicit upper
+    // bound check as redundant; `black_box` hides what LLVM knows, so the
+    // check stays in the program for the verifier to learn from.
+    let udp_len = core::hint::black_box(udp_len);
+    if udp_len < UDP_HLEN
+        || udp_len > usize::from(u16::MAX)
+        || udp as usize + udp_len > ctx.data_end()
+    {
         return Err(());
     }
     let Ok(p) = prefix else {

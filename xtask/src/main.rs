@@ -9,6 +9,7 @@
 //! - `demo`: the multi-host demo in network namespaces.
 //! - `dist`: static release binaries for x86_64, aarch64 and armv7.
 //! - `image`: container images from those binaries (podman).
+//! - `test-vm`: the reflector in Debian kernels under qemu (x86_64, aarch64).
 
 mod bench;
 mod build_ebpf;
@@ -19,6 +20,7 @@ mod fmt;
 mod image;
 mod prereqs;
 mod test;
+mod test_vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -52,6 +54,10 @@ enum Task {
     /// Container images (agent, server for amd64, arm64, arm/v7; InfluxDB)
     /// from the dist binaries, saved under target/dist/images/.
     Image(image::Options),
+    /// Boot Debian's x86_64 and arm64 kernels under qemu and check the
+    /// agent's reflector on their virtio-net interface (XDP native,
+    /// generic, userspace) from the host over a tap device.
+    TestVm(test_vm::Options),
 }
 
 fn main() -> Result<()> {
@@ -67,5 +73,6 @@ fn main() -> Result<()> {
         Task::Bench(opts) => bench::run(&opts),
         Task::Dist(opts) => dist::run(&opts),
         Task::Image(opts) => image::run(&opts),
+        Task::TestVm(opts) => test_vm::run(&opts),
     }
 }

@@ -86,12 +86,17 @@ fn rustup_target_add(triple: &str) -> bool {
 /// `cargo build` for the targets with a prebuilt std, in one invocation so
 /// build scripts and proc macros are compiled once for all of them.
 pub fn prebuilt_std_cargo(plan: &Plan) -> Result<Command> {
+    prebuilt_std_cargo_with(plan, &["build"])
+}
+
+/// [`prebuilt_std_cargo`] with another cargo subcommand (`test --no-run`).
+pub fn prebuilt_std_cargo_with(plan: &Plan, subcommand: &[&str]) -> Result<Command> {
     let zigbuild = plan
         .zigbuild
         .as_ref()
         .context("the zig tools were not installed")?;
     let mut cargo = Command::new("cargo");
-    cargo.arg("build");
+    cargo.args(subcommand);
     for &arch in &plan.prebuilt_std {
         let triple = arch.triple();
         cargo.args(["--target", triple]);
