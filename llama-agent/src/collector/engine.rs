@@ -38,6 +38,7 @@ use super::{
     paths::Paths,
     recv::{BATCH, RecvBatch},
     schedule::Schedule,
+    sendq::{Queued, SendQueue},
     socket::{ProbeSocket, RxClock},
     summary::{Flow, Published},
     txstamp::{self, DRAIN_EVERY, ErrQueue},
@@ -100,6 +101,7 @@ pub(super) struct Engine {
     pub batched: bool,
     batch: RecvBatch,
     errq: ErrQueue,
+    sendq: SendQueue,
     buf: Vec<u8>,
     ready: Vec<u32>,
     last_wake: u64,
@@ -157,6 +159,7 @@ impl Engine {
             batched: false,
             batch: RecvBatch::new(),
             errq: ErrQueue::default(),
+            sendq: SendQueue::new(),
             buf: vec![0; CANONICAL_MAX_LEN],
             ready: Vec::with_capacity(64),
             last_wake: now,
@@ -502,16 +505,156 @@ impl Engine {
                 sent += 1;
             }
         }
+        self.flush_sends();
     }
 
+    /// Sends probe (`port`, `target`) of test `ti`: queued for the turn's
+    /// batch on a socket with send timestamps, sent at once otherwise.
     fn send_probe(&mut self, ti: usize, port: usize, target: usize) {
         let test = &self.tests[ti];
         let sid = test.sockets[port];
         let Some(sock) = self.sockets[sid as usize].as_ref() else {
             return;
         };
+        if sock.tx.is_none() {
+            self.send_one(ti, port, target);
+            return;
+        }
+        if !self.sendq.accepts(sid) {
+            self.flush_sends();
+        }
+        let test = &self.tests[ti];
+        let Some(sock) = self.sockets[sid as usize].as_ref() else {
+            return;
+        };
         let i = port * test.targets.len() + target;
-        let path = test.paths[i];
+        let mut sig = [0u8; SIGNATURE_LEN];
+        loop {
+            self.rng.fill(&mut sig[..]);
+            if self.inflight.is_free(&sig) && !self.sendq.holds(&sig) {
+                break;
+            }
+        }
+        let Some(len) =
+            probe::encode_canonical(self.sendq.next_buf(), &sig, sock.key.tos, realtime_ns())
+        else {
+            return;
+        };
+        let queued = Queued {
+            sig,
+            // The flow is the socket's place in the test's port group.
+            flow: Flow {
+                index: u16::try_from(port).unwrap_or(u16::MAX),
+                src_port: sock.port(),
+            },
+            path: test.paths[i],
+            target: test.targets[target],
+            timeout_ns: test.timeouts_ns[port],
+        };
+        self.sendq.push(sid, len, &test.dests[i], queued);
+    }
+
+    /// Sends the queued batch. Each datagram the kernel accepts is recorded
+    /// in order (its send-timestamp key is the next one); a batch cut short
+    /// rearms the keys like a failed `sendto`, then the rest is retried; a
+    /// datagram refused on its own is a send error, and the rest still go.
+    fn flush_sends(&mut self) {
+        let Some(sid) = self.sendq.socket() else {
+            return;
+        };
+        let total = self.sendq.len();
+        let mut off = 0;
+        while off < total {
+            let Some(sock) = self.sockets[sid as usize].as_ref() else {
+                break;
+            };
+            let fd = sock.sock.as_raw_fd();
+            // The fallback send time of the whole call; with send timestamps
+            // (the only sockets that batch) each datagram gets its own.
+            let sent_mono = monotonic_ns();
+            let sent_real = realtime_ns();
+            match self.sendq.send(fd, off) {
+                Ok(0) => break,
+                Ok(n) => {
+                    for k in off..off + n {
+                        let q = *self.sendq.entry(k);
+                        self.record_sent(sid, &q, sent_real, sent_mono);
+                    }
+                    off += n;
+                    if off < total {
+                        self.resync_tx(sid);
+                    }
+                }
+                Err(e) => {
+                    let q = *self.sendq.entry(off);
+                    self.send_failed(sid, &q, sent_mono, &e);
+                    off += 1;
+                }
+            }
+        }
+        self.sendq.clear();
+        if let Some(Some(ProbeSocket { tx: Some(tx), .. })) = self.sockets.get(sid as usize)
+            && tx.unread >= DRAIN_EVERY
+        {
+            self.drain_tx(sid);
+        }
+    }
+
+    /// The kernel accepted probe `q` on socket `sid`: it is in flight.
+    fn record_sent(&mut self, sid: u32, q: &Queued, sent_real: u64, sent_mono: u64) {
+        let handle = self.inflight.insert(
+            q.sig,
+            sid,
+            q.flow,
+            q.path,
+            q.target,
+            sent_real,
+            sent_mono,
+            q.timeout_ns,
+        );
+        self.paths.acquire(q.path);
+        self.shared.metrics.probes_sent.inc();
+        let tx = self.sockets[sid as usize]
+            .as_mut()
+            .and_then(|s| s.tx.as_mut());
+        if let Some(tx) = tx {
+            match handle {
+                Some(h) => tx.sent(h),
+                None => tx.skip(),
+            }
+        }
+    }
+
+    /// Sending probe `q` on socket `sid` failed with `e`.
+    fn send_failed(&mut self, sid: u32, q: &Queued, now_mono: u64, e: &io::Error) {
+        self.shared.metrics.send_errors.inc();
+        let acc = self.paths.acc(q.path);
+        acc.send_error();
+        // No route: the path is down, which is loss to whoever reads the
+        // summary. Local trouble (a full buffer, a firewall EPERM) is a send
+        // error only.
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH)
+        ) {
+            acc.lost(q.flow);
+        }
+        if now_mono.saturating_sub(self.last_error_log) > 10_000_000_000 {
+            self.last_error_log = now_mono;
+            tracing::warn!("sending a probe to {} failed: {e}", q.target);
+        }
+        self.resync_tx(sid);
+    }
+
+    /// One `sendto`, timed by the clock read just before it: the path of
+    /// sockets without send timestamps.
+    fn send_one(&mut self, ti: usize, port: usize, target: usize) {
+        let test = &self.tests[ti];
+        let sid = test.sockets[port];
+        let Some(sock) = self.sockets[sid as usize].as_ref() else {
+            return;
+        };
+        let i = port * test.targets.len() + target;
         let mut sig = [0u8; SIGNATURE_LEN];
         loop {
             self.rng.fill(&mut sig[..]);
@@ -523,59 +666,22 @@ impl Engine {
         else {
             return;
         };
-        // The flow is the socket's place in the test's port group.
-        let flow = Flow {
-            index: u16::try_from(port).unwrap_or(u16::MAX),
-            src_port: sock.port(),
+        let q = Queued {
+            sig,
+            // The flow is the socket's place in the test's port group.
+            flow: Flow {
+                index: u16::try_from(port).unwrap_or(u16::MAX),
+                src_port: sock.port(),
+            },
+            path: test.paths[i],
+            target: test.targets[target],
+            timeout_ns: test.timeouts_ns[port],
         };
         let sent_mono = monotonic_ns();
         let sent_real = realtime_ns();
         match sock.sock.send_to(&self.buf[..len], &test.dests[i]) {
-            Ok(_) => {
-                let handle = self.inflight.insert(
-                    sig,
-                    sid,
-                    flow,
-                    path,
-                    test.targets[target],
-                    sent_real,
-                    sent_mono,
-                    test.timeouts_ns[port],
-                );
-                self.paths.acquire(path);
-                self.shared.metrics.probes_sent.inc();
-                let tx = self.sockets[sid as usize]
-                    .as_mut()
-                    .and_then(|s| s.tx.as_mut());
-                if let Some(tx) = tx {
-                    match handle {
-                        Some(h) => tx.sent(h),
-                        None => tx.skip(),
-                    }
-                    if tx.unread >= DRAIN_EVERY {
-                        self.drain_tx(sid);
-                    }
-                }
-            }
-            Err(e) => {
-                self.shared.metrics.send_errors.inc();
-                let acc = self.paths.acc(path);
-                acc.send_error();
-                // No route: the path is down, which is loss to whoever reads
-                // the summary. Local trouble (a full buffer, a firewall
-                // EPERM) is a send error only.
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH)
-                ) {
-                    acc.lost(flow);
-                }
-                if sent_mono.saturating_sub(self.last_error_log) > 10_000_000_000 {
-                    self.last_error_log = sent_mono;
-                    tracing::warn!("sending a probe to {} failed: {e}", test.targets[target]);
-                }
-                self.resync_tx(sid);
-            }
+            Ok(_) => self.record_sent(sid, &q, sent_real, sent_mono),
+            Err(e) => self.send_failed(sid, &q, sent_mono, &e),
         }
     }
 

@@ -19,6 +19,9 @@
 //! contention with kernel send timestamps on and off, and their CPU cost.
 
 mod contention;
+mod floor;
+mod isolation;
+mod spread;
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -36,7 +39,9 @@ use crate::{build_ebpf, cmd};
 
 const TARGETS: u32 = 20;
 const PORTS: u32 = 4;
-const RATES: [u32; 3] = [1_000, 10_000, 50_000];
+const RATES: [u32; 5] = [1_000, 10_000, 50_000, 100_000, 200_000];
+/// How long sends are captured to measure their spread around the schedule.
+const SPREAD: Duration = Duration::from_millis(500);
 const API: &str = "127.0.0.1:5000";
 
 /// One measured rate.
@@ -54,6 +59,27 @@ struct Sample {
     /// UDP receive-buffer drops in the collector's / reflector's namespace.
     collector_drops: u64,
     reflector_drops: u64,
+    spread: spread::Spread,
+    floor: Floor,
+}
+
+/// The floor client at the same rate in the same setup.
+#[derive(Debug)]
+struct Floor {
+    cpu_pct: f64,
+    us_per_probe: f64,
+    sent: u64,
+    lost: u64,
+    spread: spread::Spread,
+}
+
+impl Sample {
+    fn us_per_probe(&self) -> f64 {
+        if self.sent == 0 {
+            return 0.0;
+        }
+        self.cpu_pct / 100.0 * self.window.as_secs_f64() * 1e6 / self.sent as f64
+    }
 }
 
 pub fn run(quick: bool) -> anyhow::Result<()> {
@@ -79,19 +105,39 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     for rate in rates {
         let s = measure(&agent, rate, warmup, window)?;
         println!(
-            "{:>6} probes/s: {:6.2} % of a core ({:.2} % per 1,000 probes/s), false loss {:.4} % ({} of {}, {} late), \
-             rcvbuf drops: collector {}, reflector {}",
+            "{:>6} probes/s: collector {:6.2} % of a core, {:.2} µs/probe, false loss {:.4} % ({} of {}, {} late, {} skipped), \
+             spread p1 {:.1} p99 {:.1} max {:.1} µs ({}/{} captured); floor {:6.2} %, {:.2} µs/probe, loss {} of {}, spread p1 {:.1} p99 {:.1} max {:.1} µs; \
+             ratio {:.2}; rcvbuf drops: collector {}, reflector {}",
             s.rate,
             s.cpu_pct,
-            s.cpu_pct / (f64::from(s.rate) / 1000.0),
+            s.us_per_probe(),
             loss_pct(&s),
             s.lost,
             s.sent,
             s.late,
+            s.skipped,
+            s.spread.p1_us,
+            s.spread.p99_us,
+            s.spread.max_abs_us,
+            s.spread.captured,
+            s.spread.expected,
+            s.floor.cpu_pct,
+            s.floor.us_per_probe,
+            s.floor.lost,
+            s.floor.sent,
+            s.floor.spread.p1_us,
+            s.floor.spread.p99_us,
+            s.floor.spread.max_abs_us,
+            ratio(&s),
             s.collector_drops,
             s.reflector_drops
         );
         samples.push(s);
+    }
+    // LLAMA_BENCH_RATES_ONLY=1 prints the rate table and stops (no
+    // contention step, the document is left alone): for iterating.
+    if std::env::var_os("LLAMA_BENCH_RATES_ONLY").is_some() {
+        return Ok(());
     }
     let phases = contention::run(&agent, quick)?;
     let doc = cmd::workspace_root().join("docs/benchmarks/collector.md");
@@ -99,6 +145,14 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         .with_context(|| format!("write {}", doc.display()))?;
     println!("wrote {}", doc.display());
     Ok(())
+}
+
+fn ratio(s: &Sample) -> f64 {
+    if s.floor.us_per_probe > 0.0 {
+        s.us_per_probe() / s.floor.us_per_probe
+    } else {
+        0.0
+    }
 }
 
 fn loss_pct(s: &Sample) -> f64 {
@@ -118,6 +172,8 @@ fn measure(agent: &Path, rate: u32, warmup: Duration, window: Duration) -> anyho
         hosts.right.add_addr(&hosts.veth.b, &format!("{t}/24"))?;
     }
     let _reflector = start_reflector(&hosts.right, &hosts.veth.b, DEFAULT_PROBE_PORT)?;
+    isolation::threaded_napi(&hosts.left, &hosts.veth.a)?;
+    isolation::threaded_napi(&hosts.right, &hosts.veth.b)?;
     let cps = f64::from(rate) / f64::from(TARGETS * PORTS);
     let list: Vec<String> = targets
         .iter()
@@ -135,7 +191,9 @@ fn measure(agent: &Path, rate: u32, warmup: Duration, window: Duration) -> anyho
     let file =
         std::env::temp_dir().join(format!("llama-bench-collector-{}.yaml", std::process::id()));
     std::fs::write(&file, yaml)?;
-    let mut cmd = Command::new(agent);
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &isolation::MEASURED_CPU.to_string()])
+        .arg(agent);
     // The agent's default limits (40,000 probes/s, 1,000 per address) are
     // below the rates measured here: raise them to exactly the rate.
     let limit = rate.to_string();
@@ -161,8 +219,17 @@ fn measure(agent: &Path, rate: u32, warmup: Duration, window: Duration) -> anyho
     let (t1, m1) = (cpu_ticks(pid)?, metrics(&hosts.left).context("metrics")?);
     let elapsed = start.elapsed();
     let (cd1, rd1) = (rcvbuf_errors(&hosts.left)?, rcvbuf_errors(&hosts.right)?);
+    let spread = spread::capture(
+        &hosts.left,
+        &hosts.veth.a,
+        isolation::KERNEL_CPU,
+        DEFAULT_PROBE_PORT,
+        rate,
+        SPREAD,
+    )?;
     drop(child);
     let _ = std::fs::remove_file(&file);
+    let floor = measure_floor(&hosts, &targets, rate, warmup, window)?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let d = |k: &str| m1.get(k).copied().unwrap_or(0.0) - m0.get(k).copied().unwrap_or(0.0);
@@ -179,6 +246,58 @@ fn measure(agent: &Path, rate: u32, warmup: Duration, window: Duration) -> anyho
         late: d("llama_collector_replies_late_total") as u64,
         collector_drops: cd1 - cd0,
         reflector_drops: rd1 - rd0,
+        spread,
+        floor,
+    })
+}
+
+/// The floor client in the collector's place, its sends captured after its
+/// CPU window as the collector's were.
+fn measure_floor(
+    hosts: &TwoHosts,
+    targets: &[Ipv4Addr],
+    rate: u32,
+    warmup: Duration,
+    window: Duration,
+) -> anyhow::Result<Floor> {
+    std::thread::scope(|scope| {
+        let capture = scope.spawn(|| {
+            std::thread::sleep(warmup + window + Duration::from_millis(200));
+            spread::capture(
+                &hosts.left,
+                &hosts.veth.a,
+                isolation::KERNEL_CPU,
+                DEFAULT_PROBE_PORT,
+                rate,
+                SPREAD,
+            )
+        });
+        let f = floor::run(
+            &hosts.left,
+            isolation::MEASURED_CPU,
+            targets,
+            DEFAULT_PROBE_PORT,
+            PORTS as usize,
+            rate,
+            warmup,
+            window,
+            SPREAD + Duration::from_millis(500),
+        )?;
+        let spread = capture
+            .join()
+            .map_err(|_| anyhow::anyhow!("capture thread panicked"))??;
+        let secs = f.window.as_secs_f64();
+        Ok(Floor {
+            cpu_pct: f.cpu.as_secs_f64() / secs * 100.0,
+            us_per_probe: if f.sent_window == 0 {
+                0.0
+            } else {
+                f.cpu.as_secs_f64() * 1e6 / f.sent_window as f64
+            },
+            sent: f.sent,
+            lost: f.sent.saturating_sub(f.received),
+            spread,
+        })
     })
 }
 
