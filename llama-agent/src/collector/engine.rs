@@ -17,7 +17,16 @@
 //! Above [`BATCHED_PPS`] the sockets leave the epoll set and are drained on
 //! every send wake-up instead (at most [`MIN_WAKE_GAP_NS`] apart): at high
 //! rates that replaces one wake-up per reply with one per batch, and costs
-//! nothing in accuracy for the same reason.
+//! nothing in accuracy for the same reason. The same gap is the send
+//! window: every probe that fell due since the last wake-up goes out in
+//! that turn, so a probe leaves at most [`MIN_WAKE_GAP_NS`] (plus the
+//! scheduler's delay) after its slot, never before it, and the probes of one
+//! turn that share a socket leave in one `sendmmsg` ([`super::sendq`]). In
+//! this mode a socket's error queue is read at the start of the next turn,
+//! before its replies, rather than right after the sends: the timestamps
+//! are still applied first, with one read fewer per socket and turn. Below
+//! [`BATCHED_PPS`] nothing waits: each probe has its own wake-up at its
+//! deadline, and a quiet collector wakes no more often than it sends.
 
 use std::{
     io,
@@ -48,7 +57,8 @@ use crate::config::CollectorConfig;
 /// Total probe rate above which sockets are drained per send batch rather
 /// than per readiness event.
 pub const BATCHED_PPS: f64 = 2_000.0;
-/// Minimum time between wake-ups in batched mode.
+/// Minimum time between wake-ups in batched mode, hence the send window:
+/// the most a probe is sent after its slot by design.
 pub const MIN_WAKE_GAP_NS: u64 = 250_000;
 /// Longest sleep: bounds how long expired records wait to be freed.
 const MAX_SLEEP_NS: u64 = 200_000_000;
@@ -118,6 +128,17 @@ fn epoll_ctl(epfd: &OwnedFd, op: libc::c_int, fd: libc::c_int, token: u64) -> io
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// When to wake for a send due at `deadline`: at the deadline, or in
+/// batched mode no sooner than [`MIN_WAKE_GAP_NS`] after the last wake-up
+/// (`last_wake`), so every probe due within that window goes out together.
+fn send_wake(deadline: u64, last_wake: u64, batched: bool) -> u64 {
+    if batched {
+        deadline.max(last_wake + MIN_WAKE_GAP_NS)
+    } else {
+        deadline
     }
 }
 
@@ -209,7 +230,9 @@ impl Engine {
                 self.publish();
             }
             self.send_due();
-            self.drain_errqueues();
+            if !self.batched {
+                self.drain_errqueues();
+            }
         }
     }
 
@@ -267,9 +290,7 @@ impl Engine {
         for t in &self.tests {
             wake = wake.min(t.schedule.next_deadline());
         }
-        if self.batched {
-            wake = wake.max(self.last_wake + MIN_WAKE_GAP_NS);
-        }
+        let wake = send_wake(wake, self.last_wake, self.batched);
         let real = realtime_ns();
         wake.min(now + self.next_publish.saturating_sub(real))
     }
@@ -712,5 +733,24 @@ impl Engine {
             self.registered.resize(id as usize + 1, false);
         }
         self.registered[id as usize] = on;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batched_sends_wait_for_the_window_and_never_go_early() {
+        let last = 1_000_000;
+        // Due 10 µs after the last wake-up: batched, it waits for the
+        // window, gathering what falls due meanwhile.
+        assert_eq!(send_wake(last + 10_000, last, true), last + MIN_WAKE_GAP_NS);
+        // Due after the window: at its deadline, not before.
+        let late = last + MIN_WAKE_GAP_NS + 5;
+        assert_eq!(send_wake(late, last, true), late);
+        // Unbatched (low rates): every probe at its own deadline, no
+        // wake-up added.
+        assert_eq!(send_wake(last + 10_000, last, false), last + 10_000);
     }
 }
