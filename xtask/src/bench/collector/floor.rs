@@ -26,6 +26,8 @@ use llama_testkit::NetNs;
 pub const WAKE_GAP_NS: u64 = 250_000;
 /// Longest run of datagrams per `sendmmsg`.
 const SEND_BATCH: usize = 64;
+/// Receive buffer per socket, as the collector's.
+const RCVBUF: libc::c_int = 4 << 20;
 /// How long replies are awaited after the last send.
 const DRAIN: Duration = Duration::from_millis(500);
 
@@ -100,6 +102,19 @@ pub fn run(
             .collect::<Result<Vec<_>, _>>()?;
         for s in &socks {
             s.set_nonblocking(true)?;
+            // The collector's receive buffer (`socket::RCVBUF`), so that a
+            // stall costs both the same.
+            let size: libc::c_int = RCVBUF;
+            // SAFETY: a live int of the size passed.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&raw const size).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
         }
         let mut dests: Vec<libc::sockaddr_in> = targets
             .iter()
