@@ -567,7 +567,7 @@ fn report(samples: &[Sample], idle: (f64, f64), quick: bool) -> String {
          - Idle: 2 targets × 4 sockets at 2 cycles/s (16 probes/s), on-CPU time of all the\n  \
            collector's threads from `/proc/<pid>/task/*/schedstat` over the window.\n\
          - The collector runs with its defaults, kernel send timestamps included\n  \
-           (`--tx-timestamps on`, so its sends are batched; see `docs/collector.md`); their cost\n  \
+           (`--tx-timestamps on`, so its sends are batched; see `docs/collector-config.md`); their cost\n  \
            alone is measured in the last section.\n\n\
          ## Goals\n\n{goals}\n\
          ## Notes\n\n\
