@@ -32,6 +32,7 @@ pub mod paths;
 mod reconfigure;
 pub mod recv;
 pub mod schedule;
+mod sendq;
 pub mod socket;
 pub mod summary;
 pub mod txstamp;

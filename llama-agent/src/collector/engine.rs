@@ -17,7 +17,16 @@
 //! Above [`BATCHED_PPS`] the sockets leave the epoll set and are drained on
 //! every send wake-up instead (at most [`MIN_WAKE_GAP_NS`] apart): at high
 //! rates that replaces one wake-up per reply with one per batch, and costs
-//! nothing in accuracy for the same reason.
+//! nothing in accuracy for the same reason. The same gap is the send
+//! window: every probe that fell due since the last wake-up goes out in
+//! that turn, so a probe leaves at most [`MIN_WAKE_GAP_NS`] (plus the
+//! scheduler's delay) after its slot, never before it, and the probes of one
+//! turn that share a socket leave in one `sendmmsg` ([`super::sendq`]). In
+//! this mode a socket's error queue is read at the start of the next turn,
+//! before its replies, rather than right after the sends: the timestamps
+//! are still applied first, with one read fewer per socket and turn. Below
+//! [`BATCHED_PPS`] nothing waits: each probe has its own wake-up at its
+//! deadline, and a quiet collector wakes no more often than it sends.
 
 use std::{
     io,
@@ -38,6 +47,7 @@ use super::{
     paths::Paths,
     recv::{BATCH, RecvBatch},
     schedule::Schedule,
+    sendq::{Queued, SendQueue},
     socket::{ProbeSocket, RxClock},
     summary::{Flow, Published},
     txstamp::{self, DRAIN_EVERY, ErrQueue},
@@ -47,7 +57,8 @@ use crate::config::CollectorConfig;
 /// Total probe rate above which sockets are drained per send batch rather
 /// than per readiness event.
 pub const BATCHED_PPS: f64 = 2_000.0;
-/// Minimum time between wake-ups in batched mode.
+/// Minimum time between wake-ups in batched mode, hence the send window:
+/// the most a probe is sent after its slot by design.
 pub const MIN_WAKE_GAP_NS: u64 = 250_000;
 /// Longest sleep: bounds how long expired records wait to be freed.
 const MAX_SLEEP_NS: u64 = 200_000_000;
@@ -100,6 +111,7 @@ pub(super) struct Engine {
     pub batched: bool,
     batch: RecvBatch,
     errq: ErrQueue,
+    sendq: SendQueue,
     buf: Vec<u8>,
     ready: Vec<u32>,
     last_wake: u64,
@@ -116,6 +128,17 @@ fn epoll_ctl(epfd: &OwnedFd, op: libc::c_int, fd: libc::c_int, token: u64) -> io
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// When to wake for a send due at `deadline`: at the deadline, or in
+/// batched mode no sooner than [`MIN_WAKE_GAP_NS`] after the last wake-up
+/// (`last_wake`), so every probe due within that window goes out together.
+fn send_wake(deadline: u64, last_wake: u64, batched: bool) -> u64 {
+    if batched {
+        deadline.max(last_wake + MIN_WAKE_GAP_NS)
+    } else {
+        deadline
     }
 }
 
@@ -157,6 +180,7 @@ impl Engine {
             batched: false,
             batch: RecvBatch::new(),
             errq: ErrQueue::default(),
+            sendq: SendQueue::new(),
             buf: vec![0; CANONICAL_MAX_LEN],
             ready: Vec::with_capacity(64),
             last_wake: now,
@@ -206,7 +230,9 @@ impl Engine {
                 self.publish();
             }
             self.send_due();
-            self.drain_errqueues();
+            if !self.batched {
+                self.drain_errqueues();
+            }
         }
     }
 
@@ -264,9 +290,7 @@ impl Engine {
         for t in &self.tests {
             wake = wake.min(t.schedule.next_deadline());
         }
-        if self.batched {
-            wake = wake.max(self.last_wake + MIN_WAKE_GAP_NS);
-        }
+        let wake = send_wake(wake, self.last_wake, self.batched);
         let real = realtime_ns();
         wake.min(now + self.next_publish.saturating_sub(real))
     }
@@ -502,16 +526,156 @@ impl Engine {
                 sent += 1;
             }
         }
+        self.flush_sends();
     }
 
+    /// Sends probe (`port`, `target`) of test `ti`: queued for the turn's
+    /// batch on a socket with send timestamps, sent at once otherwise.
     fn send_probe(&mut self, ti: usize, port: usize, target: usize) {
         let test = &self.tests[ti];
         let sid = test.sockets[port];
         let Some(sock) = self.sockets[sid as usize].as_ref() else {
             return;
         };
+        if sock.tx.is_none() {
+            self.send_one(ti, port, target);
+            return;
+        }
+        if !self.sendq.accepts(sid) {
+            self.flush_sends();
+        }
+        let test = &self.tests[ti];
+        let Some(sock) = self.sockets[sid as usize].as_ref() else {
+            return;
+        };
         let i = port * test.targets.len() + target;
-        let path = test.paths[i];
+        let mut sig = [0u8; SIGNATURE_LEN];
+        loop {
+            self.rng.fill(&mut sig[..]);
+            if self.inflight.is_free(&sig) && !self.sendq.holds(&sig) {
+                break;
+            }
+        }
+        let Some(len) =
+            probe::encode_canonical(self.sendq.next_buf(), &sig, sock.key.tos, realtime_ns())
+        else {
+            return;
+        };
+        let queued = Queued {
+            sig,
+            // The flow is the socket's place in the test's port group.
+            flow: Flow {
+                index: u16::try_from(port).unwrap_or(u16::MAX),
+                src_port: sock.port(),
+            },
+            path: test.paths[i],
+            target: test.targets[target],
+            timeout_ns: test.timeouts_ns[port],
+        };
+        self.sendq.push(sid, len, &test.dests[i], queued);
+    }
+
+    /// Sends the queued batch. Each datagram the kernel accepts is recorded
+    /// in order (its send-timestamp key is the next one); a batch cut short
+    /// rearms the keys like a failed `sendto`, then the rest is retried; a
+    /// datagram refused on its own is a send error, and the rest still go.
+    fn flush_sends(&mut self) {
+        let Some(sid) = self.sendq.socket() else {
+            return;
+        };
+        let total = self.sendq.len();
+        let mut off = 0;
+        while off < total {
+            let Some(sock) = self.sockets[sid as usize].as_ref() else {
+                break;
+            };
+            let fd = sock.sock.as_raw_fd();
+            // The fallback send time of the whole call; with send timestamps
+            // (the only sockets that batch) each datagram gets its own.
+            let sent_mono = monotonic_ns();
+            let sent_real = realtime_ns();
+            match self.sendq.send(fd, off) {
+                Ok(0) => break,
+                Ok(n) => {
+                    for k in off..off + n {
+                        let q = *self.sendq.entry(k);
+                        self.record_sent(sid, &q, sent_real, sent_mono);
+                    }
+                    off += n;
+                    if off < total {
+                        self.resync_tx(sid);
+                    }
+                }
+                Err(e) => {
+                    let q = *self.sendq.entry(off);
+                    self.send_failed(sid, &q, sent_mono, &e);
+                    off += 1;
+                }
+            }
+        }
+        self.sendq.clear();
+        if let Some(Some(ProbeSocket { tx: Some(tx), .. })) = self.sockets.get(sid as usize)
+            && tx.unread >= DRAIN_EVERY
+        {
+            self.drain_tx(sid);
+        }
+    }
+
+    /// The kernel accepted probe `q` on socket `sid`: it is in flight.
+    fn record_sent(&mut self, sid: u32, q: &Queued, sent_real: u64, sent_mono: u64) {
+        let handle = self.inflight.insert(
+            q.sig,
+            sid,
+            q.flow,
+            q.path,
+            q.target,
+            sent_real,
+            sent_mono,
+            q.timeout_ns,
+        );
+        self.paths.acquire(q.path);
+        self.shared.metrics.probes_sent.inc();
+        let tx = self.sockets[sid as usize]
+            .as_mut()
+            .and_then(|s| s.tx.as_mut());
+        if let Some(tx) = tx {
+            match handle {
+                Some(h) => tx.sent(h),
+                None => tx.skip(),
+            }
+        }
+    }
+
+    /// Sending probe `q` on socket `sid` failed with `e`.
+    fn send_failed(&mut self, sid: u32, q: &Queued, now_mono: u64, e: &io::Error) {
+        self.shared.metrics.send_errors.inc();
+        let acc = self.paths.acc(q.path);
+        acc.send_error();
+        // No route: the path is down, which is loss to whoever reads the
+        // summary. Local trouble (a full buffer, a firewall EPERM) is a send
+        // error only.
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH)
+        ) {
+            acc.lost(q.flow);
+        }
+        if now_mono.saturating_sub(self.last_error_log) > 10_000_000_000 {
+            self.last_error_log = now_mono;
+            tracing::warn!("sending a probe to {} failed: {e}", q.target);
+        }
+        self.resync_tx(sid);
+    }
+
+    /// One `sendto`, timed by the clock read just before it: the path of
+    /// sockets without send timestamps.
+    fn send_one(&mut self, ti: usize, port: usize, target: usize) {
+        let test = &self.tests[ti];
+        let sid = test.sockets[port];
+        let Some(sock) = self.sockets[sid as usize].as_ref() else {
+            return;
+        };
+        let i = port * test.targets.len() + target;
         let mut sig = [0u8; SIGNATURE_LEN];
         loop {
             self.rng.fill(&mut sig[..]);
@@ -523,59 +687,22 @@ impl Engine {
         else {
             return;
         };
-        // The flow is the socket's place in the test's port group.
-        let flow = Flow {
-            index: u16::try_from(port).unwrap_or(u16::MAX),
-            src_port: sock.port(),
+        let q = Queued {
+            sig,
+            // The flow is the socket's place in the test's port group.
+            flow: Flow {
+                index: u16::try_from(port).unwrap_or(u16::MAX),
+                src_port: sock.port(),
+            },
+            path: test.paths[i],
+            target: test.targets[target],
+            timeout_ns: test.timeouts_ns[port],
         };
         let sent_mono = monotonic_ns();
         let sent_real = realtime_ns();
         match sock.sock.send_to(&self.buf[..len], &test.dests[i]) {
-            Ok(_) => {
-                let handle = self.inflight.insert(
-                    sig,
-                    sid,
-                    flow,
-                    path,
-                    test.targets[target],
-                    sent_real,
-                    sent_mono,
-                    test.timeouts_ns[port],
-                );
-                self.paths.acquire(path);
-                self.shared.metrics.probes_sent.inc();
-                let tx = self.sockets[sid as usize]
-                    .as_mut()
-                    .and_then(|s| s.tx.as_mut());
-                if let Some(tx) = tx {
-                    match handle {
-                        Some(h) => tx.sent(h),
-                        None => tx.skip(),
-                    }
-                    if tx.unread >= DRAIN_EVERY {
-                        self.drain_tx(sid);
-                    }
-                }
-            }
-            Err(e) => {
-                self.shared.metrics.send_errors.inc();
-                let acc = self.paths.acc(path);
-                acc.send_error();
-                // No route: the path is down, which is loss to whoever reads
-                // the summary. Local trouble (a full buffer, a firewall
-                // EPERM) is a send error only.
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH)
-                ) {
-                    acc.lost(flow);
-                }
-                if sent_mono.saturating_sub(self.last_error_log) > 10_000_000_000 {
-                    self.last_error_log = sent_mono;
-                    tracing::warn!("sending a probe to {} failed: {e}", test.targets[target]);
-                }
-                self.resync_tx(sid);
-            }
+            Ok(_) => self.record_sent(sid, &q, sent_real, sent_mono),
+            Err(e) => self.send_failed(sid, &q, sent_mono, &e),
         }
     }
 
@@ -606,5 +733,24 @@ impl Engine {
             self.registered.resize(id as usize + 1, false);
         }
         self.registered[id as usize] = on;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batched_sends_wait_for_the_window_and_never_go_early() {
+        let last = 1_000_000;
+        // Due 10 µs after the last wake-up: batched, it waits for the
+        // window, gathering what falls due meanwhile.
+        assert_eq!(send_wake(last + 10_000, last, true), last + MIN_WAKE_GAP_NS);
+        // Due after the window: at its deadline, not before.
+        let late = last + MIN_WAKE_GAP_NS + 5;
+        assert_eq!(send_wake(late, last, true), late);
+        // Unbatched (low rates): every probe at its own deadline, no
+        // wake-up added.
+        assert_eq!(send_wake(last + 10_000, last, false), last + 10_000);
     }
 }

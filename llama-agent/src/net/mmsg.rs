@@ -1,6 +1,7 @@
 //! Batched receive: one `recvmmsg` fills up to [`BATCH`] preallocated
 //! slots, each with its payload buffer, source address and control space.
 //! The buffers are allocated once and reused for every call and socket.
+//! [`send`] is the matching `sendmmsg` call.
 
 use std::{io, mem, net::SocketAddr, os::fd::RawFd, ptr};
 
@@ -147,5 +148,28 @@ impl RecvBatch {
         };
         let namelen = self.hdrs[i].msg_hdr.msg_namelen;
         (iov, (&raw mut self.names[i]).cast(), namelen)
+    }
+}
+
+/// One `sendmmsg` of `hdrs` on `fd` (retried on `EINTR`): how many of them,
+/// from the first, the kernel accepted. Fewer than all means the next one
+/// failed (its error is what the next call returns); an error means the
+/// first one failed and nothing was sent.
+pub fn send(fd: RawFd, hdrs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    if hdrs.is_empty() {
+        return Ok(0);
+    }
+    let len = hdrs.len().min(libc::c_uint::MAX as usize) as libc::c_uint;
+    loop {
+        // SAFETY: the caller filled every header with pointers to buffers
+        // that outlive the call.
+        let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), len, 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::{
 
 use crate::net::{
     cmsg::{self, put as put_cmsg},
-    mmsg::{BATCH, RecvBatch},
+    mmsg::{self, BATCH, RecvBatch},
 };
 
 /// Receive buffer per datagram: the largest UDP payload fits, so nothing is
@@ -164,26 +164,17 @@ impl Batch {
     pub fn send(&mut self, fd: RawFd) -> (usize, usize, Option<io::Error>) {
         let (mut off, mut sent, mut failed, mut first_err) = (0, 0, 0, None);
         while off < self.queued {
-            // SAFETY: headers [off, queued) were filled by queue_reply.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.hdr_out[off..].as_mut_ptr(),
-                    (self.queued - off) as libc::c_uint,
-                    0,
-                )
-            };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            match mmsg::send(fd, &mut self.hdr_out[off..self.queued]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    sent += n;
+                    off += n;
                 }
-                failed += 1;
-                off += 1;
-                first_err.get_or_insert(err);
-            } else {
-                sent += n as usize;
-                off += n as usize;
+                Err(err) => {
+                    failed += 1;
+                    off += 1;
+                    first_err.get_or_insert(err);
+                }
             }
         }
         self.queued = 0;
