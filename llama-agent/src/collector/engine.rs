@@ -544,35 +544,30 @@ impl Engine {
         if !self.sendq.accepts(sid) {
             self.flush_sends();
         }
+        let sig = self.fresh_signature();
         let test = &self.tests[ti];
         let Some(sock) = self.sockets[sid as usize].as_ref() else {
             return;
         };
-        let i = port * test.targets.len() + target;
-        let mut sig = [0u8; SIGNATURE_LEN];
-        loop {
-            self.rng.fill(&mut sig[..]);
-            if self.inflight.is_free(&sig) && !self.sendq.holds(&sig) {
-                break;
-            }
-        }
         let Some(len) =
             probe::encode_canonical(self.sendq.next_buf(), &sig, sock.key.tos, realtime_ns())
         else {
             return;
         };
-        let queued = Queued {
-            sig,
-            // The flow is the socket's place in the test's port group.
-            flow: Flow {
-                index: u16::try_from(port).unwrap_or(u16::MAX),
-                src_port: sock.port(),
-            },
-            path: test.paths[i],
-            target: test.targets[target],
-            timeout_ns: test.timeouts_ns[port],
-        };
+        let queued = queued(test, port, target, sig, sock.port());
+        let i = port * test.targets.len() + target;
         self.sendq.push(sid, len, &test.dests[i], queued);
+    }
+
+    /// A signature that no probe in flight or in the batch carries.
+    fn fresh_signature(&mut self) -> [u8; SIGNATURE_LEN] {
+        let mut sig = [0u8; SIGNATURE_LEN];
+        loop {
+            self.rng.fill(&mut sig[..]);
+            if self.inflight.is_free(&sig) && !self.sendq.holds(&sig) {
+                return sig;
+            }
+        }
     }
 
     /// Sends the queued batch. Each datagram the kernel accepts is recorded
@@ -670,34 +665,18 @@ impl Engine {
     /// One `sendto`, timed by the clock read just before it: the path of
     /// sockets without send timestamps.
     fn send_one(&mut self, ti: usize, port: usize, target: usize) {
+        let sig = self.fresh_signature();
         let test = &self.tests[ti];
         let sid = test.sockets[port];
         let Some(sock) = self.sockets[sid as usize].as_ref() else {
             return;
         };
         let i = port * test.targets.len() + target;
-        let mut sig = [0u8; SIGNATURE_LEN];
-        loop {
-            self.rng.fill(&mut sig[..]);
-            if self.inflight.is_free(&sig) {
-                break;
-            }
-        }
         let Some(len) = probe::encode_canonical(&mut self.buf, &sig, sock.key.tos, realtime_ns())
         else {
             return;
         };
-        let q = Queued {
-            sig,
-            // The flow is the socket's place in the test's port group.
-            flow: Flow {
-                index: u16::try_from(port).unwrap_or(u16::MAX),
-                src_port: sock.port(),
-            },
-            path: test.paths[i],
-            target: test.targets[target],
-            timeout_ns: test.timeouts_ns[port],
-        };
+        let q = queued(test, port, target, sig, sock.port());
         let sent_mono = monotonic_ns();
         let sent_real = realtime_ns();
         match sock.sock.send_to(&self.buf[..len], &test.dests[i]) {
@@ -733,6 +712,29 @@ impl Engine {
             self.registered.resize(id as usize + 1, false);
         }
         self.registered[id as usize] = on;
+    }
+}
+
+/// Probe (`port`, `target`) of `test` with signature `sig`, as booked once
+/// sent; `src_port` is its socket's port.
+fn queued(
+    test: &TestRun,
+    port: usize,
+    target: usize,
+    sig: [u8; SIGNATURE_LEN],
+    src_port: u16,
+) -> Queued {
+    let i = port * test.targets.len() + target;
+    Queued {
+        sig,
+        // The flow is the socket's place in the test's port group.
+        flow: Flow {
+            index: u16::try_from(port).unwrap_or(u16::MAX),
+            src_port,
+        },
+        path: test.paths[i],
+        target: test.targets[target],
+        timeout_ns: test.timeouts_ns[port],
     }
 }
 
