@@ -36,6 +36,20 @@ pub const DEMO_PACKAGES: &[(&str, &str)] = &[
 /// Installs every package whose command is missing. Needs root; without it,
 /// says exactly what to install.
 pub fn ensure(packages: &[(&str, &str)]) -> Result<()> {
+    ensure_aligned(packages, &[])
+}
+
+/// An installed package that must have the same version as another one
+/// about to be installed: `(installed, follows)`.
+pub type Alignment<'a> = (&'a str, &'a str);
+
+/// Like [`ensure`], and when an install is needed, each `(installed,
+/// follows)` pair whose `installed` package has another version than the
+/// candidate of `follows` is moved to that candidate in the same apt call
+/// (downgrading if need be). Some images carry a backported qemu-utils
+/// that Breaks Debian's own qemu-system-common; nothing depends on it, so
+/// aligning it is the least intrusive way to get the emulators.
+pub fn ensure_aligned(packages: &[(&str, &str)], align: &[Alignment]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, command)| !has_command(command))
@@ -60,8 +74,52 @@ pub fn ensure(packages: &[(&str, &str)]) -> Result<()> {
     cmd::run(&mut apt(&["update", "-q"]))?;
     let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
     install.args(&missing);
+    let pins: Vec<String> = align
+        .iter()
+        .filter_map(|&(installed, follows)| {
+            let have = installed_version(installed)?;
+            let want = candidate_version(follows)?;
+            (have != want).then(|| {
+                eprintln!("{installed} {have} is installed; {follows} needs {want}: aligning it");
+                format!("{installed}={want}")
+            })
+        })
+        .collect();
+    if !pins.is_empty() {
+        install.arg("--allow-downgrades").args(&pins);
+    }
     cmd::run(&mut install)?;
     Ok(())
+}
+
+/// The version of an installed package, if it is installed.
+fn installed_version(package: &str) -> Option<String> {
+    let out = cmd::output(Command::new("dpkg-query").args([
+        "-W",
+        "-f",
+        "${db:Status-Status} ${Version}",
+        package,
+    ]))?;
+    parse_installed(&out)
+}
+
+fn parse_installed(dpkg_query: &str) -> Option<String> {
+    let version = dpkg_query.trim().strip_prefix("installed ")?.trim();
+    (!version.is_empty()).then(|| version.to_owned())
+}
+
+/// The version apt would install for a package.
+fn candidate_version(package: &str) -> Option<String> {
+    let out = cmd::output(Command::new("apt-cache").args(["policy", package]))?;
+    parse_candidate(&out)
+}
+
+fn parse_candidate(policy: &str) -> Option<String> {
+    let version = policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:"))?
+        .trim();
+    (!version.is_empty() && version != "(none)").then(|| version.to_owned())
 }
 
 pub fn has_command(command: &str) -> bool {
@@ -81,4 +139,26 @@ pub fn has_command(command: &str) -> bool {
         .stdout(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_candidate, parse_installed};
+
+    #[test]
+    fn reads_installed_and_candidate_versions() {
+        assert_eq!(
+            parse_installed("installed 1:10.0.2+ds-2+deb13u1~bpo12+1"),
+            Some("1:10.0.2+ds-2+deb13u1~bpo12+1".to_owned())
+        );
+        assert_eq!(parse_installed("config-files 1:7.2"), None);
+        assert_eq!(parse_installed("not-installed "), None);
+        let policy = "qemu-system-common:\n  Installed: (none)\n  Candidate: 1:7.2+dfsg-7+deb12u18+b3\n  Version table:\n";
+        assert_eq!(
+            parse_candidate(policy),
+            Some("1:7.2+dfsg-7+deb12u18+b3".to_owned())
+        );
+        assert_eq!(parse_candidate("x:\n  Candidate: (none)\n"), None);
+        assert_eq!(parse_candidate(""), None);
+    }
 }

@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::Result;
 use clap::Args;
 
-use crate::{build_ebpf, cmd, demo, dist, fmt, image, prereqs};
+use crate::{build_ebpf, cmd, demo, dist, fmt, image, prereqs, test_vm};
 
 #[derive(Args, Debug)]
 pub struct Options {
@@ -16,6 +16,11 @@ pub struct Options {
 
 pub fn run(opts: &Options) -> Result<()> {
     prereqs::ensure(prereqs::TEST_PACKAGES)?;
+    if cmd::is_root() {
+        // qemu's system emulators: the guests below and the test of a
+        // hung guest in the suite.
+        test_vm::ensure_packages()?;
+    }
     let object = build_ebpf::build(&build_ebpf::Options { release: true })?;
     eprintln!("XDP object: {}", object.display());
 
@@ -67,6 +72,18 @@ pub fn run(opts: &Options) -> Result<()> {
 
     if !opts.cargo_args.is_empty() {
         return Ok(()); // a filtered run: the caller wants just those tests
+    }
+    // The reflector on Debian's x86_64 and arm64 kernels and a real NIC
+    // driver (virtio_net), in qemu guests.
+    if cmd::is_root() {
+        let started = std::time::Instant::now();
+        eprintln!("+ cargo xtask test-vm --arch all");
+        test_vm::run(&test_vm::Options::all())?;
+        eprintln!("test-vm: {:.0?}", started.elapsed());
+    } else if llama_testkit::privileged_required() {
+        anyhow::bail!("test-vm needs root (CI=true forbids skipping it)");
+    } else {
+        eprintln!("SKIPPED test-vm: it needs root");
     }
     // The README's main command, end to end: two intervals with loss on one
     // host, and the matrix must show it on exactly that host's cells.

@@ -47,6 +47,11 @@ pub const VM_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
 ];
 
+/// Default bound on a guest's boot (qemu start to agent running), seconds.
+const BOOT_TIMEOUT_S: u64 = 240;
+/// Default probes per guest, address family and mode.
+const PROBES: u64 = 60;
+
 #[derive(Args, Debug, Clone)]
 pub struct Options {
     /// Guest architecture: x86_64, aarch64 or all.
@@ -55,11 +60,29 @@ pub struct Options {
     /// Longest a guest may take from qemu's start to its agent running
     /// (software emulation on a loaded host is slow; a hung guest fails
     /// after this).
-    #[arg(long, env = "LLAMA_VM_BOOT_TIMEOUT", default_value_t = 240)]
+    #[arg(long, env = "LLAMA_VM_BOOT_TIMEOUT", default_value_t = BOOT_TIMEOUT_S)]
     pub boot_timeout: u64,
     /// Probes sent to each guest per address family and mode.
-    #[arg(long, env = "LLAMA_VM_PROBES", default_value_t = 60)]
+    #[arg(long, env = "LLAMA_VM_PROBES", default_value_t = PROBES)]
     pub probes: u64,
+    /// Boots one guest per architecture whose `/init` never starts the
+    /// agent, with the dist binaries already built, and nothing else: the
+    /// run must end within `--boot-timeout` with the console, leaving no
+    /// qemu, tap or namespace behind (what the cleanup test drives).
+    #[arg(long, hide = true)]
+    pub hung_guest: bool,
+}
+
+impl Options {
+    /// Every architecture, the defaults: what `cargo xtask test` runs.
+    pub fn all() -> Self {
+        Self {
+            arch: Archs(GuestArch::ALL.to_vec()),
+            boot_timeout: BOOT_TIMEOUT_S,
+            probes: PROBES,
+            hung_guest: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -82,22 +105,38 @@ const MODES: [(&str, Option<&str>); 3] = [
     ("userspace", None),
 ];
 
+/// Installs what the guests need from apt (see [`VM_PACKAGES`]).
+pub fn ensure_packages() -> Result<()> {
+    prereqs::ensure_aligned(VM_PACKAGES, &[("qemu-utils", "qemu-system-common")])
+        .context("installing qemu")
+}
+
 pub fn run(opts: &Options) -> Result<()> {
     let started = Instant::now();
     if !cmd::is_root() {
         bail!("test-vm needs root (tap devices, network namespaces)");
     }
-    prereqs::ensure(VM_PACKAGES).context(
-        "installing qemu; if apt says a newer qemu-utils (a backport) Breaks \
-         qemu-system-common, install Debian's own: `apt-get install --allow-downgrades \
-         qemu-system-x86 qemu-system-arm qemu-utils=<qemu-system-x86's version>`",
-    )?;
+    ensure_packages()?;
     // The guests' agents, and the host's (x86_64) for the collector.
     let mut archs: Vec<dist::Arch> = opts.arch.0.iter().map(|a| a.dist()).collect();
     if !archs.contains(&dist::Arch::X86_64) {
         archs.push(dist::Arch::X86_64);
     }
-    dist::build(&archs)?;
+    if opts.hung_guest {
+        // Driven from a test while cargo may hold the build locks: use
+        // what `dist` built, build nothing.
+        for &arch in &archs {
+            let agent = dist::artifacts(arch).agent;
+            if !agent.is_file() {
+                bail!(
+                    "{} is missing: run `cargo xtask dist` first",
+                    agent.display()
+                );
+            }
+        }
+    } else {
+        dist::build(&archs)?;
+    }
     for &arch in &opts.arch.0 {
         run_arch(arch, opts)?;
     }
@@ -123,10 +162,17 @@ fn run_arch(arch: GuestArch, opts: &Options) -> Result<()> {
     let agent = dist::artifacts(arch.dist()).agent;
     // The aarch64 guest also runs the exact-bytes table on the arm64 JIT.
     let tests = match arch {
+        _ if opts.hung_guest => None,
         GuestArch::Aarch64 => Some(testrun::build(arch)?),
         GuestArch::X86_64 => None,
     };
-    let work = cmd::target_dir().join("test-vm").join(arch.to_string());
+    // The hung guest has its own files: a test may boot it while a real
+    // run's console is being read.
+    let work = cmd::target_dir().join("test-vm").join(if opts.hung_guest {
+        format!("hung-{arch}")
+    } else {
+        arch.to_string()
+    });
     fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let initramfs = initramfs::build(
         &initramfs::Parts {
@@ -139,7 +185,12 @@ fn run_arch(arch: GuestArch, opts: &Options) -> Result<()> {
         &work,
     )?;
     let image = initramfs::kernel_image(&kernel)?;
-    for (mode, attached) in MODES {
+    let modes: &[(&str, Option<&str>)] = if opts.hung_guest {
+        &[(initramfs::HUNG_MODE, None)]
+    } else {
+        &MODES
+    };
+    for &(mode, attached) in modes {
         run_mode(arch, mode, attached, &image, &initramfs, &work, opts)
             .with_context(|| format!("{arch} guest, reflector mode {mode}"))?;
     }

@@ -81,10 +81,19 @@ impl Guest {
                 Ok(())
             });
         }
-        let qemu = link
+        let mut qemu = link
             .ns
             .spawn(qemu)
             .with_context(|| format!("start {}", boot.arch.qemu()))?;
+        // Where to look while it runs (and what the cleanup test watches).
+        eprintln!(
+            "{} {}: qemu pid {} in namespace {}, console {}",
+            boot.arch,
+            boot.mode,
+            qemu.child().id(),
+            link.ns.name(),
+            boot.console.display()
+        );
         Ok(Self {
             qemu,
             console: boot.console.clone(),

@@ -106,6 +106,10 @@ fn chmod_x(path: &Path) -> Result<()> {
         .with_context(|| format!("chmod {}", path.display()))
 }
 
+/// The `llama.mode=` whose `/init` loads the modules, says so and then
+/// never starts the agent: a stand-in for a guest that hangs.
+pub const HUNG_MODE: &str = "hang";
+
 /// The guest's `/init`. The initramfs has no `/dev/console` node (making
 /// one needs root at build time), so the script starts without standard
 /// streams and takes the console once devtmpfs is mounted.
@@ -125,6 +129,10 @@ for m in $(cat /modules/order); do
     insmod /modules/$m || fail "insmod $m"
 done
 mode=$(sed -n 's/.*llama\.mode=\([a-z-]*\).*/\1/p' /proc/cmdline)
+if [ "$mode" = {hung} ]; then
+    say "hanging on purpose"
+    while true; do sleep 60; done
+fi
 if [ "$mode" = testrun ]; then
     # The XDP program through BPF_PROG_TEST_RUN on this kernel's JIT.
     say "bpf_jit_enable=$(cat /proc/sys/net/core/bpf_jit_enable)"
@@ -152,5 +160,6 @@ while true; do sleep 60; done
         g4 = net::GUEST_V4,
         g6 = net::GUEST_V6,
         filter = super::testrun::FILTER,
+        hung = HUNG_MODE,
     )
 }
