@@ -11,14 +11,10 @@
 //!   architecture registering with it and probing itself through the
 //!   config it pulled; its start-up line says whether XDP is embedded.
 
-use std::{
-    fs::File,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{fs::File, process::Stdio, time::Duration};
 
 use llama_testkit::{
-    NetNs, cannot_run,
+    NetNs,
     dist::{self, Arch},
     privileged, wait_for_explained,
 };
@@ -27,6 +23,7 @@ use serde_json::Value;
 use crate::support::{
     EVERY, WAIT,
     http::{get, request},
+    tool_available,
 };
 
 #[test]
@@ -69,20 +66,13 @@ fn check(arch: Arch) {
 }
 
 fn emulator_available(test: &str, arch: Arch) -> bool {
-    let Some(qemu) = arch.emulator() else {
-        return true;
-    };
-    if Command::new(qemu)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    cannot_run(
-        test,
-        &format!("{qemu} is not installed (apt-get install qemu-user; `cargo xtask test` does)"),
-    )
+    arch.emulator().is_none_or(|qemu| {
+        tool_available(
+            test,
+            qemu,
+            "apt-get install qemu-user; `cargo xtask test` does",
+        )
+    })
 }
 
 fn tempdir(test: &str) -> std::path::PathBuf {

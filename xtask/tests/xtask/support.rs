@@ -33,3 +33,16 @@ pub fn workspace() -> PathBuf {
 pub fn read(rel: &str) -> String {
     std::fs::read_to_string(workspace().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
+
+/// Whether `program --version` runs; otherwise reports that `test` cannot
+/// run (`install` says how to get it), which fails under CI.
+pub fn tool_available(test: &str, program: &str, install: &str) -> bool {
+    if std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    llama_testkit::cannot_run(test, &format!("{program} is not installed ({install})"))
+}

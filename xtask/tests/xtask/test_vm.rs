@@ -15,10 +15,11 @@ use std::{
 };
 
 use llama_testkit::{
-    cannot_run,
     dist::{self, Arch},
     privileged,
 };
+
+use crate::support::tool_available;
 
 /// The boot timeout given to the run that must time out: far above the few
 /// seconds an emulated guest needs to reach its `/init` here.
@@ -33,7 +34,10 @@ const GONE_BOUND: Duration = Duration::from_secs(60);
 #[test]
 fn a_hung_guest_times_out_and_ctrl_c_leaves_nothing_behind() {
     let test = "test_vm::hung_guest";
-    if !privileged(test) || !dist::available(test, &[Arch::X86_64]) || !qemu_available(test) {
+    if !privileged(test)
+        || !dist::available(test, &[Arch::X86_64])
+        || !tool_available(test, "qemu-system-x86_64", "`cargo xtask test` installs it")
+    {
         return;
     }
 
@@ -231,18 +235,4 @@ fn process_alive(pid: i32) -> bool {
 
 fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
-}
-
-fn qemu_available(test: &str) -> bool {
-    if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    cannot_run(
-        test,
-        "qemu-system-x86_64 is not installed (`cargo xtask test` installs it)",
-    )
 }
