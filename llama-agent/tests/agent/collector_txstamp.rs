@@ -191,10 +191,12 @@ targets: {t: [{ip: 10.200.0.2, port: 8100}, {ip: 10.200.0.2, port: 8199}]}
 }
 
 /// Addresses of [`a_batch_cut_short_resyncs_the_keys_and_books_the_rest`]:
-/// answered ones, one always refused, one refused every other attempt.
+/// answered ones, one always refused by the firewall, one refused every
+/// other attempt, one without a route.
 const CUT_ANSWERED: std::ops::Range<u8> = 10..20;
 const CUT_REFUSED: &str = "10.200.0.20";
 const CUT_FLAKY: &str = "10.200.0.21";
+const CUT_UNREACHABLE: &str = "10.200.0.22";
 
 /// Above `BATCHED_PPS` the probes due in one turn leave in one `sendmmsg`;
 /// a firewall refusing one in the middle cuts the batch short after the
@@ -204,7 +206,8 @@ const CUT_FLAKY: &str = "10.200.0.21";
 /// that goes through on the retry is sent and timed by the kernel like the
 /// others. The flaky address makes retries succeed: without the resync
 /// after the cut, every later timestamp would be taken by the probe after
-/// its own.
+/// its own. A destination without a route also stops a batch; its probes
+/// are the path's loss (and only its), a firewall's refusal is not.
 #[test]
 fn a_batch_cut_short_resyncs_the_keys_and_books_the_rest() {
     if !privileged("collector_txstamp::a_batch_cut_short_resyncs_the_keys_and_books_the_rest") {
@@ -215,13 +218,22 @@ fn a_batch_cut_short_resyncs_the_keys_and_books_the_rest() {
     for a in answered
         .iter()
         .map(String::as_str)
-        .chain([CUT_REFUSED, CUT_FLAKY])
+        .chain([CUT_REFUSED, CUT_FLAKY, CUT_UNREACHABLE])
     {
         hosts
             .right
             .add_addr(&hosts.veth.b, &format!("{a}/24"))
             .expect("add address");
     }
+    hosts
+        .left
+        .ip(&[
+            "route",
+            "add",
+            "unreachable",
+            &format!("{CUT_UNREACHABLE}/32"),
+        ])
+        .expect("unreachable route");
     let _refl = start_reflector(&hosts.right, Mode::Xdp, &hosts.veth.b, 8100);
     // Refused on the way out (EPERM, after the datagram used a timestamp
     // key): every probe to one address, every other attempt to another.
@@ -237,15 +249,17 @@ fn a_batch_cut_short_resyncs_the_keys_and_books_the_rest() {
 "
         ),
     );
-    // One socket, 12 addresses in slot order, 9,600 probes/s: batched, a
+    // One socket, 13 addresses in slot order, 10,400 probes/s: batched, a
     // few probes per 250 µs turn, so the refused ones fall mid-batch.
-    // The flaky address sits between answered ones, away from the refused
-    // one (whose failed retry would otherwise always precede its attempt).
-    let order: Vec<&str> = answered[..5]
-        .iter()
-        .map(String::as_str)
+    // Each refused address sits between answered ones (after the always
+    // refused one, whose retry fails too, the flaky one would always be
+    // tried alone).
+    let some = |r: std::ops::Range<usize>| answered[r].iter().map(String::as_str);
+    let order: Vec<&str> = some(0..5)
         .chain([CUT_FLAKY])
-        .chain(answered[5..].iter().map(String::as_str))
+        .chain(some(5..8))
+        .chain([CUT_UNREACHABLE])
+        .chain(some(8..10))
         .chain([CUT_REFUSED])
         .collect();
     let targets: Vec<String> = order
@@ -286,6 +300,11 @@ targets: {{t: [{}]}}
     );
     assert_clean(flaky);
     assert_nearly_all_kernel(flaky);
+    // No route: every probe a send error and the path's loss.
+    let unreachable = path(&p, CUT_UNREACHABLE).unwrap_or_else(|| panic!("no summary: {p:?}"));
+    assert!(unreachable.lost >= 100, "{unreachable:?}");
+    assert_eq!(unreachable.sent, unreachable.lost, "{unreachable:?}");
+    assert_eq!(unreachable.send_errors, unreachable.lost, "{unreachable:?}");
     // One resync per send error, and more for the cuts whose retry went
     // through.
     assert!(m.send_errors.get() >= refused.send_errors);

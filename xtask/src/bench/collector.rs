@@ -20,7 +20,8 @@
 //! by bisection ([`search`]) and both are measured at the collector's.
 //!
 //! `LLAMA_BENCH_RATES=50000,10000` measures other rates than the default
-//! ones; `LLAMA_BENCH_RATES_ONLY=1` prints the figures and stops.
+//! ones; `LLAMA_BENCH_RATES_ONLY=1` prints the figures and stops;
+//! `LLAMA_BENCH_NO_SEARCH=1` skips the search.
 //!
 //! A second step ([`contention`]) measures RTT quantiles under CPU
 //! contention with kernel send timestamps on and off, and their CPU cost.
@@ -181,7 +182,18 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         print_sample(&s, "");
         samples.push(s);
     }
-    let search = search(&agent, &samples, warmup, search_window)?;
+    // LLAMA_BENCH_NO_SEARCH=1 skips the search (for iterating).
+    let search = if std::env::var_os("LLAMA_BENCH_NO_SEARCH").is_some() {
+        Search {
+            collector_steps: Vec::new(),
+            floor_steps: Vec::new(),
+            collector_max: None,
+            floor_max: None,
+            at_max: None,
+        }
+    } else {
+        search(&agent, &samples, warmup, search_window)?
+    };
     let idle = measure_idle(&agent, warmup, window)?;
     println!(
         "idle (16 probes/s): {:.3} % of a core, {:.1} wake-ups/s",
@@ -799,11 +811,15 @@ fn report(
            a second namespace across a veth pair (2-core shared VM, Linux 6.18).\n\
          - {TARGETS} target addresses on the reflector's host, {PORTS} probe sockets (`count: {PORTS}`),\n  \
            timeout 1000 ms; `cps` = rate / {}.\n\
-         - Isolation: threaded NAPI on both veth ends (GRO on, which gives a veth its NAPI), their\n  \
-           `napi/<dev>-*` kthreads pinned to CPU 1, where the kernel receives both the probes and the\n  \
-           replies and the XDP reflector (generic mode, in the receiving NAPI thread) answers; the\n  \
-           collector (`taskset -c 0`) alone on CPU 0. Its CPU time is then its own work and the send\n  \
-           path it runs itself, not softirqs that happen to land on its CPU.\n\
+         - Isolation: the collector (`taskset -c 0`) alone on CPU 0; threaded NAPI on both veth ends\n  \
+           (GRO on, which gives a veth its NAPI), their `napi/<dev>-*` kthreads pinned to CPU 1. A\n  \
+           veth hands a socket's small UDP datagrams to its peer through the sending CPU's backlog,\n  \
+           not its NAPI (they are not GRO-eligible), so the peer's receive, the XDP reflector's answer\n  \
+           (generic mode) and the reply's delivery run in the softirq the send raises on CPU 0,\n  \
+           charged to the sender: 23 % of the collector's CPU at 100,000 probes/s in a profile (see\n  \
+           the notes). The floor client pays the same in the same place, so the ratio compares like\n  \
+           with like. (With `rx-udp-gro-forwarding` on, that work moves to the NAPI thread on CPU 1,\n  \
+           but there it drops 28 to 38 % of the probes at 100,000 probes/s on this VM.)\n\
          - After a warm-up, the collector process's CPU time (utime + stime of all its threads, from\n  \
            `/proc/<pid>/stat`) is sampled over the window, with its `/metrics` counters. CPU per probe\n  \
            = that time / the probes resolved in the window (`probes_lost` + `replies`).\n\
@@ -842,13 +858,30 @@ fn report(
            skips the missed slots rather than bursting them; a rate with skipped slots was not\n  \
            sustained even without loss.\n\
          - What bounds the rate one core sustains: the floor itself. On this VM the kernel's send\n  \
-           and receive path costs the floor client about 5 µs per probe at high rates (it needs\n  \
-           most of CPU 0 at 200,000 probes/s), and the collector adds about 50 % to it: the kernel\n  \
-           send timestamp of every probe (a clone of the datagram's socket buffer queued on the\n  \
-           error queue, then read back; about 15 % of the collector's CPU per probe, see the last\n  \
-           section), the in-flight table (insert, match, expiry on the timing wheel), the per-path\n  \
-           summaries and the realtime clock reads. The collector saturates CPU 0 at about\n  \
-           1 / (its µs per probe); above its maximum it skips slots.\n\
+           and receive path (the reflection included, see Method) costs the floor client about 5 µs\n  \
+           per probe at high rates, and the collector adds about 50 % to it. The collector\n  \
+           saturates CPU 0 at about 1 / (its µs per probe); above its maximum it skips slots.\n\
+         - Where the collector's time goes: `perf record -g` of the release collector at 100,000\n  \
+           probes/s in this setup (`--quick`, 4 s, 10,000 samples, kernel 86 %, user space 11 %):\n  \
+           `sendmmsg` 55 % (of which the softirq it raises, the reflection and the reply's delivery,\n  \
+           23 %); `recvmmsg` 30 %, of which the error queue (send timestamps, `ipv6_recv_error`)\n  \
+           10 % and control messages (receive timestamp, TTL, TOS: `put_cmsg`,\n  \
+           `__sock_recv_timestamp`) 7 %; the send timestamps' socket-buffer clones\n  \
+           (`__skb_tstamp_tx`) 3 %; `epoll_pwait2` 3 %. In user space: the in-flight table (remove,\n  \
+           hash insert, match, expiry) 3 %, the send and receive loops 4 %, clock reads 1 %. What\n  \
+           separates the collector from the floor is mostly the kernel's timestamping work, which\n  \
+           exact RTTs need (the last section measures it alone); its own bookkeeping is about a\n  \
+           tenth of its CPU. No cheap win was found: the profile puts fewer realtime clock reads and\n  \
+           skipping empty sockets at about 1 % each, below what `--quick` runs resolve on this VM.\n\
+         - A veth artifact: the generic-XDP reflector transmits the probe's own socket buffer back,\n  \
+           which is still charged to the collector's socket, so every probe gets a second send\n  \
+           timestamp. The collector reads it and discards it (its key is already used; counted in\n  \
+           `llama_collector_tx_timestamps_unmatched_total`, about one per probe here): about half of the\n  \
+           error-queue cost above. Across a network the reply is a new packet and there is one\n  \
+           timestamp per probe.\n\
+         - For about one wheel revolution (4 s) after a start the timing wheel's buckets grow to\n  \
+           their working size (0.5 % of the CPU in `mprotect` in the profile); the hot path then\n  \
+           allocates nothing.\n\
          - Idle: one wake-up per probe (16 per second) and nothing else; the batching adds no\n  \
            wake-up below 2,000 probes/s. The CPU figure is a fraction of a millisecond per second\n  \
            and moves with the machine's load between runs (0.21 % and 0.26 % in two runs while\n  \
