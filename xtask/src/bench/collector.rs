@@ -130,12 +130,14 @@ impl Floor {
     }
 }
 
+/// Steps of a search: (rate, sustained), in order.
+type Steps = Vec<(u32, bool)>;
+
 /// The highest rate each side sustained, searched between the fixed rates.
 #[derive(Debug)]
 struct Search {
-    /// (rate, sustained) of each step, in order.
-    collector_steps: Vec<(u32, bool)>,
-    floor_steps: Vec<(u32, bool)>,
+    collector_steps: Steps,
+    floor_steps: Steps,
     collector_max: Option<u32>,
     floor_max: Option<u32>,
     /// Both sides measured at the collector's maximum.
@@ -326,7 +328,7 @@ fn search(
 fn bisect(
     measured: impl Iterator<Item = (u32, bool)>,
     mut try_rate: impl FnMut(u32) -> anyhow::Result<bool>,
-) -> anyhow::Result<(Option<u32>, Vec<(u32, bool)>)> {
+) -> anyhow::Result<(Option<u32>, Steps)> {
     let measured: Vec<(u32, bool)> = measured.collect();
     let Some(mut lo) = measured.iter().filter(|m| m.1).map(|m| m.0).max() else {
         return Ok((None, Vec::new()));
