@@ -861,7 +861,7 @@ fn report(
            sustained even without loss.\n\
          - What bounds the rate one core sustains: the floor itself. On this VM the kernel's send\n  \
            and receive path (the reflection included, see Method) costs the floor client about 5 µs\n  \
-           per probe at high rates, and the collector adds about 50 % to it. The collector\n  \
+           per probe at high rates, and the collector adds 40 to 65 % to it. The collector\n  \
            saturates CPU 0 at about 1 / (its µs per probe); above its maximum it skips slots.\n\
          - Where the collector's time goes: `perf record -g` of the release collector at 100,000\n  \
            probes/s in this setup (`--quick`, 4 s, 10,000 samples, kernel 86 %, user space 11 %):\n  \
@@ -886,7 +886,7 @@ fn report(
            allocates nothing.\n\
          - Idle: one wake-up per probe (16 per second) and nothing else; the batching adds no\n  \
            wake-up below 2,000 probes/s. The CPU figure is a fraction of a millisecond per second\n  \
-           and moves with the machine's load between runs (0.21 % and 0.26 % in two runs while\n  \
+           and moves with the machine's load between runs (0.21 % to 0.28 % in the runs made while\n  \
            writing this).\n\
          - During development, the same bench (`--quick`, 5 s windows) with one `sendto` per probe\n  \
            (the collector before batched sends) gave 17.4 µs per probe at 10,000 probes/s (ratio\n  \
