@@ -198,8 +198,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     };
     let idle = measure_idle(&agent, warmup, window)?;
     println!(
-        "idle (16 probes/s): {:.3} % of a core, {:.1} wake-ups/s",
-        idle.0, idle.1
+        "idle (16 probes/s): {:.3} % of a core, {:.1} wake-ups/s; floor client {:.3} %",
+        idle.collector, idle.wakeups, idle.floor
     );
     // LLAMA_BENCH_RATES_ONLY=1 prints the rate table and stops (no
     // contention step, the document is left alone): for iterating.
@@ -574,11 +574,24 @@ fn start_collector(
     Ok((child, file))
 }
 
+/// What an idle collector costs, and the floor client at the same rate.
+#[derive(Debug, Clone, Copy)]
+struct Idle {
+    /// % of a core, all the collector's threads.
+    collector: f64,
+    /// Voluntary context switches (wake-ups) per second, all its threads.
+    wakeups: f64,
+    /// % of a core of the floor client at the same rate, targets and sockets.
+    floor: f64,
+}
+
 /// An idle collector: [`IDLE_TARGETS`] targets × [`PORTS`] sockets at
-/// [`IDLE_CPS`] cycles/s. Returns (% of a core, wake-ups per second), from
-/// the on-CPU time (`/proc/<pid>/task/*/schedstat`, ns, finer than clock
-/// ticks at this load) and the voluntary context switches of all threads.
-fn measure_idle(agent: &Path, warmup: Duration, window: Duration) -> anyhow::Result<(f64, f64)> {
+/// [`IDLE_CPS`] cycles/s, from the on-CPU time (`/proc/<pid>/task/*/schedstat`,
+/// ns, finer than clock ticks at this load) and the voluntary context
+/// switches of all threads; then, in the same bed, the floor client at the
+/// same 16 probes/s (its thread's CPU), what one wake-up per probe costs
+/// here without any bookkeeping.
+fn measure_idle(agent: &Path, warmup: Duration, window: Duration) -> anyhow::Result<Idle> {
     let bed = Bed::new(IDLE_TARGETS)?;
     let (mut child, file) = start_collector(&bed.hosts, agent, &bed.targets, IDLE_CPS, 1_000)?;
     let pid = child.child().id();
@@ -590,10 +603,22 @@ fn measure_idle(agent: &Path, warmup: Duration, window: Duration) -> anyhow::Res
     let secs = start.elapsed().as_secs_f64();
     drop(child);
     let _ = std::fs::remove_file(&file);
-    Ok((
-        (c1 - c0) as f64 / 1e9 / secs * 100.0,
-        (w1 - w0) as f64 / secs,
-    ))
+    let f = floor::run(
+        &bed.hosts.left,
+        isolation::MEASURED_CPU,
+        &bed.targets,
+        DEFAULT_PROBE_PORT,
+        PORTS as usize,
+        (f64::from(IDLE_TARGETS * PORTS) * IDLE_CPS) as u32,
+        warmup,
+        window,
+        Duration::ZERO,
+    )?;
+    Ok(Idle {
+        collector: (c1 - c0) as f64 / 1e9 / secs * 100.0,
+        wakeups: (w1 - w0) as f64 / secs,
+        floor: f.cpu.as_secs_f64() / f.window.as_secs_f64() * 100.0,
+    })
 }
 
 /// On-CPU ns and voluntary context switches, summed over `pid`'s threads.
@@ -677,7 +702,7 @@ fn start_reflector(ns: &NetNs, dev: &str, port: u16) -> anyhow::Result<Reflector
     Ok(Reflector { _xdp: xdp })
 }
 
-fn goals(samples: &[Sample], search: &Search, idle: (f64, f64)) -> String {
+fn goals(samples: &[Sample], search: &Search, idle: Idle) -> String {
     let mut out = String::new();
     for rate in [10_000, 50_000] {
         match samples.iter().find(|s| s.rate == rate) {
@@ -716,10 +741,16 @@ fn goals(samples: &[Sample], search: &Search, idle: (f64, f64)) -> String {
     ));
     out.push_str(&format!(
         "- At 16 probes/s (2 targets, 4 ports × 2 cycles/s) ≤ 0.2 % of a core: {:.3} %, {:.1} \
-         wake-ups/s (all threads), {}.\n",
-        idle.0,
-        idle.1,
-        if idle.0 <= 0.2 { "met" } else { "missed" }
+         wake-ups/s (all threads), {}; the floor client at the same rate: {:.3} % (ratio {:.2}).\n",
+        idle.collector,
+        idle.wakeups,
+        if idle.collector <= 0.2 {
+            "met"
+        } else {
+            "missed"
+        },
+        idle.floor,
+        idle.collector / idle.floor,
     ));
     out
 }
@@ -783,7 +814,7 @@ fn steps(steps: &[(u32, bool)]) -> String {
 fn report(
     samples: &[Sample],
     search: &Search,
-    idle: (f64, f64),
+    idle: Idle,
     quick: bool,
     search_window: Duration,
 ) -> String {
@@ -841,7 +872,8 @@ fn report(
            send window (`MIN_WAKE_GAP_NS`, 250 µs above 2,000 probes/s) spreads sends over\n  \
            [0, 250] µs after their slots, about ±125 µs around the median.\n\
          - Idle: 2 targets × 4 sockets at 2 cycles/s (16 probes/s), on-CPU time of all the\n  \
-           collector's threads from `/proc/<pid>/task/*/schedstat` over the window.\n\
+           collector's threads from `/proc/<pid>/task/*/schedstat` over the window; then the floor\n  \
+           client in the same bed at the same rate (its thread's CPU).\n\
          - The collector runs with its defaults, kernel send timestamps included\n  \
            (`--tx-timestamps on`, so its sends are batched; see `docs/collector-config.md`); their cost\n  \
            alone is measured in the last section.\n\
@@ -887,7 +919,11 @@ fn report(
          - Idle: one wake-up per probe (16 per second) and nothing else; the batching adds no\n  \
            wake-up below 2,000 probes/s. The CPU figure is a fraction of a millisecond per second\n  \
            and moves with the machine's load between runs (0.21 % to 0.28 % in the runs made while\n  \
-           writing this).\n\
+           writing this). The floor client, measured right after it in the same bed at the same\n  \
+           16 probes/s (see Goals), costs nearly as much: on this VM a wake-up with one send and\n  \
+           one receive (the reflection included, see Method) takes on the order of 150 µs of CPU,\n  \
+           so an absolute 0.2 % is below what the kernel path alone allows here; what the\n  \
+           collector adds on top is the idle ratio.\n\
          - During development, the same bench (`--quick`, 5 s windows) with one `sendto` per probe\n  \
            (the collector before batched sends) gave 17.4 µs per probe at 10,000 probes/s (ratio\n  \
            1.30) and 9.8 µs at 50,000 (ratio 1.59); with batched sends 16.0 (1.09) and 8.8 (1.45).\n\
