@@ -4,7 +4,8 @@
 //! the userspace reflector, (nearly) every reply is timed from the kernel's
 //! send timestamp, and none with the switch off; sends refused by a
 //! firewall (which use up a timestamp key) resynchronise the key count
-//! without costing the other probes their kernel timestamps; and the switch
+//! without costing the other probes their kernel timestamps, in a batched
+//! `sendmmsg` cut short in the middle too; and the switch
 //! works on `llama-agent collect`, by flag and by environment, and parses on
 //! `llama-agent run`.
 
@@ -187,6 +188,133 @@ targets: {t: [{ip: 10.200.0.2, port: 8100}, {ip: 10.200.0.2, port: 8199}]}
     assert_nearly_all_kernel(&s);
     let m = &c.shared().metrics;
     assert!(m.tx_resyncs.get() >= 20, "one resync per refused send");
+}
+
+/// Addresses of [`a_batch_cut_short_resyncs_the_keys_and_books_the_rest`]:
+/// answered ones, one always refused by the firewall, one refused every
+/// other attempt, one without a route.
+const CUT_ANSWERED: std::ops::Range<u8> = 10..20;
+const CUT_REFUSED: &str = "10.200.0.20";
+const CUT_FLAKY: &str = "10.200.0.21";
+const CUT_UNREACHABLE: &str = "10.200.0.22";
+
+/// Above `BATCHED_PPS` the probes due in one turn leave in one `sendmmsg`;
+/// a firewall refusing one in the middle cuts the batch short after the
+/// datagrams before it. The accepted ones are booked with their keys, the
+/// keys are resynchronised (the refused datagram used one), and the rest
+/// are retried: a refused datagram tried again alone is a send error, one
+/// that goes through on the retry is sent and timed by the kernel like the
+/// others. The flaky address makes retries succeed: without the resync
+/// after the cut, every later timestamp would be taken by the probe after
+/// its own. A destination without a route also stops a batch; its probes
+/// are the path's loss (and only its), a firewall's refusal is not.
+#[test]
+fn a_batch_cut_short_resyncs_the_keys_and_books_the_rest() {
+    if !privileged("collector_txstamp::a_batch_cut_short_resyncs_the_keys_and_books_the_rest") {
+        return;
+    }
+    let hosts = TwoHosts::new().expect("two hosts");
+    let answered: Vec<String> = CUT_ANSWERED.map(|i| format!("10.200.0.{i}")).collect();
+    for a in answered
+        .iter()
+        .map(String::as_str)
+        .chain([CUT_REFUSED, CUT_FLAKY, CUT_UNREACHABLE])
+    {
+        hosts
+            .right
+            .add_addr(&hosts.veth.b, &format!("{a}/24"))
+            .expect("add address");
+    }
+    hosts
+        .left
+        .ip(&[
+            "route",
+            "add",
+            "unreachable",
+            &format!("{CUT_UNREACHABLE}/32"),
+        ])
+        .expect("unreachable route");
+    let _refl = start_reflector(&hosts.right, Mode::Xdp, &hosts.veth.b, 8100);
+    // Refused on the way out (EPERM, after the datagram used a timestamp
+    // key): every probe to one address, every other attempt to another.
+    nft_script(
+        &hosts.left,
+        &format!(
+            "table inet llt {{
+  chain out {{ type filter hook output priority 0; policy accept;
+    ip daddr {CUT_REFUSED} drop
+    ip daddr {CUT_FLAKY} numgen inc mod 2 0 drop
+  }}
+}}
+"
+        ),
+    );
+    // One socket, 13 addresses in slot order, 10,400 probes/s: batched, a
+    // few probes per 250 µs turn, so the refused ones fall mid-batch.
+    // Each refused address sits between answered ones (after the always
+    // refused one, whose retry fails too, the flaky one would always be
+    // tried alone).
+    let some = |r: std::ops::Range<usize>| answered[r].iter().map(String::as_str);
+    let order: Vec<&str> = some(0..5)
+        .chain([CUT_FLAKY])
+        .chain(some(5..8))
+        .chain([CUT_UNREACHABLE])
+        .chain(some(8..10))
+        .chain([CUT_REFUSED])
+        .collect();
+    let targets: Vec<String> = order
+        .iter()
+        .map(|a| format!("{{ip: {a}, port: 8100}}"))
+        .collect();
+    let cfg = config(&format!(
+        "
+summarization: {{interval: 1}}
+ports: {{p: {{ip: 0.0.0.0, port: 0, tos: 0, timeout: 1000}}}}
+port_groups: {{g: [{{port: p, count: 1}}]}}
+rate_limits: {{r: {{cps: 800}}}}
+tests: [{{targets: t, port_group: g, rate_limit: r}}]
+targets: {{t: [{}]}}
+",
+        targets.join(", ")
+    ));
+    let c = start_in(&hosts.left, cfg, TxTimestamps::On);
+    let first = next_publication(&c, 0, WAIT);
+    let p = next_publication(&c, first.interval_end, WAIT);
+    let m = &c.shared().metrics;
+    for a in &answered {
+        let s = path(&p, a).unwrap_or_else(|| panic!("no summary for {a}: {p:?}"));
+        assert_eq!(s.send_errors, 0, "{s:?}");
+        assert_clean(s);
+        assert_nearly_all_kernel(s);
+    }
+    // Every attempt refused: send errors, neither sent nor lost (a local
+    // refusal is not the path's loss).
+    let refused = path(&p, CUT_REFUSED).unwrap_or_else(|| panic!("no summary: {p:?}"));
+    assert!(refused.send_errors >= 100, "{refused:?}");
+    assert_eq!((refused.sent, refused.lost), (0, 0), "{refused:?}");
+    // Refused and retried: sent on the retry, answered, timed by the kernel.
+    let flaky = path(&p, CUT_FLAKY).unwrap_or_else(|| panic!("no summary: {p:?}"));
+    assert!(
+        flaky.sent > flaky.send_errors,
+        "refusals cut batches short and went through on the retry: {flaky:?}"
+    );
+    assert_clean(flaky);
+    assert_nearly_all_kernel(flaky);
+    // No route: every probe a send error and the path's loss.
+    let unreachable = path(&p, CUT_UNREACHABLE).unwrap_or_else(|| panic!("no summary: {p:?}"));
+    assert!(unreachable.lost >= 100, "{unreachable:?}");
+    assert_eq!(unreachable.sent, unreachable.lost, "{unreachable:?}");
+    assert_eq!(unreachable.send_errors, unreachable.lost, "{unreachable:?}");
+    // One resync per send error, and more for the cuts whose retry went
+    // through.
+    assert!(m.send_errors.get() >= refused.send_errors);
+    assert!(
+        m.tx_resyncs.get() > m.send_errors.get(),
+        "resyncs {} send errors {}",
+        m.tx_resyncs.get(),
+        m.send_errors.get()
+    );
+    c.shutdown();
 }
 
 /// `llama-agent collect` with the switch from a flag or the environment:

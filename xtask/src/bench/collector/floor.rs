@@ -38,6 +38,9 @@ pub struct FloorSample {
     pub cpu: Duration,
     /// Probes sent in the window.
     pub sent_window: u64,
+    /// Slots that fell due in the window: more than `sent_window` when the
+    /// client fell behind (it never skips slots, it catches up late).
+    pub due_window: u64,
     /// All probes sent and all replies received (after a final drain).
     pub sent: u64,
     pub received: u64,
@@ -154,6 +157,8 @@ pub fn run(
         let mut last_wake = 0u64;
         let mut counter = 0u64;
         let deadline = |k: u64| start + (k as f64 * slot_ns) as u64;
+        // Slots due by `now` (those with a deadline at or before it).
+        let due = |now: u64| ((now - start) as f64 / slot_ns) as u64 + 1;
         loop {
             let next = deadline(k).max(last_wake + WAKE_GAP_NS);
             sleep_until(next);
@@ -168,10 +173,10 @@ pub fn run(
                 }
             }
             if at_window.is_none() && now >= measure_from {
-                at_window = Some((thread_cpu(), sent, Instant::now()));
+                at_window = Some((thread_cpu(), sent, Instant::now(), due(now)));
             }
             if window_end.is_none() && now >= measure_to {
-                window_end = Some((thread_cpu(), sent, Instant::now()));
+                window_end = Some((thread_cpu(), sent, Instant::now(), due(now)));
             }
             if now >= stop {
                 break;
@@ -216,8 +221,8 @@ pub fn run(
                 sent += off as u64;
             }
         }
-        let (cpu0, sent0, t0) = at_window.context("the window never started")?;
-        let (cpu1, sent1, t1) = window_end.context("the window never ended")?;
+        let (cpu0, sent0, t0, due0) = at_window.context("the window never started")?;
+        let (cpu1, sent1, t1, due1) = window_end.context("the window never ended")?;
         let cpu = cpu1 - cpu0;
         let elapsed = t1 - t0;
         let sent_window = sent1 - sent0;
@@ -237,6 +242,7 @@ pub fn run(
             window: elapsed,
             cpu,
             sent_window,
+            due_window: due1 - due0,
             sent,
             received,
         })
