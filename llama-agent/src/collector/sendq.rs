@@ -65,17 +65,7 @@ impl Default for SendQueue {
 
 impl SendQueue {
     pub fn new() -> Self {
-        // SAFETY: all-zero bytes are a valid value of these plain C structs.
-        let (zero_name, zero_hdr) = unsafe {
-            (
-                mem::zeroed::<libc::sockaddr_storage>(),
-                mem::zeroed::<libc::mmsghdr>(),
-            )
-        };
-        let zero_iov = libc::iovec {
-            iov_base: ptr::null_mut(),
-            iov_len: 0,
-        };
+        let (zero_name, zero_iov, zero_hdr) = mmsg::empty_slot();
         Self {
             socket: None,
             bufs: vec![0; SEND_BATCH * CANONICAL_MAX_LEN],

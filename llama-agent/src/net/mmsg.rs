@@ -34,22 +34,29 @@ impl std::fmt::Debug for RecvBatch {
     }
 }
 
+/// An empty address, I/O vector and message header: what each slot of a
+/// batch starts as, before its pointers are set for a call.
+pub fn empty_slot() -> (libc::sockaddr_storage, libc::iovec, libc::mmsghdr) {
+    // SAFETY: all-zero bytes are a valid value of these plain C structs.
+    let (name, hdr) = unsafe {
+        (
+            mem::zeroed::<libc::sockaddr_storage>(),
+            mem::zeroed::<libc::mmsghdr>(),
+        )
+    };
+    let iov = libc::iovec {
+        iov_base: ptr::null_mut(),
+        iov_len: 0,
+    };
+    (name, iov, hdr)
+}
+
 impl RecvBatch {
     /// Slots of `buf_len` payload bytes each; a longer datagram is cut and
     /// flagged [`truncated`](Self::truncated). The memory is allocated
     /// zeroed, so only pages that datagrams touch become resident.
     pub fn new(buf_len: usize) -> Self {
-        // SAFETY: all-zero bytes are a valid value of these plain C structs.
-        let (zero_name, zero_hdr) = unsafe {
-            (
-                mem::zeroed::<libc::sockaddr_storage>(),
-                mem::zeroed::<libc::mmsghdr>(),
-            )
-        };
-        let zero_iov = libc::iovec {
-            iov_base: ptr::null_mut(),
-            iov_len: 0,
-        };
+        let (zero_name, zero_iov, zero_hdr) = empty_slot();
         Self {
             bufs: vec![0; BATCH * buf_len],
             buf_len,

@@ -256,6 +256,14 @@ fn print_sample(s: &Sample, label: &str) {
 /// highest when it sustained them all): at most [`SEARCH_STEPS`] windows
 /// of `window`, rates rounded to [`SEARCH_RESOLUTION`]. Then measures both
 /// sides at the collector's maximum, for the ratio there.
+fn verdict(sustained: bool) -> &'static str {
+    if sustained {
+        "sustained"
+    } else {
+        "not sustained"
+    }
+}
+
 fn search(
     agent: &Path,
     samples: &[Sample],
@@ -274,11 +282,7 @@ fn search(
                 w.lost,
                 w.sent,
                 w.skipped,
-                if w.sustained() {
-                    "sustained"
-                } else {
-                    "not sustained"
-                }
+                verdict(w.sustained())
             );
             Ok(w.sustained())
         },
@@ -296,11 +300,7 @@ fn search(
                 f.sent,
                 f.sent_window,
                 f.due_window,
-                if f.sustained() {
-                    "sustained"
-                } else {
-                    "not sustained"
-                }
+                verdict(f.sustained())
             );
             Ok(f.sustained())
         },
