@@ -61,7 +61,7 @@ pub fn unavailable_reason() -> Option<String> {
         ))
     } else {
         Some(
-            "built without the XDP object (run `cargo xtask build-ebpf --release` before building): userspace reflector only"
+            "built without the XDP object (run `cargo xtask build-ebpf` before building): userspace reflector only"
                 .to_owned(),
         )
     }

@@ -10,6 +10,10 @@ pub mod ratelimit;
 /// TCP port for its HTTP API (docs/agent-api.md).
 pub const DEFAULT_PROBE_PORT: u16 = 8100;
 
+/// TTL / hop limit of every reply, from either reflector (docs/probe.md);
+/// collectors derive a path's hop count from it (`64 - received TTL`).
+pub const REPLY_TTL: u8 = 64;
+
 /// `Content-Type` of every `/metrics` answer, agent and server alike.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";

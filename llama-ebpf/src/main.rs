@@ -51,8 +51,8 @@ use headers::{
     VlanHdr, is_ipv6_extension,
 };
 use llama_common::{
-    ALLOWLIST_MAX_ENTRIES, AllowValue, Counter, DEFAULT_RECENT_PROBES, RateState, RecentSlot,
-    ReflectorConfig,
+    ALLOWLIST_MAX_ENTRIES, AllowValue, Counter, DEFAULT_RECENT_PROBES, REPLY_TTL, RateState,
+    RecentSlot, ReflectorConfig,
     probe::{CANONICAL_PREFIX, CANONICAL_TOS_OFFSET, CANONICAL_TOS_TAG, SIGNATURE_LEN},
     ratelimit, recent_hash, recent_identity,
 };
@@ -82,8 +82,6 @@ static RATE: Array<RateState> = Array::with_max_entries(1, 0);
 #[map(name = "LLAMA_RECENT")]
 static RECENT: Array<RecentSlot> = Array::with_max_entries(DEFAULT_RECENT_PROBES, 0);
 
-/// TTL / hop limit of every reply (docs/probe.md).
-const REPLY_TTL: u8 = 64;
 const ETH_HLEN: usize = mem::size_of::<EthHdr>();
 const UDP_HLEN: usize = mem::size_of::<UdpHdr>();
 /// Payload bytes the canonical check reads: up to and including the tos byte.

@@ -2,7 +2,8 @@
 //! addresses, a hub-and-hosts LAN of namespaces ([`lan`]), running code or
 //! processes inside a namespace, a privilege check that skips (or, under
 //! CI, fails) when the test cannot run, bounded waiting ([`wait`]), small
-//! HTTP helpers ([`http`]) and the workspace's binaries ([`binary`]).
+//! HTTP helpers ([`http`]), a socket that sees the TOS and TTL of replies
+//! ([`reply_socket`]) and the workspace's binaries ([`binary`]).
 //!
 //! Every namespace is named `llt-<pid>-<n>` and removed on drop (a panicking
 //! test unwinds through the drop). Ctrl-C/SIGTERM while a test runs removes
@@ -30,6 +31,7 @@ pub mod binary;
 pub mod dist;
 pub mod http;
 pub mod lan;
+pub mod reply_socket;
 pub mod wait;
 
 pub use binary::workspace_binary;
@@ -37,6 +39,7 @@ pub use http::{free_port, http_get, http_get_ok, http_request};
 pub use lan::{Lan, LanHost};
 /// The signals [`ChildGuard::signal`] sends.
 pub use nix::sys::signal::Signal;
+pub use reply_socket::{Reply, ReplySocket};
 pub use wait::{
     WAIT, eventually, eventually_every, eventually_ok, until, wait_for, wait_for_explained,
     wait_for_within, wait_until,

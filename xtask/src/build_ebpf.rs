@@ -23,16 +23,26 @@ use crate::cmd;
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const TARGET: &str = "bpfel-unknown-none";
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct Options {
-    /// Build the release profile (what the agent embeds and what tests use).
-    #[arg(long)]
+    /// Build the debug profile instead of the release one. The agent embeds
+    /// only the release object (and the tests use it), so a debug object is
+    /// for reading the unoptimised program, not for running it.
+    #[arg(long, conflicts_with = "release")]
+    pub debug: bool,
+    /// The release profile: the default, accepted for scripts that ask.
+    #[arg(long, hide = true)]
     pub release: bool,
 }
 
 /// Ensures the toolchain, builds the object and returns its path.
 pub fn build(opts: &Options) -> Result<PathBuf> {
-    build_in(opts.release, &[], &cmd::target_dir())
+    build_in(!opts.debug, &[], &cmd::target_dir())
+}
+
+/// [`build`] of the release object, the one the agent embeds.
+pub fn build_release() -> Result<PathBuf> {
+    build(&Options::default())
 }
 
 /// The release object with the debug log (`--ebpf-log`) compiled out, the

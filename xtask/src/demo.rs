@@ -130,7 +130,7 @@ pub fn run(opts: &Options) -> Result<()> {
             bail!("--loss names {host}, but the hosts are h1..h{}", opts.hosts);
         }
     }
-    let object = build_ebpf::build(&build_ebpf::Options { release: true })?;
+    let object = build_ebpf::build_release()?;
     eprintln!("XDP object: {}", object.display());
     cmd::run(
         std::process::Command::new("cargo")

@@ -9,7 +9,7 @@
 //!   distribution (Raspberry Pi OS included); Rust's bundled `rust-lld` links
 //!   against the target's self-contained musl, and zig (a pinned PyPI wheel)
 //!   compiles the one C dependency, ring (TLS). Nothing comes from apt.
-//! - The XDP object (`cargo xtask build-ebpf --release`) is embedded in the
+//! - The XDP object (`cargo xtask build-ebpf`) is embedded in the
 //!   x86_64 and aarch64 agents (`LLAMA_EBPF_OBJECT`); `dist` checks that it is
 //!   there, and that the armv7 agent (userspace-only) has none.
 //! - Cargo's target directory for these builds is
@@ -95,7 +95,7 @@ pub fn run(opts: &Options) -> Result<()> {
 /// Builds the binaries of `archs` and returns their paths.
 pub fn build(archs: &[Arch]) -> Result<Vec<Artifacts>> {
     let object = if archs.iter().any(|a| a.has_xdp()) {
-        Some(build_ebpf::build(&build_ebpf::Options { release: true })?)
+        Some(build_ebpf::build_release()?)
     } else {
         build_ebpf::ensure_nightly()?;
         None

@@ -76,3 +76,30 @@ fn main() -> Result<()> {
         Task::TestVm(opts) => test_vm::run(&opts),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_ebpf(args: &[&str]) -> Result<build_ebpf::Options, clap::Error> {
+        let argv = ["cargo xtask", "build-ebpf"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.task {
+            Task::BuildEbpf(opts) => Ok(opts),
+            _ => unreachable!("parsed as build-ebpf"),
+        }
+    }
+
+    #[test]
+    fn build_ebpf_builds_the_release_object_unless_asked_for_debug() {
+        assert!(!build_ebpf(&[]).unwrap().debug, "release by default");
+        assert!(
+            !build_ebpf(&["--release"]).unwrap().debug,
+            "--release accepted"
+        );
+        assert!(build_ebpf(&["--debug"]).unwrap().debug);
+        assert!(
+            build_ebpf(&["--debug", "--release"]).is_err(),
+            "one profile"
+        );
+    }
+}

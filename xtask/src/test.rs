@@ -21,7 +21,7 @@ pub fn run(opts: &Options) -> Result<()> {
         // hung guest in the suite.
         test_vm::ensure_packages()?;
     }
-    let object = build_ebpf::build(&build_ebpf::Options { release: true })?;
+    let object = build_ebpf::build_release()?;
     eprintln!("XDP object: {}", object.display());
 
     fmt::check()?;

@@ -8,7 +8,7 @@
 //! boundary is booked in the next one. No probe is dropped from the books.
 //!
 //! Hop counts: both reflectors answer with a fresh TTL / hop limit of
-//! [`REFLECTOR_TTL`], so a reply that arrives with TTL `t` crossed
+//! [`REPLY_TTL`], so a reply that arrives with TTL `t` crossed
 //! `64 - t` routers on its way back (0: same L2 segment). An interval's
 //! `hops` is the hop count most of its replies came back with (the smaller
 //! one on a tie), so that flows spread over ECMP paths of different lengths
@@ -20,20 +20,18 @@
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use hdrhistogram::Histogram;
+use llama_common::REPLY_TTL;
 
 use super::metrics::histogram::RttCounts;
 
 /// Highest RTT the histogram tracks (larger values are clamped to it).
 const HIST_MAX_NS: u64 = 60_000_000_000;
 
-/// The TTL / hop limit both reflectors send their replies with.
-pub const REFLECTOR_TTL: u8 = 64;
-
 /// The routers a reply crossed, from the TTL / hop limit it arrived with;
-/// `None` for a TTL above [`REFLECTOR_TTL`] (a reflector that starts from
+/// `None` for a TTL above [`REPLY_TTL`] (a reflector that starts from
 /// another value: no hop count rather than a wrong one).
 pub fn hop_count(ttl: u8) -> Option<u8> {
-    REFLECTOR_TTL.checked_sub(ttl)
+    REPLY_TTL.checked_sub(ttl)
 }
 
 /// Tags attached to a path's summaries.
@@ -241,7 +239,7 @@ impl PathAcc {
 
     /// The TTL / hop limit that the reply [`reply`](Self::reply) just
     /// booked for `flow` arrived with (`None`: unknown). A TTL above
-    /// [`REFLECTOR_TTL`] is ignored.
+    /// [`REPLY_TTL`] is ignored.
     pub fn reply_ttl(&mut self, flow: Flow, ttl: Option<u8>) {
         let Some(hops) = ttl.and_then(hop_count) else {
             return;
@@ -494,17 +492,12 @@ mod tests {
 
     #[test]
     fn hop_count_is_64_minus_ttl_and_absent_above_64() {
-        assert_eq!(REFLECTOR_TTL, 64);
+        assert_eq!(REPLY_TTL, 64);
         assert_eq!(hop_count(64), Some(0), "same L2 segment");
         assert_eq!(hop_count(63), Some(1));
         assert_eq!(hop_count(0), Some(64));
         assert_eq!(hop_count(65), None);
         assert_eq!(hop_count(255), None, "a reflector starting from 255");
-        assert_eq!(
-            i32::from(REFLECTOR_TTL),
-            crate::reflector::userspace::mmsg::REPLY_TTL,
-            "the userspace reflector's reply TTL"
-        );
     }
 
     #[test]

@@ -38,15 +38,16 @@ const DROPS: [(&str, &str); 9] = [
     ("log_suppressed", LOG_SUPPRESSED),
 ];
 
-/// One drop counter's log state.
+/// One drop counter's log state. Counting starts from zero: the agent
+/// always loads the XDP program and starts the userspace reflector itself,
+/// so every drop the counters hold happened since, including those before
+/// the first look (a flood that starts with the agent is reported at the
+/// first poll, not taken for a baseline).
 #[derive(Debug, Default, Clone, Copy)]
 struct Seen {
-    /// The counter's value when it was last logged (or first seen).
+    /// The counter's value when it was last logged (zero before that).
     logged_at_value: u64,
     last_log: Option<Instant>,
-    /// Set once the first reading is taken: drops before the agent looked
-    /// (none, for a program it loaded itself) are a baseline, not news.
-    primed: bool,
 }
 
 /// Remembers what was logged about each drop counter.
@@ -73,14 +74,6 @@ impl DropLog {
             let Some(&(_, value)) = counters.iter().find(|(c, _)| *c == counter) else {
                 continue;
             };
-            if !seen.primed {
-                *seen = Seen {
-                    logged_at_value: value,
-                    last_log: None,
-                    primed: true,
-                };
-                continue;
-            }
             let quiet = seen
                 .last_log
                 .is_none_or(|at| now.saturating_duration_since(at) >= RELOG_AFTER);
@@ -140,7 +133,7 @@ mod tests {
     fn a_limit_that_starts_dropping_is_logged_once_then_again_after_the_quiet_period() {
         let mut log = DropLog::default();
         let t0 = Instant::now();
-        assert!(log.observe(&counters(0, 0), t0).is_empty(), "baseline");
+        assert!(log.observe(&counters(0, 0), t0).is_empty(), "no drops");
         assert!(log.observe(&counters(0, 0), t0 + POLL_EVERY).is_empty());
 
         let first = log.observe(&counters(7, 0), t0 + 2 * POLL_EVERY);
@@ -180,13 +173,28 @@ mod tests {
     }
 
     #[test]
+    fn drops_before_the_first_look_are_reported_at_the_first_look() {
+        let mut log = DropLog::default();
+        let due = log.observe(&counters(12, 0), Instant::now());
+        assert_eq!(
+            due.iter()
+                .map(|r| (r.counter, r.dropped))
+                .collect::<Vec<_>>(),
+            [("drop_rate_limit", 12)]
+        );
+    }
+
+    #[test]
     fn each_reason_has_its_own_line_and_a_quiet_counter_says_nothing() {
         let mut log = DropLog::default();
         let t0 = Instant::now();
-        log.observe(&counters(5, 5), t0);
-        let due = log.observe(&counters(6, 9), t0 + POLL_EVERY);
+        let first = log.observe(&counters(5, 5), t0);
+        assert_eq!(first.len(), 2);
+        // Both were just logged: new drops wait for RELOG_AFTER.
+        assert!(log.observe(&counters(6, 9), t0 + POLL_EVERY).is_empty());
+        let due = log.observe(&counters(7, 9), t0 + RELOG_AFTER);
         let names: Vec<_> = due.iter().map(|r| (r.counter, r.dropped)).collect();
-        assert_eq!(names, [("drop_rate_limit", 1), ("drop_repeated", 4)]);
+        assert_eq!(names, [("drop_rate_limit", 2), ("drop_repeated", 4)]);
         assert!(
             log.observe(&counters(6, 9), t0 + RELOG_AFTER * 2)
                 .is_empty()

@@ -18,7 +18,7 @@ pub mod publications;
 pub mod reflector;
 
 /// Whether `test` can use the XDP program: privileged, and the agent was
-/// built with the XDP object (`cargo xtask build-ebpf --release`, which
+/// built with the XDP object (`cargo xtask build-ebpf`, which
 /// `cargo xtask test` runs first). Otherwise skips, or fails under CI.
 pub fn xdp_ready(test: &str) -> bool {
     if !llama_testkit::privileged(test) {
@@ -27,6 +27,6 @@ pub fn xdp_ready(test: &str) -> bool {
     llama_agent::xdp::embedded_object().is_some()
         || llama_testkit::cannot_run(
             test,
-            "the agent was built without the XDP object; run `cargo xtask build-ebpf --release` first",
+            "the agent was built without the XDP object; run `cargo xtask build-ebpf` first",
         )
 }

@@ -692,7 +692,7 @@ struct Reflector {
 }
 
 fn start_reflector(ns: &NetNs, dev: &str, port: u16) -> anyhow::Result<Reflector> {
-    let object = build_ebpf::build(&build_ebpf::Options { release: true })?;
+    let object = build_ebpf::build_release()?;
     let object = std::fs::read(&object).with_context(|| format!("read {}", object.display()))?;
     let xdp = ns.run(|| -> anyhow::Result<XdpReflector> {
         let mut xdp = XdpReflector::load_object(&object, ReflectorConfig::new(port))?;

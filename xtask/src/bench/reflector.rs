@@ -65,7 +65,7 @@ pub fn run(quick: bool) -> Result<()> {
     if !cmd::is_root() {
         bail!("the reflector benchmark needs root (BPF, namespaces); run it as root");
     }
-    let object_path = build_ebpf::build(&build_ebpf::Options { release: true })?;
+    let object_path = build_ebpf::build_release()?;
     let object =
         fs::read(&object_path).with_context(|| format!("read {}", object_path.display()))?;
     // The agent binary embeds the object as it is now.

@@ -11,21 +11,13 @@
 //! received also had valid checksums.
 
 use std::{
-    io::IoSliceMut,
-    net::{IpAddr, SocketAddr, UdpSocket},
-    os::fd::AsRawFd,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use llama_common::{DEFAULT_PROBE_PORT, probe};
-use nix::{
-    cmsg_space,
-    sys::socket::{
-        ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt,
-        sockopt::{IpRecvTos, Ipv4RecvTtl, Ipv6RecvHopLimit, Ipv6RecvTClass},
-    },
-};
+use llama_common::{DEFAULT_PROBE_PORT, REPLY_TTL, probe};
+use llama_testkit::ReplySocket;
 
 /// The TOS values probes ask for, in turn (DSCP classes and ECN bits).
 const TOS_VALUES: [u8; 6] = [0x00, 0x28, 0x2e << 2, 0xb8, 0x01, 0xfd];
@@ -64,7 +56,7 @@ pub fn reflect(guest: IpAddr, count: u64) -> Result<Outcome> {
         outcome.sent += 1;
         let deadline = Instant::now() + REPLY_TIMEOUT;
         // Skip late replies to earlier probes; stop at this probe's reply.
-        while let Some(reply) = recv(&socket, deadline)? {
+        while let Some(reply) = socket.recv_before(deadline).context("receive a reply")? {
             if reply.payload.get(2..12) != Some(&signature[..]) {
                 continue;
             }
@@ -84,10 +76,11 @@ pub fn reflect(guest: IpAddr, count: u64) -> Result<Outcome> {
                     reply.tos
                 ));
             }
-            if reply.ttl != Some(64) {
-                outcome
-                    .problems
-                    .push(format!("{what}: reply TTL {:?}, not 64", reply.ttl));
+            if reply.ttl != Some(REPLY_TTL) {
+                outcome.problems.push(format!(
+                    "{what}: reply TTL {:?}, not {REPLY_TTL}",
+                    reply.ttl
+                ));
             }
             break;
         }
@@ -117,7 +110,10 @@ pub fn malformed(guest: IpAddr) -> Result<u64> {
             .send_to(case, to)
             .context("send a malformed datagram")?;
     }
-    if let Some(reply) = recv(&socket, Instant::now() + QUIET)? {
+    if let Some(reply) = socket
+        .recv_before(Instant::now() + QUIET)
+        .context("receive a reply")?
+    {
         bail!(
             "the guest answered a malformed {} datagram ({} bytes)",
             family(guest),
@@ -131,71 +127,11 @@ fn family(ip: IpAddr) -> &'static str {
     if ip.is_ipv4() { "IPv4" } else { "IPv6" }
 }
 
-fn open(guest: IpAddr) -> Result<UdpSocket> {
+fn open(guest: IpAddr) -> Result<ReplySocket> {
     let any: SocketAddr = if guest.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
         "[::]:0".parse()?
     };
-    let socket = UdpSocket::bind(any).context("bind the probe socket")?;
-    if guest.is_ipv4() {
-        setsockopt(&socket, IpRecvTos, &true)?;
-        setsockopt(&socket, Ipv4RecvTtl, &true)?;
-    } else {
-        setsockopt(&socket, Ipv6RecvTClass, &true)?;
-        setsockopt(&socket, Ipv6RecvHopLimit, &true)?;
-    }
-    Ok(socket)
-}
-
-struct Reply {
-    payload: Vec<u8>,
-    from: SocketAddr,
-    tos: Option<u8>,
-    ttl: Option<u8>,
-}
-
-/// The next datagram before `deadline`, or `None`.
-fn recv(socket: &UdpSocket, deadline: Instant) -> Result<Option<Reply>> {
-    loop {
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            return Ok(None);
-        };
-        socket.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-        let mut buf = vec![0u8; 2048];
-        let mut ctrl = cmsg_space!(libc::c_int, libc::c_int);
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = match recvmsg::<SockaddrStorage>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut ctrl),
-            MsgFlags::empty(),
-        ) {
-            Ok(m) => m,
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e).context("receive a reply"),
-        };
-        let (mut tos, mut ttl) = (None, None);
-        for c in msg.cmsgs()? {
-            match c {
-                ControlMessageOwned::Ipv4Tos(t) => tos = Some(t),
-                ControlMessageOwned::Ipv6TClass(t) => tos = Some(t as u8),
-                ControlMessageOwned::Ipv4Ttl(t) => ttl = Some(t as u8),
-                ControlMessageOwned::Ipv6HopLimit(t) => ttl = Some(t as u8),
-                _ => {}
-            }
-        }
-        let from = msg
-            .address
-            .and_then(|a| llama_agent::net::std_addr(&a))
-            .context("a reply without a source address")?;
-        let n = msg.bytes;
-        buf.truncate(n);
-        return Ok(Some(Reply {
-            payload: buf,
-            from,
-            tos,
-            ttl,
-        }));
-    }
+    ReplySocket::bind(any).context("bind the probe socket")
 }

@@ -17,7 +17,7 @@ pub const FILTER: &str = "reflector_xdp_testrun";
 
 /// Builds the agent's integration-test binary for `arch`; returns its path.
 pub fn build(arch: GuestArch) -> Result<PathBuf> {
-    let object = build_ebpf::build(&build_ebpf::Options { release: true })?;
+    let object = build_ebpf::build_release()?;
     let plan = dist::toolchain::plan(&[arch.dist()])?;
     if !plan.std_from_source.is_empty() {
         bail!("{arch}: test binaries need a target with a prebuilt std");

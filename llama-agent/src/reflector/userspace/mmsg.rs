@@ -22,8 +22,9 @@ use crate::net::{
 /// ever truncated (a truncated probe must not be echoed as a shorter one).
 /// The memory is allocated zeroed and only touched pages become resident.
 pub const MAX_DATAGRAM: usize = 65536;
-/// TTL / hop limit of every reply (docs/probe.md).
-pub const REPLY_TTL: libc::c_int = 64;
+/// [`llama_common::REPLY_TTL`] as the `IP_TTL` / `IPV6_HOPLIMIT` control
+/// message carries it.
+const REPLY_TTL: libc::c_int = llama_common::REPLY_TTL as libc::c_int;
 
 /// One received datagram's metadata (the payload stays in the batch).
 #[derive(Clone, Copy, Debug)]
